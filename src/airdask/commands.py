@@ -1,0 +1,139 @@
+"""Command types: an argv list (run without a shell) or a :class:`PythonCommand`.
+
+A ``BashTask`` builds ``["bash", "-c", script]`` explicitly; nothing else goes through a
+shell. Executors turn a command into a self-contained :class:`~airdask.runner.TaskSpec`
+with :func:`build_spec`, which is also where an unpicklable callable is caught.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+from collections.abc import Callable
+from typing import Any
+
+import cloudpickle
+
+from airdask.logs import log_relpath
+from airdask.runner import TaskSpec
+from airdask.state import TaskInstanceKey
+
+
+class CommandError(ValueError):
+    """A command that cannot be run: wrong shape, or a callable that cannot be shipped."""
+
+
+class PythonCommand:
+    """A Python callable with its arguments, shipped to the worker with cloudpickle."""
+
+    def __init__(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> None:
+        if not callable(func):
+            raise CommandError(f"PythonCommand needs a callable, got {func!r}")
+        self.func = func
+        self.args = args
+        self.kwargs = kwargs
+
+    @property
+    def name(self) -> str:
+        return getattr(self.func, "__qualname__", None) or repr(self.func)
+
+    def payload(self) -> bytes:
+        """The cloudpickled (func, args, kwargs); :class:`CommandError` names what failed."""
+        try:
+            return bytes(cloudpickle.dumps((self.func, self.args, self.kwargs)))
+        except Exception as exc:
+            culprit = self._find_unpicklable()
+            raise CommandError(f"cannot ship {culprit} to a worker: {exc}") from exc
+
+    def _find_unpicklable(self) -> str:
+        parts: list[tuple[str, Any]] = [(f"callable {self.name}", self.func)]
+        parts += [(f"argument {i} of {self.name}", a) for i, a in enumerate(self.args)]
+        parts += [(f"keyword argument {k!r} of {self.name}", v) for k, v in self.kwargs.items()]
+        for label, obj in parts:
+            try:
+                cloudpickle.dumps(obj)
+            except Exception:
+                return f"{label} ({type(obj).__name__} object)"
+        return f"callable {self.name}"
+
+    def __repr__(self) -> str:
+        return f"PythonCommand({self.name})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PythonCommand) and (self.func, self.args, self.kwargs) == (
+            other.func,
+            other.args,
+            other.kwargs,
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+Command = list[str] | PythonCommand
+
+
+def check_command(command: object) -> Command:
+    """Return ``command`` if it is a non-empty argv of strings or a PythonCommand."""
+    if isinstance(command, PythonCommand):
+        return command
+    if isinstance(command, (list, tuple)) and command and all(isinstance(a, str) for a in command):
+        return list(command)
+    raise CommandError(
+        f"a command is a non-empty list of strings or a PythonCommand, got {command!r}"
+    )
+
+
+def describe(command: Command) -> str:
+    if isinstance(command, PythonCommand):
+        return repr(command)
+    return " ".join(command)
+
+
+def dask_key(key: TaskInstanceKey) -> str:
+    """A deterministic, distinctive Dask key per attempt, grouped as ``dag_id.task_id``.
+
+    Dask's dashboard groups keys by ``key_split``: the words before the first dash-separated
+    word that is not purely alphabetic. Dashes inside the ids are replaced in the readable
+    prefix, ``try<N>`` stops the split, and a digest of the full TI key keeps two attempts
+    (or ids that differ only by a dash) from ever sharing a key.
+    """
+    prefix = f"{key.dag_id}.{key.task_id}".replace("-", "_")
+    digest = hashlib.sha1(repr(tuple(key)).encode()).hexdigest()[:12]
+    mapped = f"-m{key.map_index}" if key.map_index >= 0 else ""
+    return f"{prefix}-try{key.try_number}{mapped}-{key.run_id}-{digest}"
+
+
+def build_spec(
+    key: TaskInstanceKey,
+    command: Command,
+    *,
+    log_root: str | None,
+    return_log: bool,
+    timeout: float | None = None,
+    log_max_bytes: int = 2 * 1024 * 1024,
+    capture_python_output: bool = True,
+) -> TaskSpec:
+    """Turn a command into the runner's plain-data spec, failing early if it cannot ship."""
+    command = check_command(command)
+    argv: list[str] | None = None
+    payload: bytes | None = None
+    if isinstance(command, PythonCommand):
+        payload = command.payload()
+    else:
+        argv = list(command)
+    try:
+        pickle.dumps(argv)
+    except Exception as exc:  # pragma: no cover - argv is a list of str
+        raise CommandError(f"cannot ship command {command!r}: {exc}") from exc
+    return TaskSpec(
+        key=dask_key(key),
+        label=str(key),
+        argv=argv,
+        payload=payload,
+        log_relpath=str(log_relpath(key)),
+        log_root=log_root,
+        timeout=timeout,
+        return_log=return_log,
+        log_max_bytes=log_max_bytes,
+        capture_python_output=capture_python_output,
+    )

@@ -1,0 +1,216 @@
+"""Typed settings: ``$AIRDASK_HOME/airdask.cfg`` plus ``AIRDASK__SECTION__KEY`` overrides.
+
+Nothing here runs at import time: a :class:`Config` is built by :func:`load_config` when an
+object that needs settings is constructed, and is a plain immutable value after that.
+
+Precedence, highest first: environment variable, ini file, the default in :data:`OPTIONS`.
+Defaults may refer to ``{AIRDASK_HOME}``. Every option, its type and its default are listed
+in :data:`OPTIONS`; ``airdask config list`` prints them with where each value came from.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "AIRDASK__"
+
+
+class ConfigError(ValueError):
+    """A configuration problem: unknown section/key or a value of the wrong type."""
+
+
+@dataclass(frozen=True)
+class Option:
+    type: type  # str, int, float or bool
+    default: str
+    help: str
+    choices: tuple[str, ...] = ()
+
+
+#: Every setting airdask reads, with its default. This table is the documentation.
+OPTIONS: dict[str, dict[str, Option]] = {
+    "core": {
+        "executor": Option(
+            str,
+            "DaskExecutor",
+            "Built-in executor name (SequentialExecutor, LocalExecutor, DebugExecutor, "
+            "DaskExecutor, LocalDaskExecutor) or a module.path.ClassName import path.",
+        ),
+        "parallelism": Option(
+            int, "32", "Most task instances running at once per scheduler (0 = unlimited)."
+        ),
+        "dags_folder": Option(str, "{AIRDASK_HOME}/dags", "Folder of DAG files (Python modules)."),
+        "default_pool_slots": Option(int, "128", "Slots of default_pool when db init creates it."),
+    },
+    "database": {
+        "sql_alchemy_conn": Option(
+            str,
+            "sqlite:///{AIRDASK_HOME}/airdask.db",
+            "SQLAlchemy URL of the metadata database (SQLite file or postgresql+psycopg://...).",
+        ),
+    },
+    "logging": {
+        "base_log_folder": Option(str, "{AIRDASK_HOME}/logs", "Root folder of task logs."),
+        "logging_level": Option(
+            str, "INFO", "Level of airdask's own log.", ("DEBUG", "INFO", "WARNING", "ERROR")
+        ),
+    },
+    "dask": {
+        "cluster_address": Option(
+            str, "", "tcp:// or tls:// address of an existing Dask scheduler; empty = embedded."
+        ),
+        "tls_ca": Option(str, "", "CA certificate file for mutual TLS."),
+        "tls_cert": Option(str, "", "Client certificate file for mutual TLS."),
+        "tls_key": Option(str, "", "Client private key file for mutual TLS."),
+        "pool_resources": Option(
+            str,
+            "auto",
+            "Pools no worker offers as a resource: auto (run unconstrained, warn once), "
+            "strict (fail the task) or off (never constrain by pool).",
+            ("auto", "strict", "off"),
+        ),
+        "n_workers": Option(int, "2", "Workers of the embedded LocalCluster."),
+        "threads_per_worker": Option(int, "2", "Threads per worker of the embedded LocalCluster."),
+        "dashboard_address": Option(str, ":8787", "Dashboard address of the embedded cluster."),
+        "allowed_failures": Option(
+            int, "1", "Worker deaths a task survives before KilledWorker (embedded cluster)."
+        ),
+        "log_max_bytes": Option(int, "2097152", "Largest task log a worker sends back (tail)."),
+    },
+    "scheduler": {
+        "loop_interval": Option(float, "0.05", "Seconds the scheduler idles when nothing moved."),
+        "job_heartbeat_sec": Option(float, "5", "Seconds between scheduler job heartbeats."),
+        "scheduler_health_check_threshold": Option(
+            float, "30", "Seconds without a heartbeat after which a scheduler job is dead."
+        ),
+        "orphaned_tasks_check_interval": Option(
+            float, "30", "Seconds between checks for task instances of dead schedulers."
+        ),
+        "task_queued_timeout": Option(
+            float, "600", "Seconds a task instance may stay queued before it is revoked."
+        ),
+        "num_stuck_in_queued_retries": Option(
+            int, "2", "Times a stuck-in-queued task instance is rescheduled before it fails."
+        ),
+    },
+    "local_dask_executor": {
+        "local_queue": Option(str, "local", "Queue whose tasks LocalDaskExecutor runs locally."),
+    },
+}
+
+
+def airdask_home(environ: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if environ is None else environ
+    return Path(env.get("AIRDASK_HOME") or Path.home() / "airdask").expanduser()
+
+
+def _convert(section: str, key: str, raw: str, option: Option) -> Any:
+    where = f"[{section}] {key}"
+    if option.choices and raw not in option.choices:
+        raise ConfigError(f"{where}: {raw!r} is not one of {', '.join(option.choices)}")
+    if option.type is bool:
+        lowered = raw.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{where}: expected a boolean (true/false), got {raw!r}")
+    try:
+        return option.type(raw)
+    except ValueError:
+        raise ConfigError(f"{where}: expected {option.type.__name__}, got {raw!r}") from None
+
+
+def _option(section: str, key: str) -> Option:
+    if section not in OPTIONS:
+        raise ConfigError(f"unknown config section [{section}] (known: {', '.join(OPTIONS)})")
+    if key not in OPTIONS[section]:
+        known = ", ".join(OPTIONS[section])
+        raise ConfigError(f"unknown config key [{section}] {key} (known in [{section}]: {known})")
+    return OPTIONS[section][key]
+
+
+@dataclass(frozen=True)
+class ConfigValue:
+    value: Any
+    raw: str
+    source: str  # "default", "file", or "env"
+
+
+class Config:
+    """Resolved settings. Build with :func:`load_config`; read with :meth:`get`."""
+
+    def __init__(self, home: Path, values: dict[tuple[str, str], ConfigValue], path: Path):
+        self.home = home
+        self.path = path
+        self._values = values
+
+    def get(self, section: str, key: str) -> Any:
+        _option(section, key)
+        return self._values[(section, key)].value
+
+    def source(self, section: str, key: str) -> str:
+        _option(section, key)
+        return self._values[(section, key)].source
+
+    def items(self) -> list[tuple[str, str, ConfigValue]]:
+        return [(s, k, self._values[(s, k)]) for s in OPTIONS for k in OPTIONS[s]]
+
+    def with_overrides(self, overrides: Mapping[tuple[str, str], Any]) -> Config:
+        """A copy with some values replaced (checked like any other value)."""
+        values = dict(self._values)
+        for (section, key), value in overrides.items():
+            raw = str(value)
+            values[(section, key)] = ConfigValue(
+                _convert(section, key, raw, _option(section, key)), raw, "override"
+            )
+        return Config(self.home, values, self.path)
+
+
+def load_config(environ: Mapping[str, str] | None = None, *, path: Path | None = None) -> Config:
+    """Read defaults, the ini file and the environment; raise :class:`ConfigError` on any
+    unknown section, key or ill-typed value, naming it."""
+    env = os.environ if environ is None else environ
+    home = airdask_home(env)
+    cfg_path = path or Path(env.get("AIRDASK_CONFIG") or home / "airdask.cfg")
+    raw: dict[tuple[str, str], tuple[str, str]] = {
+        (s, k): (opt.default, "default") for s, opts in OPTIONS.items() for k, opt in opts.items()
+    }
+    if cfg_path.exists():
+        parser = configparser.ConfigParser(interpolation=None)
+        try:
+            parser.read(cfg_path)
+        except configparser.Error as exc:
+            raise ConfigError(f"{cfg_path}: {exc}") from None
+        for section in parser.sections():
+            for key, value in parser.items(section):
+                try:
+                    _option(section, key)
+                except ConfigError as exc:
+                    raise ConfigError(f"{cfg_path}: {exc}") from None
+                raw[(section, key)] = (value, "file")
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        parts = name[len(ENV_PREFIX) :].split("__")
+        if len(parts) != 2:
+            raise ConfigError(f"environment variable {name}: expected AIRDASK__SECTION__KEY")
+        section, key = parts[0].lower(), parts[1].lower()
+        try:
+            _option(section, key)
+        except ConfigError as exc:
+            raise ConfigError(f"environment variable {name}: {exc}") from None
+        raw[(section, key)] = (value, "env")
+    values: dict[tuple[str, str], ConfigValue] = {}
+    for (section, key), (text, source) in raw.items():
+        expanded = text.replace("{AIRDASK_HOME}", str(home))
+        option = OPTIONS[section][key]
+        values[(section, key)] = ConfigValue(
+            _convert(section, key, expanded, option), expanded, source
+        )
+    return Config(home, values, cfg_path)

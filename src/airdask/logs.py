@@ -1,0 +1,41 @@
+"""Where task logs live: ``dag_id=…/run_id=…/task_id=…/[map_index=…/]attempt=N.log``."""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath
+
+from airdask.state import TaskInstanceKey
+
+
+def _safe(part: str) -> str:
+    return part.replace("/", "_").replace("\x00", "_")
+
+
+def log_relpath(key: TaskInstanceKey) -> PurePosixPath:
+    parts = [f"dag_id={_safe(key.dag_id)}", f"run_id={_safe(key.run_id)}"]
+    parts.append(f"task_id={_safe(key.task_id)}")
+    if key.map_index >= 0:
+        parts.append(f"map_index={key.map_index}")
+    parts.append(f"attempt={key.try_number}.log")
+    return PurePosixPath(*parts)
+
+
+def log_path(base_log_folder: str | Path, key: TaskInstanceKey) -> Path:
+    return Path(base_log_folder) / log_relpath(key)
+
+
+def read_log(base_log_folder: str | Path, key: TaskInstanceKey) -> tuple[list[str], list[str]]:
+    """``(messages, log_lines)`` as ``get_task_log`` returns them, from the log folder."""
+    path = log_path(base_log_folder, key)
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return [f"no log file at {path}"], []
+    return [f"log file: {path}"], text.splitlines()
+
+
+def write_log(base_log_folder: str | Path, key: TaskInstanceKey, text: str) -> Path:
+    path = log_path(base_log_folder, key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path

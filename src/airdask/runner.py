@@ -1,0 +1,377 @@
+"""What runs on a worker: supervise one command, capture its log, report the outcome.
+
+This module is self-contained (stdlib, plus ``distributed`` when it runs on a Dask worker)
+so that executors can ship it by value (``cloudpickle.register_pickle_by_value``) to a
+cluster where airdask is not installed. It knows nothing of DAGs or the metadata store.
+
+Process supervision:
+
+* an argv runs without a shell in its own process group (``start_new_session``);
+* the group is killed on revoke (:func:`kill_task`), on timeout, and when the command's
+  leader exits (stray background children do not outlive their task);
+* if the process hosting the runner dies (a SIGKILLed Dask worker), a small *reaper* process
+  notices its pipe closing and kills every group still registered, so no orphan keeps running
+  while Dask reruns the task elsewhere.
+
+State shared between calls lives in a synthetic module in ``sys.modules`` because each
+by-value copy of this module gets globals of its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+import types
+from typing import Any, TypedDict
+
+RUNTIME_MODULE = "_airdask_runtime"
+STARTED_TOPIC = "airdask-task-started"
+KILL_GRACE_SECONDS = 2.0
+
+_REAPER_SOURCE = """
+import os, signal, sys
+groups = set()
+for line in sys.stdin:
+    line = line.strip()
+    if not line:
+        continue
+    if line[0] == "+":
+        groups.add(int(line[1:]))
+    else:
+        groups.discard(int(line[1:]))
+for pgid in groups:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except OSError:
+        pass
+"""
+
+
+class TaskSpec(TypedDict):
+    """A self-contained description of one attempt (plain data, so it pickles anywhere)."""
+
+    key: str  # unique per attempt; also the Dask key
+    label: str  # human-readable "dag.task run try"
+    argv: list[str] | None
+    payload: bytes | None  # cloudpickle of (func, args, kwargs)
+    log_relpath: str
+    log_root: str | None  # None: a worker-local folder
+    timeout: float | None
+    return_log: bool
+    log_max_bytes: int
+    capture_python_output: bool
+
+
+class Outcome(TypedDict):
+    key: str
+    state: str  # "success" or "failed"
+    kind: str  # success | exit_code | exception | not_found | timeout | killed | error
+    reason: str
+    exit_code: int | None
+    hostname: str
+    pid: int
+    started_at: float
+    ended_at: float
+    log_path: str
+    log: str | None
+
+
+def _runtime() -> Any:
+    rt: Any = sys.modules.get(RUNTIME_MODULE)
+    if rt is None:
+        rt = types.ModuleType(RUNTIME_MODULE)
+        rt.lock = threading.RLock()
+        rt.procs = {}  # key -> Popen of a running argv
+        rt.revoked = {}  # key -> reason
+        rt.log_paths = {}  # key -> log path of a running attempt
+        rt.reaper = None
+        rt.stdout_proxy = None
+        rt.stderr_proxy = None
+        rt = sys.modules.setdefault(RUNTIME_MODULE, rt)
+    return rt
+
+
+class _ThreadRoutedStream(io.TextIOBase):
+    """sys.stdout/err stand-in: writes from a thread with a target go to that thread's log."""
+
+    def __init__(self, fallback: Any) -> None:
+        self.fallback = fallback
+        self.local = threading.local()
+
+    def write(self, text: str) -> int:
+        target = getattr(self.local, "target", None)
+        return int((target or self.fallback).write(text))
+
+    def flush(self) -> None:
+        target = getattr(self.local, "target", None)
+        (target or self.fallback).flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.fallback, name)
+
+
+def _route_output(rt: Any, target: Any) -> None:
+    with rt.lock:
+        if rt.stdout_proxy is None:
+            rt.stdout_proxy = _ThreadRoutedStream(sys.stdout)
+            rt.stderr_proxy = _ThreadRoutedStream(sys.stderr)
+            sys.stdout = rt.stdout_proxy
+            sys.stderr = rt.stderr_proxy
+    rt.stdout_proxy.local.target = target
+    rt.stderr_proxy.local.target = target
+
+
+def _reaper_send(rt: Any, line: str) -> None:
+    with rt.lock:
+        for _ in range(2):
+            if rt.reaper is None or rt.reaper.poll() is not None:
+                rt.reaper = subprocess.Popen(
+                    [sys.executable, "-I", "-S", "-c", _REAPER_SOURCE],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            try:
+                rt.reaper.stdin.write(line.encode() + b"\n")
+                rt.reaper.stdin.flush()
+                return
+            except OSError:
+                rt.reaper = None
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _worker() -> Any:
+    try:
+        from distributed import get_worker
+
+        return get_worker()
+    except Exception:  # not inside a Dask worker
+        return None
+
+
+def _log_root(spec: TaskSpec, worker: Any) -> str:
+    if spec["log_root"]:
+        return spec["log_root"]
+    base = getattr(worker, "local_directory", None) or tempfile.gettempdir()
+    return os.path.join(base, "airdask-logs")
+
+
+def _read_tail(path: str, max_bytes: int) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - max_bytes))
+            data = fh.read()
+    except OSError:
+        return ""
+    text = data.decode("utf-8", errors="replace")
+    if size > max_bytes:
+        text = f"[airdask] log truncated to its last {max_bytes} bytes\n" + text
+    return text
+
+
+def _signal_name(num: int) -> str:
+    try:
+        return signal.Signals(num).name
+    except ValueError:
+        return f"signal {num}"
+
+
+def _run_argv(spec: TaskSpec, rt: Any, log: Any) -> tuple[str, str, int | None]:
+    argv = spec["argv"] or []
+    log.flush()
+    try:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    except FileNotFoundError:
+        return "not_found", f"command not found: {argv[0]!r}", None
+    except PermissionError as exc:
+        return "not_found", f"command not executable: {argv[0]!r} ({exc.strerror})", None
+    key = spec["key"]
+    with rt.lock:
+        rt.procs[key] = proc
+    _reaper_send(rt, f"+{proc.pid}")
+    try:
+        if key in rt.revoked:  # revoked between submit and start
+            _killpg(proc.pid, signal.SIGKILL)
+        try:
+            code = proc.wait(timeout=spec["timeout"])
+        except subprocess.TimeoutExpired:
+            _killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=KILL_GRACE_SECONDS)
+            except subprocess.TimeoutExpired:
+                _killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            return "timeout", f"timed out after {spec['timeout']:g}s; process group killed", None
+    finally:
+        _killpg(proc.pid, signal.SIGKILL)  # stray children of a finished leader
+        with rt.lock:
+            rt.procs.pop(key, None)
+        _reaper_send(rt, f"-{proc.pid}")
+    revoked = rt.revoked.get(key)
+    if revoked is not None:
+        return "killed", f"killed: {revoked}", code
+    if code == 0:
+        return "success", "exit code 0", 0
+    if code < 0:
+        return "exit_code", f"killed by {_signal_name(-code)}", code
+    return "exit_code", f"exit code {code}", code
+
+
+def _call(spec: TaskSpec, rt: Any, log: Any) -> tuple[str, str, int | None]:
+    import cloudpickle
+
+    result: dict[str, Any] = {}
+
+    def target() -> None:
+        if spec["capture_python_output"]:
+            _route_output(rt, log)
+        try:
+            func, args, kwargs = cloudpickle.loads(spec["payload"])
+            func(*args, **kwargs)
+        except BaseException as exc:  # the task's failure, reported as its outcome
+            traceback.print_exc(file=log)
+            result["error"] = f"{type(exc).__name__}: {exc}"
+        finally:
+            if spec["capture_python_output"]:
+                rt.stdout_proxy.local.target = None
+                rt.stderr_proxy.local.target = None
+
+    if spec["timeout"] is None:
+        target()
+    else:
+        thread = threading.Thread(target=target, name=f"airdask-{spec['key']}", daemon=True)
+        thread.start()
+        thread.join(spec["timeout"])
+        if thread.is_alive():
+            return (
+                "timeout",
+                f"timed out after {spec['timeout']:g}s (a Python callable's thread cannot be "
+                "stopped; it was left to finish and its result is ignored)",
+                None,
+            )
+    if "error" in result:
+        return "exception", result["error"], None
+    revoked = rt.revoked.get(spec["key"])
+    if revoked is not None:
+        return "killed", f"killed: {revoked} (the callable ran to its end)", None
+    return "success", "returned", None
+
+
+def run_task(spec: TaskSpec) -> Outcome:
+    """Run one attempt and return its outcome. Never raises for the task's own failures."""
+    rt = _runtime()
+    worker = _worker()
+    started = time.time()
+    if worker is not None:
+        with contextlib.suppress(Exception):  # reporting the start is best effort
+            worker.log_event(
+                STARTED_TOPIC,
+                {
+                    "key": spec["key"],
+                    "worker": worker.address,
+                    "hostname": socket.gethostname(),
+                    "started_at": started,
+                },
+            )
+    path = os.path.join(_log_root(spec, worker), spec["log_relpath"])
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with rt.lock:
+        rt.log_paths[spec["key"]] = path
+    try:
+        with open(path, "a", buffering=1, encoding="utf-8", errors="replace") as log:
+            try:
+                if spec["argv"] is not None:
+                    kind, reason, code = _run_argv(spec, rt, log)
+                else:
+                    kind, reason, code = _call(spec, rt, log)
+            except Exception as exc:  # a runner fault still yields an outcome
+                traceback.print_exc(file=log)
+                kind, reason, code = "error", f"runner error: {type(exc).__name__}: {exc}", None
+            if kind != "success":
+                log.write(f"[airdask] task failed: {reason}\n")
+    finally:
+        with rt.lock:
+            rt.log_paths.pop(spec["key"], None)
+            rt.revoked.pop(spec["key"], None)
+    return Outcome(
+        key=spec["key"],
+        state="success" if kind == "success" else "failed",
+        kind=kind,
+        reason=reason,
+        exit_code=code,
+        hostname=socket.gethostname(),
+        pid=os.getpid(),
+        started_at=started,
+        ended_at=time.time(),
+        log_path=path,
+        log=_read_tail(path, spec["log_max_bytes"]) if spec["return_log"] else None,
+    )
+
+
+def kill_task(key: str, reason: str = "revoked") -> bool:
+    """Kill the process group of a running attempt; True if there was one to kill.
+
+    SIGTERM first, SIGKILL after a short grace period. A Python callable cannot be killed;
+    its attempt is marked so that its outcome reports the revocation.
+    """
+    rt = _runtime()
+    with rt.lock:
+        rt.revoked[key] = reason
+        proc = rt.procs.get(key)
+    if proc is None:
+        return False
+    _killpg(proc.pid, signal.SIGTERM)
+    timer = threading.Timer(KILL_GRACE_SECONDS, _killpg, (proc.pid, signal.SIGKILL))
+    timer.daemon = True
+    timer.start()
+    return True
+
+
+def kill_all(reason: str = "terminated") -> list[str]:
+    """Kill every running argv of this process at once (SIGKILL); return their keys."""
+    rt = _runtime()
+    with rt.lock:
+        procs = dict(rt.procs)
+        for key in procs:
+            rt.revoked[key] = reason
+    for proc in procs.values():
+        _killpg(proc.pid, signal.SIGKILL)
+    return list(procs)
+
+
+def read_live_log(key: str) -> str | None:
+    """The log so far of an attempt running in this process, or None if none is running."""
+    rt = _runtime()
+    with rt.lock:
+        path = rt.log_paths.get(key)
+    if path is None:
+        return None
+    return _read_tail(path, 16 * 1024 * 1024)
+
+
+def running_keys() -> list[str]:
+    rt = _runtime()
+    with rt.lock:
+        return list(rt.log_paths)

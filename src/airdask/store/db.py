@@ -1,0 +1,73 @@
+"""Schema management: ``airdask db init``, ``db reset`` and ``db check``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import inspect, select, text
+
+from airdask.store.models import Base, Pool
+from airdask.store.session import Store
+
+DEFAULT_POOL = "default_pool"
+
+
+class DatabaseError(RuntimeError):
+    """The metadata database is unreachable or its schema is missing or incomplete."""
+
+
+def init_db(store: Store, *, default_pool_slots: int = 128) -> bool:
+    """Create missing tables and ``default_pool``. Idempotent; True if anything was created."""
+    before = set(inspect(store.engine).get_table_names())
+    Base.metadata.create_all(store.engine)
+    created = not set(Base.metadata.tables) <= before
+    with store.session() as session:
+        if session.get(Pool, DEFAULT_POOL) is None:
+            session.add(
+                Pool(name=DEFAULT_POOL, slots=default_pool_slots, description="Default pool")
+            )
+            created = True
+    return created
+
+
+def reset_db(store: Store, *, default_pool_slots: int = 128) -> None:
+    """Drop every airdask table and create them again (all history is lost)."""
+    Base.metadata.drop_all(store.engine)
+    init_db(store, default_pool_slots=default_pool_slots)
+
+
+@dataclass(frozen=True)
+class DbStatus:
+    url: str
+    backend: str
+    missing_tables: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.missing_tables
+
+
+def check_db(store: Store) -> DbStatus:
+    """Connect and compare the tables with the models; raise :class:`DatabaseError` if the
+    server cannot be reached."""
+    url = store.engine.url.render_as_string(hide_password=True)
+    try:
+        with store.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:
+        raise DatabaseError(f"cannot connect to {url}: {exc}") from exc
+    present = set(inspect(store.engine).get_table_names())
+    missing = sorted(set(Base.metadata.tables) - present)
+    return DbStatus(url, store.engine.url.get_backend_name(), missing)
+
+
+def require_db(store: Store) -> None:
+    status = check_db(store)
+    if not status.ok:
+        raise DatabaseError(
+            f"the metadata database {status.url} has no {', '.join(status.missing_tables)} "
+            "table(s): run `airdask db init`"
+        )
+    with store.session() as session:
+        if session.scalar(select(Pool).where(Pool.name == DEFAULT_POOL)) is None:
+            raise DatabaseError("default_pool is missing: run `airdask db init`")
