@@ -68,7 +68,7 @@ class TaskSpec(TypedDict):
     timeout: float | None
     return_log: bool
     log_max_bytes: int
-    capture_python_output: bool
+    capture_python_output: bool  # False: a callable's output also reaches the terminal
 
 
 class Outcome(TypedDict):
@@ -119,15 +119,35 @@ class _ThreadRoutedStream(io.TextIOBase):
         return getattr(self.fallback, name)
 
 
-def _route_output(rt: Any, target: Any) -> None:
+class _Tee(io.TextIOBase):
+    """Writes to the task log and to the original stream (DebugExecutor's terminal)."""
+
+    def __init__(self, *streams: Any) -> None:
+        self.streams = streams
+
+    def write(self, text: str) -> int:
+        for stream in self.streams:
+            stream.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        for stream in self.streams:
+            stream.flush()
+
+
+def _route_output(rt: Any, target: Any, *, tee: bool) -> tuple[Any, Any]:
     with rt.lock:
-        if rt.stdout_proxy is None:
+        # Re-wrap if someone (a test runner, a notebook) replaced the streams since.
+        if rt.stdout_proxy is None or sys.stdout is not rt.stdout_proxy:
             rt.stdout_proxy = _ThreadRoutedStream(sys.stdout)
-            rt.stderr_proxy = _ThreadRoutedStream(sys.stderr)
             sys.stdout = rt.stdout_proxy
+        if rt.stderr_proxy is None or sys.stderr is not rt.stderr_proxy:
+            rt.stderr_proxy = _ThreadRoutedStream(sys.stderr)
             sys.stderr = rt.stderr_proxy
-    rt.stdout_proxy.local.target = target
-    rt.stderr_proxy.local.target = target
+        proxies: tuple[Any, Any] = (rt.stdout_proxy, rt.stderr_proxy)
+    for proxy in proxies:
+        proxy.local.target = _Tee(target, proxy.fallback) if tee else target
+    return proxies
 
 
 def _reaper_send(rt: Any, line: str) -> None:
@@ -245,8 +265,7 @@ def _call(spec: TaskSpec, rt: Any, log: Any) -> tuple[str, str, int | None]:
     result: dict[str, Any] = {}
 
     def target() -> None:
-        if spec["capture_python_output"]:
-            _route_output(rt, log)
+        proxies = _route_output(rt, log, tee=not spec["capture_python_output"])
         try:
             func, args, kwargs = cloudpickle.loads(spec["payload"])
             func(*args, **kwargs)
@@ -254,9 +273,8 @@ def _call(spec: TaskSpec, rt: Any, log: Any) -> tuple[str, str, int | None]:
             traceback.print_exc(file=log)
             result["error"] = f"{type(exc).__name__}: {exc}"
         finally:
-            if spec["capture_python_output"]:
-                rt.stdout_proxy.local.target = None
-                rt.stderr_proxy.local.target = None
+            for proxy in proxies:
+                proxy.local.target = None
 
     if spec["timeout"] is None:
         target()

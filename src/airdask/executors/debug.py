@@ -14,9 +14,9 @@ if TYPE_CHECKING:
 
 
 class DebugExecutor(SequentialExecutor):
-    """Like SequentialExecutor, but a PythonCommand's output is not captured, so
-    ``breakpoint()`` and ``print`` reach your terminal; with ``fail_fast`` the first failure
-    fails every attempt still waiting.
+    """Like SequentialExecutor, but a PythonCommand's output reaches your terminal as well
+    as its log, so ``breakpoint()`` and ``print`` work as in a plain script; with
+    ``fail_fast`` the first failure fails every attempt still waiting.
 
     Deprecated, as Airflow's DebugExecutor is: use ``SequentialExecutor`` (or call the task's
     callable directly in a test).

@@ -81,8 +81,6 @@ class LocalExecutor(BaseExecutor):
         if self._started:
             return
         self._started = True
-        for _ in range(self.parallelism):
-            self._workers.append(self._spawn(once=False))
 
     def _spawn(self, *, once: bool) -> _Worker:
         ours, theirs = socket.socketpair()
@@ -134,11 +132,15 @@ class LocalExecutor(BaseExecutor):
             worker.key, worker.spec_key, worker.started = key, spec["key"], time.monotonic()
 
     def _idle_worker(self) -> _Worker | None:
-        if self.parallelism == 0:
-            worker = self._spawn(once=True)
-            self._workers.append(worker)
-            return worker
-        return next((w for w in self._workers if w.key is None and w.process.poll() is None), None)
+        """An idle pool worker, a new one while the pool is below ``parallelism``, or None."""
+        if self.parallelism:
+            idle = (w for w in self._workers if w.key is None and w.process.poll() is None)
+            worker = next(idle, None)
+            if worker is not None or len(self._workers) >= self.parallelism:
+                return worker
+        worker = self._spawn(once=self.parallelism == 0)
+        self._workers.append(worker)
+        return worker
 
     def _collect(self, timeout: float | None) -> None:
         busy = {w.conn: w for w in self._workers if w.key is not None}
@@ -156,10 +158,9 @@ class LocalExecutor(BaseExecutor):
             report_outcome(self, key, outcome)
             if self.parallelism == 0:
                 self._retire(worker)
+        # Idle workers that died are dropped; _idle_worker spawns replacements on demand.
         for worker in [w for w in self._workers if w.key is None and w.process.poll() is not None]:
             self._retire(worker)
-            if self.parallelism:
-                self._workers.append(self._spawn(once=False))
 
     def _worker_died(self, worker: _Worker) -> None:
         _join(worker.process, 5)
@@ -173,8 +174,6 @@ class LocalExecutor(BaseExecutor):
         self.fail(key, EventInfo(reason, kind="worker_died", hostname=os.uname().nodename))
         worker.key = None
         self._retire(worker)
-        if self.parallelism:
-            self._workers.append(self._spawn(once=False))
 
     def _retire(self, worker: _Worker) -> None:
         with contextlib.suppress(ValueError):
@@ -197,9 +196,9 @@ class LocalExecutor(BaseExecutor):
             self.fail(key, EventInfo("terminated before it started", kind="killed"))
         self._pending.clear()
         for worker in self._workers:
-            if worker.key is not None and worker.process.pid is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(worker.process.pid, signal.SIGTERM)
+            # A worker's SIGTERM handler kills its command's process group, then exits.
+            with contextlib.suppress(ProcessLookupError):
+                worker.process.send_signal(signal.SIGTERM)
         for worker in list(self._workers):
             _join(worker.process, 10)
             if worker.process.poll() is None:
@@ -229,17 +228,14 @@ class LocalExecutor(BaseExecutor):
         for item in pending:
             self._pending.remove(item)
             self.running.discard(key)
-        for worker in self._workers:
-            if worker.key == key and worker.process.pid is not None:
-                # The worker process hosts the command: SIGTERM makes it kill the group.
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(worker.process.pid, signal.SIGTERM)
-                _join(worker.process, 10)
-                worker.key = None
-                self.running.discard(key)
-                self._retire(worker)
-                if self.parallelism:
-                    self._workers.append(self._spawn(once=False))
+        for worker in [w for w in self._workers if w.key == key]:
+            # The worker process hosts the command: SIGTERM makes it kill the group.
+            with contextlib.suppress(ProcessLookupError):
+                worker.process.send_signal(signal.SIGTERM)
+            _join(worker.process, 10)
+            worker.key = None
+            self.running.discard(key)
+            self._retire(worker)
 
     def cleanup_stuck_queued_tasks(self, tis: list[TaskInstance]) -> list[str]:
         return cleanup_by_revoking(self, tis)

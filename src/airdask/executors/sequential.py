@@ -72,7 +72,9 @@ class SequentialExecutor(BaseExecutor):
         return None
 
     def end(self) -> None:
-        self.heartbeat()
+        """Run everything queued, one at a time (parallelism 1 would leave all but one)."""
+        while self.queued_tasks or self.commands_to_run:
+            self.heartbeat()
 
     def terminate(self) -> None:
         runner.kill_all("terminated")

@@ -1,0 +1,3 @@
+from airdask.cli import main
+
+main()

@@ -1,0 +1,60 @@
+"""Task callables used by the tests. Registered for pickling by value (see conftest), so
+they run on workers that cannot import the tests folder."""
+
+from __future__ import annotations
+
+import os
+import time
+
+
+def append_line(path: str, line: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (line + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+def ledger_task(path: str, name: str, seconds: float) -> None:
+    """Record start and end times so a test can measure concurrency and order."""
+    append_line(path, f"start {name} {time.time():.6f} {os.getpid()}")
+    time.sleep(seconds)
+    append_line(path, f"end {name} {time.time():.6f} {os.getpid()}")
+
+
+def say(text: str) -> None:
+    print(text)
+
+
+def fail_with(message: str) -> None:
+    print("failing now")
+    raise RuntimeError(message)
+
+
+def read_ledger(path: str) -> list[tuple[str, str, float]]:
+    if not os.path.exists(path):
+        return []
+    rows = []
+    with open(path) as fh:
+        for line in fh:
+            kind, name, stamp, _pid = line.split()
+            rows.append((kind, name, float(stamp)))
+    return rows
+
+
+def max_concurrency(path: str) -> int:
+    events = sorted(
+        ((stamp, 1 if kind == "start" else -1) for kind, _, stamp in read_ledger(path)),
+        key=lambda e: (e[0], e[1]),
+    )
+    current = peak = 0
+    for _, delta in events:
+        current += delta
+        peak = max(peak, current)
+    return peak
+
+
+def start_order(path: str) -> list[str]:
+    return [
+        name for kind, name, _ in sorted(read_ledger(path), key=lambda r: r[2]) if kind == "start"
+    ]

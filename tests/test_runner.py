@@ -1,0 +1,181 @@
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from airdask import PythonCommand, runner
+from airdask.commands import CommandError, build_spec, check_command, dask_key
+from airdask.state import TaskInstanceKey
+from proc_support import pid_alive, pids_file_complete, read_pids, spawn_tree_script, wait_for
+
+KEY = TaskInstanceKey("dag", "task", "run1", 1)
+
+
+def spec_for(command: object, tmp_path: Path, **kw: object) -> runner.TaskSpec:
+    options: dict[str, object] = {"log_root": str(tmp_path), "return_log": True}
+    options.update(kw)
+    return build_spec(KEY, command, **options)  # type: ignore[arg-type]
+
+
+def test_argv_success_and_log(tmp_path: Path) -> None:
+    out = runner.run_task(spec_for(["bash", "-c", "echo out; echo err >&2"], tmp_path))
+    assert out["state"] == "success" and out["exit_code"] == 0
+    assert "out" in (out["log"] or "") and "err" in (out["log"] or "")
+    log = tmp_path / "dag_id=dag/run_id=run1/task_id=task/attempt=1.log"
+    assert out["log_path"] == str(log) and "err" in log.read_text()
+
+
+def test_nonzero_exit_and_signal(tmp_path: Path) -> None:
+    out = runner.run_task(spec_for(["bash", "-c", "exit 3"], tmp_path))
+    assert (out["state"], out["kind"], out["reason"]) == ("failed", "exit_code", "exit code 3")
+    out = runner.run_task(spec_for(["bash", "-c", "kill -9 $$"], tmp_path))
+    assert out["reason"] == "killed by SIGKILL"
+
+
+def test_command_not_found(tmp_path: Path) -> None:
+    out = runner.run_task(spec_for(["no-such-command-xyz", "a"], tmp_path))
+    assert out["kind"] == "not_found" and "no-such-command-xyz" in out["reason"]
+
+
+def test_no_shell_for_argv(tmp_path: Path) -> None:
+    out = runner.run_task(spec_for(["echo", "$HOME", ";", "true"], tmp_path))
+    assert "$HOME ; true" in (out["log"] or "")
+
+
+def boom(x: int) -> None:
+    print("about to fail", x)
+    raise ValueError(f"bad value {x}")
+
+
+def test_python_command_success_exception_and_capture(tmp_path: Path) -> None:
+    out = runner.run_task(spec_for(PythonCommand(print, "hello", "py"), tmp_path))
+    assert out["state"] == "success" and "hello py" in (out["log"] or "")
+    out = runner.run_task(spec_for(PythonCommand(boom, 7), tmp_path))
+    assert out["kind"] == "exception" and out["reason"] == "ValueError: bad value 7"
+    assert "about to fail 7" in (out["log"] or "") and "Traceback" in (out["log"] or "")
+
+
+BARRIER = threading.Barrier(2)
+
+
+def talk(word: str) -> None:
+    BARRIER.wait(timeout=10)
+    for _ in range(50):
+        print(word)
+
+
+def test_capture_is_per_thread(tmp_path: Path) -> None:
+    results: dict[str, runner.Outcome] = {}
+
+    def run(word: str) -> None:
+        key = TaskInstanceKey("dag", word, "r")
+        spec = build_spec(key, PythonCommand(talk, word), log_root=str(tmp_path), return_log=True)
+        results[word] = runner.run_task(spec)
+
+    threads = [threading.Thread(target=run, args=(w,)) for w in ("alpha", "beta")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert "beta" not in (results["alpha"]["log"] or "")
+    assert "alpha" not in (results["beta"]["log"] or "")
+    assert (results["alpha"]["log"] or "").count("alpha") == 50
+
+
+def test_timeout_kills_the_whole_group(tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    out = runner.run_task(spec_for(spawn_tree_script(pids), tmp_path, timeout=1.0))
+    assert out["kind"] == "timeout" and "timed out after 1s" in out["reason"]
+    assert len(read_pids(pids)) == 2
+    wait_for(lambda: not any(map(pid_alive, read_pids(pids))), timeout=10, what="group death")
+
+
+def test_stray_background_children_are_killed(tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    out = runner.run_task(spec_for(["bash", "-c", f"sleep 60 & echo $! > {pids}"], tmp_path))
+    assert out["state"] == "success"
+    wait_for(lambda: not pid_alive(read_pids(pids)[0]), timeout=10, what="stray child death")
+
+
+def test_kill_task_revokes_a_running_command(tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    spec = spec_for(spawn_tree_script(pids), tmp_path)
+    result: list[runner.Outcome] = []
+    thread = threading.Thread(target=lambda: result.append(runner.run_task(spec)))
+    thread.start()
+    wait_for(pids_file_complete(pids, 2), timeout=10, what="command start")
+    assert runner.running_keys() == [spec["key"]]
+    assert (runner.read_live_log(spec["key"]) or "") == ""
+    assert runner.kill_task(spec["key"], "revoked by test") is True
+    thread.join(timeout=10)
+    assert result[0]["kind"] == "killed" and result[0]["reason"] == "killed: revoked by test"
+    wait_for(lambda: not any(map(pid_alive, read_pids(pids))), timeout=10, what="group death")
+    assert runner.kill_task("unknown-key") is False
+
+
+HOST_SCRIPT = """
+import sys
+from airdask import runner
+from airdask.commands import build_spec
+from airdask.state import TaskInstanceKey
+spec = build_spec(TaskInstanceKey("d", "t", "r"), sys.argv[2:], log_root=sys.argv[1],
+                  return_log=False)
+runner.run_task(spec)
+"""
+
+
+def test_reaper_kills_commands_when_host_process_is_killed(tmp_path: Path) -> None:
+    """A SIGKILLed host (say, a Dask worker) leaves no orphan command behind."""
+    pids = tmp_path / "pids"
+    host = subprocess.Popen(
+        [sys.executable, "-c", HOST_SCRIPT, str(tmp_path), *spawn_tree_script(pids)]
+    )
+    try:
+        wait_for(pids_file_complete(pids, 2), timeout=30, what="command start")
+        assert all(map(pid_alive, read_pids(pids)))
+        os.kill(host.pid, signal.SIGKILL)
+        host.wait(timeout=10)
+        wait_for(lambda: not any(map(pid_alive, read_pids(pids))), timeout=10, what="orphans")
+    finally:
+        host.kill()
+
+
+class Unpicklable:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+
+
+def test_unpicklable_argument_is_named() -> None:
+    with pytest.raises(CommandError, match=r"argument 0 of print \(Unpicklable object\)"):
+        PythonCommand(print, Unpicklable()).payload()
+    with pytest.raises(CommandError, match=r"keyword argument 'x'"):
+        PythonCommand(print, x=threading.Lock()).payload()
+
+
+@pytest.mark.parametrize("bad", ["echo hi", [], [1, 2], None, ("a", 3)])
+def test_bad_commands_are_refused(bad: object) -> None:
+    with pytest.raises(CommandError, match="non-empty list of strings or a PythonCommand"):
+        check_command(bad)
+
+
+def test_dask_key_is_unique_per_attempt_and_groups_by_task() -> None:
+    from dask.utils import key_split
+
+    keys = {
+        dask_key(TaskInstanceKey("d", "t", "r", 1)),
+        dask_key(TaskInstanceKey("d", "t", "r", 2)),
+        dask_key(TaskInstanceKey("d", "t", "r2", 1)),
+        dask_key(TaskInstanceKey("d", "t", "r", 1, 0)),
+        dask_key(TaskInstanceKey("d-x", "t", "r", 1)),
+        dask_key(TaskInstanceKey("d_x", "t", "r", 1)),
+    }
+    assert len(keys) == 6
+    assert dask_key(TaskInstanceKey("d", "t", "r")) == dask_key(TaskInstanceKey("d", "t", "r"))
+    assert key_split(dask_key(TaskInstanceKey("etl", "load", "manual__2026", 3))) == "etl.load"
+    assert key_split(dask_key(TaskInstanceKey("my-dag", "a-b", "r", 1, 5))) == "my_dag.a_b"
