@@ -18,6 +18,7 @@ $(VENV)/.installed-dev: $(BIN)/python pyproject.toml
 	touch $(VENV)/.installed $@
 
 demo: $(VENV)/.installed
+	AIRDASK_HOME=$${AIRDASK_HOME:-$(CURDIR)/.airdask-demo} $(BIN)/airdask pools set demo_io 2 --description "demo downloads"
 	AIRDASK_HOME=$${AIRDASK_HOME:-$(CURDIR)/.airdask-demo} $(BIN)/airdask run examples/demo_dag.py
 
 lint: $(VENV)/.installed-dev

@@ -10,7 +10,13 @@ import click
 from airdask.executors.loader import BUILTIN_EXECUTORS, executor_class
 
 #: Modules that define a ``commands() -> list[click.Command]`` function.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = (
+    "airdask.cli.run_cmd",
+    "airdask.cli.scheduler_cmd",
+    "airdask.cli.dags_cmd",
+    "airdask.cli.tasks_cmd",
+    "airdask.cli.pools_cmd",
+)
 
 
 def commands() -> list[click.Command]:

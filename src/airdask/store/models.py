@@ -53,6 +53,8 @@ class DagRun(Base):
     queued_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     start_date: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
     end_date: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
+    #: The scheduler job that drives this run (None: any scheduler may take it).
+    scheduled_by_job_id: Mapped[int | None] = mapped_column(Integer, default=None)
 
 
 class TaskInstance(Base):

@@ -1,0 +1,63 @@
+"""``airdask dags list`` and ``airdask dags trigger DAG_ID [--conf JSON]``."""
+
+from __future__ import annotations
+
+import click
+from rich.table import Table
+
+from airdask.cli.common import CliError, cli_context
+from airdask.cli.sched_common import check_pools, conf_or_error, ready_store, resolve_dag
+from airdask.dagbag import DagBag
+from airdask.scheduler.runs import RunError, create_run
+
+
+@click.group("dags")
+def dags_group() -> None:
+    """List DAG files and trigger runs."""
+
+
+@dags_group.command("list")
+@click.option("--folder", help="Folder to read instead of [core] dags_folder.")
+def dags_list(folder: str | None) -> None:
+    """DAGs of [core] dags_folder, and the files that failed to import."""
+    ctx = cli_context()
+    where = folder or str(ctx.config.get("core", "dags_folder"))
+    bag = DagBag.from_path(where)
+    table = Table(title=f"DAGs in {where}")
+    for column in ("dag_id", "tasks", "file", "description"):
+        table.add_column(column)
+    for dag_id in sorted(bag.dags):
+        dag = bag.dags[dag_id]
+        table.add_row(dag_id, str(len(dag.tasks)), bag.files[dag_id], dag.description or "")
+    ctx.console.print(table)
+    if bag.import_errors:
+        errors = Table(title="Import errors", title_style="bold red")
+        errors.add_column("file")
+        errors.add_column("error", overflow="fold")
+        for path, error in sorted(bag.import_errors.items()):
+            errors.add_row(path, error)
+        ctx.console.print(errors)
+
+
+@dags_group.command("trigger")
+@click.argument("dag_id")
+@click.option("--conf", "conf_text", help="JSON object passed to the run.")
+@click.option("--run-id", help="Run id (default: manual__<timestamp>).")
+def dags_trigger(dag_id: str, conf_text: str | None, run_id: str | None) -> None:
+    """Create a run that the running `airdask scheduler` picks up."""
+    ctx = cli_context()
+    conf = conf_or_error(conf_text)
+    dag, dag_file = resolve_dag(dag_id, ctx.config)
+    store = ready_store(ctx)
+    try:
+        with store.session() as session:
+            check_pools(session, dag)
+            run = create_run(session, dag, conf=conf, run_id=run_id, dag_file=dag_file)
+            new_id = run.run_id
+    except RunError as exc:
+        raise CliError(str(exc)) from None
+    click.echo(f"triggered {dag.dag_id} run {new_id}")
+
+
+def commands() -> list[click.Command]:
+    return [dags_group]

@@ -1,0 +1,151 @@
+"""CLI helpers shared by the scheduler-side commands: resolving DAGs, building executors,
+and rendering task instance tables."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from airdask.cli.common import CliContext, CliError
+from airdask.config import Config
+from airdask.dag import DAG
+from airdask.dagbag import DagBag
+from airdask.executors import BaseExecutor, ExecutorLoadError, load_executor
+from airdask.scheduler.runs import RunError, check_dag_pools, parse_conf, pool_slots
+from airdask.store import Store, TaskInstance, init_db
+
+log = logging.getLogger(__name__)
+
+STATE_STYLES = {
+    "success": "green",
+    "failed": "red",
+    "upstream_failed": "dark_orange",
+    "skipped": "magenta",
+    "up_for_retry": "yellow",
+    "running": "cyan",
+    "queued": "blue",
+    "scheduled": "blue",
+    "removed": "dim",
+}
+
+
+def conf_or_error(text: str | None) -> dict[str, Any] | None:
+    try:
+        return parse_conf(text)
+    except RunError as exc:
+        raise CliError(str(exc)) from None
+
+
+def resolve_dag(target: str, config: Config) -> tuple[DAG, str]:
+    """A DAG file path (its only DAG, or the one named like the file) or a DAG id in
+    ``[core] dags_folder``; returns the DAG and its file."""
+    path = Path(target).expanduser()
+    if target.endswith(".py") or path.is_file():
+        if not path.is_file():
+            raise CliError(f"no DAG file {target}")
+        bag = DagBag.from_path(path)
+        if bag.import_errors:
+            raise CliError(f"cannot import {target}: {next(iter(bag.import_errors.values()))}")
+        if not bag.dags:
+            raise CliError(f"{target} defines no DAG")
+        if len(bag.dags) > 1:
+            named = bag.dags.get(path.stem)
+            if named is None:
+                ids = ", ".join(sorted(bag.dags))
+                raise CliError(f"{target} defines several DAGs ({ids}): name one by its id")
+            return named, bag.files[named.dag_id]
+        dag = next(iter(bag.dags.values()))
+        return dag, bag.files[dag.dag_id]
+    folder = str(config.get("core", "dags_folder"))
+    bag = DagBag.from_path(folder)
+    found = bag.get_dag(target)
+    if found is None:
+        known = ", ".join(sorted(bag.dags)) or "none"
+        hint = f"; {len(bag.import_errors)} file(s) failed to import" if bag.import_errors else ""
+        raise CliError(f"unknown DAG id {target!r} in {folder} (known: {known}){hint}")
+    return found, bag.files[found.dag_id]
+
+
+def ready_store(ctx: CliContext) -> Store:
+    """The store, with the schema created if it is missing (idempotent)."""
+    store = ctx.store()
+    try:
+        init_db(store, default_pool_slots=ctx.config.get("core", "default_pool_slots"))
+    except Exception as exc:
+        url = store.engine.url.render_as_string(hide_password=True)
+        raise CliError(f"cannot initialise the database {url}: {exc}") from None
+    return store
+
+
+def check_pools(session: Session, dag: DAG) -> None:
+    problems = check_dag_pools(dag, pool_slots(session))
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise CliError(problems[0] + more)
+
+
+def build_executor(config: Config, name: str | None, cluster: str | None) -> BaseExecutor:
+    """The executor ``--executor``/``--cluster`` ask for (``[core] executor`` otherwise),
+    built and started; a bad name or an unreachable cluster is a :class:`CliError`."""
+    kwargs: dict[str, Any] = {}
+    if cluster:
+        if name and name not in ("DaskExecutor", "LocalDaskExecutor"):
+            raise CliError(f"--cluster needs the DaskExecutor, not --executor {name}")
+        name = name or "DaskExecutor"
+        kwargs["cluster_address"] = cluster
+    try:
+        executor = load_executor(name, config=config, **kwargs)
+    except ExecutorLoadError as exc:
+        raise CliError(str(exc)) from None
+    except Exception as exc:
+        raise CliError(
+            _start_error(name or str(config.get("core", "executor")), cluster, exc)
+        ) from None
+    try:
+        executor.start()
+    except Exception as exc:
+        with contextlib.suppress(Exception):
+            executor.terminate()
+        raise CliError(_start_error(type(executor).__name__, cluster, exc)) from None
+    return executor
+
+
+def _start_error(name: str, cluster: str | None, exc: BaseException) -> str:
+    detail = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
+    if cluster:
+        return f"cannot reach the Dask cluster at {cluster}: {detail}"
+    return f"cannot start {name}: {detail}"
+
+
+def ti_table(session: Session, dag_id: str, run_id: str, *, title: str | None = None) -> Table:
+    tis = session.scalars(
+        select(TaskInstance)
+        .where(TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id)
+        .order_by(TaskInstance.start_date.is_(None), TaskInstance.start_date, TaskInstance.task_id)
+    ).all()
+    table = Table(title=title or f"{dag_id} / {run_id}")
+    table.add_column("task")
+    table.add_column("state")
+    table.add_column("tries", justify="right")
+    table.add_column("duration", justify="right")
+    table.add_column("host")
+    table.add_column("reason", overflow="fold")
+    for ti in tis:
+        state = ti.state or "none"
+        style = STATE_STYLES.get(state, "")
+        duration = f"{ti.duration:.2f}s" if ti.duration is not None else ""
+        table.add_row(
+            ti.task_id,
+            f"[{style}]{state}[/]" if style else state,
+            str(ti.try_number),
+            duration,
+            ti.hostname or "",
+            ti.reason or "",
+        )
+    return table

@@ -1,0 +1,33 @@
+"""``airdask scheduler``: the long-running scheduler process with the configured executor."""
+
+from __future__ import annotations
+
+import click
+
+from airdask.cli.common import cli_context
+from airdask.cli.sched_common import build_executor, ready_store
+from airdask.scheduler.loop import SchedulerJob
+
+
+@click.command("scheduler")
+@click.option("--executor", "executor_name", help="Executor name or module.Class path.")
+@click.option("--cluster", help="Address of an existing Dask scheduler (implies DaskExecutor).")
+def scheduler_command(executor_name: str | None, cluster: str | None) -> None:
+    """Run the scheduler loop until SIGTERM/SIGINT: picks up triggered runs, hands ready
+    task instances to the executor, records outcomes, recovers after crashes."""
+    ctx = cli_context()
+    store = ready_store(ctx)
+    executor = build_executor(ctx.config, executor_name, cluster)
+    job = SchedulerJob(store=store, executor=executor, config=ctx.config)
+    job.executor_started = True
+    job_id = job.register()
+    ctx.console.print(f"scheduler job {job_id} running {type(executor).__name__}")
+    link = getattr(executor, "dashboard_link", None)
+    if link:
+        ctx.console.print(f"Dask dashboard: {link}")
+    job.run()
+    ctx.console.print(f"scheduler job {job_id} stopped")
+
+
+def commands() -> list[click.Command]:
+    return [scheduler_command]

@@ -1,0 +1,101 @@
+"""``airdask tasks states DAG_ID RUN_ID`` and ``airdask tasks logs DAG_ID TASK_ID RUN_ID``."""
+
+from __future__ import annotations
+
+import click
+from sqlalchemy import select
+
+from airdask.cli.common import CliError, cli_context
+from airdask.cli.sched_common import ready_store, ti_table
+from airdask.logs import log_path, read_log
+from airdask.store import DagRun, TaskInstance
+
+
+@click.group("tasks")
+def tasks_group() -> None:
+    """Task instance states and logs."""
+
+
+@tasks_group.command("states")
+@click.argument("dag_id")
+@click.argument("run_id")
+def tasks_states(dag_id: str, run_id: str) -> None:
+    """Every task instance of a run: state, tries, duration, host, reason."""
+    ctx = cli_context()
+    store = ready_store(ctx)
+    with store.session() as session:
+        run = session.get(DagRun, (dag_id, run_id))
+        if run is None:
+            raise CliError(_no_run(session, dag_id, run_id))
+        ctx.console.print(
+            ti_table(session, dag_id, run_id, title=f"{dag_id} / {run_id}: {run.state}")
+        )
+
+
+def _no_run(session: object, dag_id: str, run_id: str) -> str:
+    from sqlalchemy.orm import Session
+
+    assert isinstance(session, Session)
+    runs = session.scalars(
+        select(DagRun.run_id).where(DagRun.dag_id == dag_id).order_by(DagRun.queued_at.desc())
+    ).all()
+    if not runs:
+        return f"DAG {dag_id!r} has no runs"
+    return f"DAG {dag_id!r} has no run {run_id!r} (latest: {runs[0]})"
+
+
+@tasks_group.command("logs")
+@click.argument("dag_id")
+@click.argument("task_id")
+@click.argument("run_id")
+@click.option("--try", "try_number", type=int, help="Attempt number (default: the latest).")
+def tasks_logs(dag_id: str, task_id: str, run_id: str, try_number: int | None) -> None:
+    """The log of one attempt: from the executor while it runs, the log folder otherwise."""
+    ctx = cli_context()
+    store = ready_store(ctx)
+    with store.session() as session:
+        ti = session.get(TaskInstance, (dag_id, task_id, run_id, -1))
+        if ti is None:
+            if session.get(DagRun, (dag_id, run_id)) is None:
+                raise CliError(_no_run(session, dag_id, run_id))
+            raise CliError(f"run {run_id!r} of DAG {dag_id!r} has no task {task_id!r}")
+    if ti.try_number < 1:
+        raise CliError(f"{dag_id}.{task_id} has not run yet in {run_id} (state {ti.state})")
+    number = try_number or ti.try_number
+    if not 1 <= number <= ti.try_number:
+        raise CliError(f"{dag_id}.{task_id} has tries 1..{ti.try_number}, not {number}")
+    folder = ctx.config.get("logging", "base_log_folder")
+    key = ti.key.with_try_number(number)
+    messages, lines = read_log(folder, key)
+    if not lines and not log_path(folder, key).exists() and ti.state in ("queued", "running"):
+        messages, lines = _live_log(ctx.config, ti, number) or (messages, lines)
+    for message in messages:
+        click.echo(f"# {message}", err=True)
+    for line in lines:
+        click.echo(line)
+
+
+def _live_log(config: object, ti: TaskInstance, number: int) -> tuple[list[str], list[str]] | None:
+    """``executor.get_task_log`` of the configured executor, when it can reach the attempt
+    from this process (an external Dask cluster); None otherwise."""
+    from airdask.config import Config
+    from airdask.executors import load_executor
+
+    assert isinstance(config, Config)
+    if not config.get("dask", "cluster_address"):
+        return None
+    try:
+        executor = load_executor(config=config)
+        executor.start()
+    except Exception as exc:
+        return [f"cannot reach the executor for the live log: {exc}"], []
+    try:
+        return executor.get_task_log(ti, number)
+    finally:
+        client = getattr(executor, "client", None)
+        if client is not None:
+            client.close()
+
+
+def commands() -> list[click.Command]:
+    return [tasks_group]

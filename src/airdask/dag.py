@@ -1,0 +1,448 @@
+"""DAGs and tasks: what to run, in which order, with which retries, pool and priority.
+
+A DAG is defined in a Python module, usually as a context manager::
+
+    with DAG("etl", default_args={"retries": 1}) as dag:
+        extract = BashTask("extract", "echo extracting")
+        load = PythonTask("load", load_rows, op_args=[10], pool="db", priority_weight=5)
+        extract >> load
+
+Every mistake that can be seen at definition time is a :class:`DagDefinitionError` naming the
+DAG and the task: a duplicate task id, a dependency cycle, an unknown trigger rule, a
+negative retry count, an executor_config that cannot be stored. Pools are checked against the
+database when a run is created (see :mod:`airdask.scheduler.runs`).
+
+A task's :meth:`~BaseTask.command` is what the executor runs: an argv list (``BashTask`` ->
+``["bash", "-c", script]``) or a :class:`~airdask.commands.PythonCommand`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import timedelta
+from typing import Any, TypeVar, Union
+
+from airdask.commands import Command, PythonCommand
+
+DEFAULT_POOL = "default_pool"
+
+#: Trigger rules: when a task may run, given its upstream tasks' states (Airflow's meaning).
+TRIGGER_RULES = (
+    "all_success",
+    "all_failed",
+    "all_done",
+    "one_success",
+    "one_failed",
+    "one_done",
+    "none_failed",
+    "none_failed_min_one_success",
+    "none_skipped",
+    "always",
+)
+#: Weight rules: how a task's effective priority is computed from its own weight.
+WEIGHT_RULES = ("downstream", "upstream", "absolute")
+
+#: Keys ``default_args`` may carry (the task keyword arguments they default).
+TASK_ARGS = (
+    "retries",
+    "retry_delay",
+    "pool",
+    "pool_slots",
+    "queue",
+    "priority_weight",
+    "weight_rule",
+    "executor_config",
+    "execution_timeout",
+    "trigger_rule",
+    "on_success_callback",
+    "on_failure_callback",
+)
+
+Callback = Callable[[dict[str, Any]], Any]
+TaskOrList = Union["BaseTask", Sequence["BaseTask"]]
+T = TypeVar("T")
+
+
+class DagDefinitionError(ValueError):
+    """A DAG or task defined wrongly; the message names the DAG, the task and the problem."""
+
+
+_current_dags: list[DAG] = []
+
+
+def _seconds(value: float | timedelta | None, what: str) -> float | None:
+    if value is None:
+        return None
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    if seconds < 0:
+        raise DagDefinitionError(f"{what} must not be negative, got {value!r}")
+    return seconds
+
+
+class DAG:
+    """A set of tasks and their dependencies.
+
+    :param dag_id: unique name (letters, digits, ``_``, ``-`` and ``.``).
+    :param default_args: defaults for the task keyword arguments listed in :data:`TASK_ARGS`.
+    :param description: one line shown by ``airdask dags list``.
+    """
+
+    def __init__(
+        self,
+        dag_id: str,
+        *,
+        default_args: Mapping[str, Any] | None = None,
+        description: str | None = None,
+    ) -> None:
+        if not dag_id or not all(c.isalnum() or c in "_-." for c in dag_id):
+            raise DagDefinitionError(
+                f"invalid dag_id {dag_id!r}: use letters, digits, '_', '-' and '.'"
+            )
+        unknown = sorted(set(default_args or {}) - set(TASK_ARGS))
+        if unknown:
+            raise DagDefinitionError(
+                f"DAG {dag_id!r}: unknown default_args {', '.join(unknown)} "
+                f"(known: {', '.join(TASK_ARGS)})"
+            )
+        self.dag_id = dag_id
+        self.default_args: dict[str, Any] = dict(default_args or {})
+        self.description = description
+        self.fileloc: str | None = None
+        self.task_dict: dict[str, BaseTask] = {}
+
+    def __repr__(self) -> str:
+        return f"<DAG {self.dag_id}: {len(self.task_dict)} tasks>"
+
+    def __enter__(self) -> DAG:
+        _current_dags.append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _current_dags.remove(self)
+
+    @property
+    def tasks(self) -> list[BaseTask]:
+        return list(self.task_dict.values())
+
+    @property
+    def task_ids(self) -> list[str]:
+        return list(self.task_dict)
+
+    def get_task(self, task_id: str) -> BaseTask:
+        try:
+            return self.task_dict[task_id]
+        except KeyError:
+            raise KeyError(f"DAG {self.dag_id!r} has no task {task_id!r}") from None
+
+    def has_task(self, task_id: str) -> bool:
+        return task_id in self.task_dict
+
+    def add_task(self, task: BaseTask) -> None:
+        if task.task_id in self.task_dict and self.task_dict[task.task_id] is not task:
+            raise DagDefinitionError(
+                f"DAG {self.dag_id!r}: duplicate task id {task.task_id!r} "
+                "(each task id may appear once per DAG)"
+            )
+        self.task_dict[task.task_id] = task
+
+    @property
+    def roots(self) -> list[BaseTask]:
+        return [t for t in self.task_dict.values() if not t.upstream_task_ids]
+
+    @property
+    def leaves(self) -> list[BaseTask]:
+        return [t for t in self.task_dict.values() if not t.downstream_task_ids]
+
+    def downstream_of(self, task_id: str) -> set[str]:
+        """Every task reachable downstream of ``task_id`` (not including it)."""
+        return _reachable(task_id, lambda t: self.task_dict[t].downstream_task_ids)
+
+    def upstream_of(self, task_id: str) -> set[str]:
+        return _reachable(task_id, lambda t: self.task_dict[t].upstream_task_ids)
+
+    def priority_weights(self) -> dict[str, int]:
+        """Each task's effective priority under its weight rule (Airflow's semantics):
+        ``downstream`` adds the weights of every downstream task, ``upstream`` of every
+        upstream task, ``absolute`` uses the task's own weight."""
+        weights: dict[str, int] = {}
+        for task_id, task in self.task_dict.items():
+            if task.weight_rule == "absolute":
+                others: set[str] = set()
+            elif task.weight_rule == "upstream":
+                others = self.upstream_of(task_id)
+            else:
+                others = self.downstream_of(task_id)
+            own = task.priority_weight
+            weights[task_id] = own + sum(self.task_dict[o].priority_weight for o in others)
+        return weights
+
+    def topological_order(self) -> list[str]:
+        """Task ids, every task after its upstream tasks (ties in definition order)."""
+        remaining = {t: set(task.upstream_task_ids) for t, task in self.task_dict.items()}
+        order: list[str] = []
+        while remaining:
+            ready = [t for t, ups in remaining.items() if not ups]
+            if not ready:  # pragma: no cover - cycles are refused when edges are added
+                raise DagDefinitionError(f"DAG {self.dag_id!r} has a cycle")
+            for t in ready:
+                del remaining[t]
+                order.append(t)
+            for ups in remaining.values():
+                ups.difference_update(ready)
+        return order
+
+
+def _reachable(start: str, neighbours: Callable[[str], Iterable[str]]) -> set[str]:
+    seen: set[str] = set()
+    stack = list(neighbours(start))
+    while stack:
+        node = stack.pop()
+        if node not in seen:
+            seen.add(node)
+            stack.extend(neighbours(node))
+    return seen
+
+
+def current_dag() -> DAG | None:
+    return _current_dags[-1] if _current_dags else None
+
+
+def _pick(explicit: T | None, default_args: Mapping[str, Any], name: str, fallback: T) -> T:
+    if explicit is not None:
+        return explicit
+    value = default_args.get(name)
+    return fallback if value is None else value
+
+
+class BaseTask:
+    """One node of a DAG. Subclasses implement :meth:`command`.
+
+    Keyword arguments left as ``None`` take the DAG's ``default_args`` and then the
+    built-in defaults: ``retries=0``, ``retry_delay=300`` seconds, ``pool="default_pool"``,
+    ``pool_slots=1``, ``queue=None``, ``priority_weight=1``, ``weight_rule="downstream"``,
+    ``trigger_rule="all_success"``, no ``execution_timeout``.
+
+    Callbacks are called in the scheduler process with a context dict (``dag_id``,
+    ``task_id``, ``run_id``, ``try_number``, ``state``, ``reason``, ``conf``); an exception
+    they raise is logged and never changes the task's state.
+    """
+
+    def __init__(
+        self,
+        task_id: str,
+        *,
+        dag: DAG | None = None,
+        retries: int | None = None,
+        retry_delay: float | timedelta | None = None,
+        pool: str | None = None,
+        pool_slots: int | None = None,
+        queue: str | None = None,
+        priority_weight: int | None = None,
+        weight_rule: str | None = None,
+        executor_config: Mapping[str, Any] | None = None,
+        execution_timeout: float | timedelta | None = None,
+        trigger_rule: str | None = None,
+        on_success_callback: Callback | None = None,
+        on_failure_callback: Callback | None = None,
+    ) -> None:
+        dag = dag or current_dag()
+        if dag is None:
+            raise DagDefinitionError(
+                f"task {task_id!r} has no DAG: create it inside `with DAG(...)` or pass dag="
+            )
+        where = f"DAG {dag.dag_id!r}, task {task_id!r}"
+        if not task_id or not all(c.isalnum() or c in "_-." for c in task_id):
+            raise DagDefinitionError(f"{where}: use letters, digits, '_', '-' and '.' in task ids")
+        d = dag.default_args
+        self.task_id = task_id
+        self.dag = dag
+        self.retries = int(_pick(retries, d, "retries", 0))
+        delay: float | timedelta = _pick(retry_delay, d, "retry_delay", 300.0)
+        self.retry_delay = _seconds(delay, f"{where}: retry_delay")
+        self.pool = str(_pick(pool, d, "pool", DEFAULT_POOL))
+        self.pool_slots = int(_pick(pool_slots, d, "pool_slots", 1))
+        self.queue: str | None = _pick(queue, d, "queue", None)
+        self.priority_weight = int(_pick(priority_weight, d, "priority_weight", 1))
+        self.weight_rule = str(_pick(weight_rule, d, "weight_rule", "downstream"))
+        self.trigger_rule = str(_pick(trigger_rule, d, "trigger_rule", "all_success"))
+        timeout: float | timedelta | None = _pick(execution_timeout, d, "execution_timeout", None)
+        self.execution_timeout = _seconds(timeout, f"{where}: execution_timeout")
+        self.executor_config: dict[str, Any] = dict(
+            _pick(executor_config, d, "executor_config", {})
+        )
+        self.on_success_callback: Callback | None = _pick(
+            on_success_callback, d, "on_success_callback", None
+        )
+        self.on_failure_callback: Callback | None = _pick(
+            on_failure_callback, d, "on_failure_callback", None
+        )
+        self.upstream_task_ids: set[str] = set()
+        self.downstream_task_ids: set[str] = set()
+        self._check(where)
+        dag.add_task(self)
+
+    def _check(self, where: str) -> None:
+        if self.retries < 0:
+            raise DagDefinitionError(f"{where}: retries must be >= 0, got {self.retries}")
+        if self.pool_slots < 1:
+            raise DagDefinitionError(f"{where}: pool_slots must be >= 1, got {self.pool_slots}")
+        if not self.pool:
+            raise DagDefinitionError(f"{where}: pool must not be empty")
+        if self.trigger_rule not in TRIGGER_RULES:
+            raise DagDefinitionError(
+                f"{where}: unknown trigger_rule {self.trigger_rule!r} "
+                f"(known: {', '.join(TRIGGER_RULES)})"
+            )
+        if self.weight_rule not in WEIGHT_RULES:
+            raise DagDefinitionError(
+                f"{where}: unknown weight_rule {self.weight_rule!r} "
+                f"(known: {', '.join(WEIGHT_RULES)})"
+            )
+        if self.execution_timeout == 0:
+            raise DagDefinitionError(f"{where}: execution_timeout must be positive")
+        try:
+            json.dumps(self.executor_config)
+        except (TypeError, ValueError) as exc:
+            raise DagDefinitionError(
+                f"{where}: executor_config must be JSON-serialisable (it is stored): {exc}"
+            ) from None
+        for name in ("on_success_callback", "on_failure_callback"):
+            value = getattr(self, name)
+            if value is not None and not callable(value):
+                raise DagDefinitionError(f"{where}: {name} must be callable, got {value!r}")
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.dag.dag_id}.{self.task_id}>"
+
+    def command(self) -> Command:
+        """The command an executor runs for this task."""
+        raise NotImplementedError
+
+    def executor_config_for_run(self) -> dict[str, Any]:
+        """``executor_config`` as handed to the executor: ``execution_timeout`` included as
+        float seconds (``airdask.executors.common.execution_timeout`` reads it)."""
+        config = dict(self.executor_config)
+        if self.execution_timeout is not None:
+            config["execution_timeout"] = self.execution_timeout
+        return config
+
+    # ---- dependencies ------------------------------------------------------------------
+
+    def set_downstream(self, other: TaskOrList) -> None:
+        for task in _as_list(other):
+            self._add_edge(self, task)
+
+    def set_upstream(self, other: TaskOrList) -> None:
+        for task in _as_list(other):
+            self._add_edge(task, self)
+
+    @staticmethod
+    def _add_edge(up: BaseTask, down: BaseTask) -> None:
+        if up.dag is not down.dag:
+            raise DagDefinitionError(
+                f"cannot link {up!r} to {down!r}: tasks of different DAGs "
+                f"({up.dag.dag_id!r}, {down.dag.dag_id!r})"
+            )
+        if up is down or up.task_id in up.dag.downstream_of(down.task_id):
+            raise DagDefinitionError(
+                f"DAG {up.dag.dag_id!r}: {up.task_id} >> {down.task_id} would make a cycle"
+            )
+        up.downstream_task_ids.add(down.task_id)
+        down.upstream_task_ids.add(up.task_id)
+
+    def __rshift__(self, other: TaskOrList) -> TaskOrList:
+        self.set_downstream(other)
+        return other
+
+    def __lshift__(self, other: TaskOrList) -> TaskOrList:
+        self.set_upstream(other)
+        return other
+
+    def __rrshift__(self, other: TaskOrList) -> BaseTask:
+        self.set_upstream(other)
+        return self
+
+    def __rlshift__(self, other: TaskOrList) -> BaseTask:
+        self.set_downstream(other)
+        return self
+
+
+def _as_list(other: TaskOrList) -> list[BaseTask]:
+    items = [other] if isinstance(other, BaseTask) else list(other)
+    for item in items:
+        if not isinstance(item, BaseTask):
+            raise DagDefinitionError(f"dependencies link tasks, got {item!r}")
+    return items
+
+
+class BashTask(BaseTask):
+    """Runs ``bash -c SCRIPT``; success is exit code 0."""
+
+    def __init__(self, task_id: str, bash_command: str, **kwargs: Any) -> None:
+        if not isinstance(bash_command, str) or not bash_command.strip():
+            raise DagDefinitionError(f"task {task_id!r}: bash_command must be a non-empty string")
+        self.bash_command = bash_command
+        super().__init__(task_id, **kwargs)
+
+    def command(self) -> Command:
+        return ["bash", "-c", self.bash_command]
+
+
+class CommandTask(BaseTask):
+    """Runs an argv list without a shell."""
+
+    def __init__(self, task_id: str, argv: Sequence[str], **kwargs: Any) -> None:
+        if isinstance(argv, str) or not argv or not all(isinstance(a, str) for a in argv):
+            raise DagDefinitionError(
+                f"task {task_id!r}: argv must be a non-empty list of strings, got {argv!r}"
+            )
+        self.argv = list(argv)
+        super().__init__(task_id, **kwargs)
+
+    def command(self) -> Command:
+        return list(self.argv)
+
+
+class PythonTask(BaseTask):
+    """Calls ``python_callable(*op_args, **op_kwargs)`` on a worker; raising fails the try."""
+
+    def __init__(
+        self,
+        task_id: str,
+        python_callable: Callable[..., Any],
+        *,
+        op_args: Sequence[Any] | None = None,
+        op_kwargs: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if not callable(python_callable):
+            raise DagDefinitionError(
+                f"task {task_id!r}: python_callable must be callable, got {python_callable!r}"
+            )
+        self.python_callable = python_callable
+        self.op_args = list(op_args or [])
+        self.op_kwargs = dict(op_kwargs or {})
+        super().__init__(task_id, **kwargs)
+
+    def command(self) -> Command:
+        return PythonCommand(self.python_callable, *self.op_args, **self.op_kwargs)
+
+
+def chain(*tasks: TaskOrList) -> None:
+    """``chain(a, [b, c], d)`` is ``a >> [b, c] >> d``."""
+    for i in range(1, len(tasks)):
+        for task in _as_list(tasks[i - 1]):
+            task.set_downstream(tasks[i])
+
+
+__all__ = [
+    "DAG",
+    "TRIGGER_RULES",
+    "BaseTask",
+    "BashTask",
+    "CommandTask",
+    "DagDefinitionError",
+    "PythonTask",
+    "chain",
+]

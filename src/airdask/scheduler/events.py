@@ -1,0 +1,186 @@
+"""Persisting executor events: state, times, host, external id, reason, and a Log row each.
+
+Rules (Airflow's ``process_executor_events``, adapted to a scheduler that is the only DB
+writer):
+
+* ``queued``/``running`` events update a live attempt (same try, still queued/running).
+* A terminal event for the attempt the database considers live sets ``success``, or
+  ``up_for_retry`` (with ``next_try_at``) while tries remain, else ``failed``.
+* An outcome-unknown event (``EventInfo.kind == "connection_lost"``: the Dask scheduler was
+  lost) is handled as a failure of that try: retried per the task's ``retries``, and the
+  reason says the outcome is unknown.
+* An event that contradicts the database is not applied; it is logged with both sides as a
+  ``event_ignored`` Log row. That covers an older try (the TI moved on), and a TI already
+  finished or reset by recovery. One exception: a *success* of the same try for a TI that
+  recovery reset to be scheduled again is accepted (the work is done; running it again would
+  be a second success).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, tuple_
+from sqlalchemy.orm import Session
+
+from airdask.executors.events import EventInfo, reason_of
+from airdask.scheduler.rules import should_retry
+from airdask.state import TaskInstanceKey, TaskInstanceState, check_transition
+from airdask.store.models import Log, TaskInstance, utcnow
+
+log = logging.getLogger(__name__)
+S = TaskInstanceState
+LIVE = (S.QUEUED.value, S.RUNNING.value)
+CHUNK = 400
+
+
+def set_state(ti: TaskInstance, new: TaskInstanceState | None) -> None:
+    """Change a TI's state through the transition table (raises on a forbidden change)."""
+    check_transition(ti.ti_state, new)
+    ti.state = new.value if new is not None else None
+
+
+def load_tis(
+    session: Session, keys: Iterable[TaskInstanceKey]
+) -> dict[tuple[Any, ...], TaskInstance]:
+    """TIs by primary ``(dag_id, task_id, run_id, map_index)``, in chunked IN queries."""
+    wanted = list({k.primary for k in keys})
+    found: dict[tuple[Any, ...], TaskInstance] = {}
+    pk = tuple_(
+        TaskInstance.dag_id, TaskInstance.task_id, TaskInstance.run_id, TaskInstance.map_index
+    )
+    for i in range(0, len(wanted), CHUNK):
+        for ti in session.scalars(select(TaskInstance).where(pk.in_(wanted[i : i + CHUNK]))):
+            found[(ti.dag_id, ti.task_id, ti.run_id, ti.map_index)] = ti
+    return found
+
+
+@dataclass
+class Outcomes:
+    """What applying a batch of events changed."""
+
+    finished: list[TaskInstance] = field(default_factory=list)  # success / failed
+    retrying: list[TaskInstance] = field(default_factory=list)
+    runs: set[tuple[str, str]] = field(default_factory=set)  # runs with a settled TI
+    ignored: int = 0
+
+
+def _info(value: Any) -> EventInfo:
+    if isinstance(value, EventInfo):
+        return value
+    return EventInfo(reason_of(value) or "", kind="unknown")
+
+
+def _log(session: Session, ti: TaskInstance, event: str, try_number: int, extra: str) -> None:
+    session.add(
+        Log(
+            event=event,
+            dag_id=ti.dag_id,
+            task_id=ti.task_id,
+            run_id=ti.run_id,
+            map_index=ti.map_index,
+            try_number=try_number,
+            extra=extra,
+        )
+    )
+
+
+def apply_events(
+    session: Session,
+    events: Mapping[TaskInstanceKey, tuple[TaskInstanceState | None, Any]],
+    *,
+    retry_delay: Callable[[TaskInstance], float],
+    now: datetime | None = None,
+) -> Outcomes:
+    """Apply executor events to their task instances (see the module docstring)."""
+    now = now or utcnow()
+    out = Outcomes()
+    tis = load_tis(session, events)
+    for key, (state, raw_info) in events.items():
+        ti = tis.get(key.primary)
+        info = _info(raw_info)
+        if ti is None:
+            log.warning("event %s for unknown task instance %s ignored", state, key)
+            out.ignored += 1
+            continue
+        if state in (S.QUEUED, S.RUNNING):
+            _apply_progress(ti, key, state, info)
+            continue
+        if state not in (S.SUCCESS, S.FAILED):
+            log.warning("event %s for %s: not a state an executor reports; ignored", state, key)
+            out.ignored += 1
+            continue
+        if ti.try_number != key.try_number or ti.state not in LIVE:
+            late_success = (
+                state == S.SUCCESS
+                and ti.try_number == key.try_number
+                and ti.state in (None, S.SCHEDULED.value)
+            )
+            if not late_success:
+                extra = (
+                    f"executor reports try {key.try_number} {state.value} ({info.reason}) "
+                    f"but the database has try {ti.try_number} in state {ti.state or 'none'}"
+                )
+                log.warning("%s: %s; ignored", key, extra)
+                _log(session, ti, "event_ignored", key.try_number, extra)
+                out.ignored += 1
+                continue
+            _log(session, ti, "late_success_accepted", key.try_number, info.reason)
+        _apply_terminal(session, ti, key, state, info, now, retry_delay, out)
+    return out
+
+
+def _apply_progress(
+    ti: TaskInstance, key: TaskInstanceKey, state: TaskInstanceState, info: EventInfo
+) -> None:
+    if ti.try_number != key.try_number or ti.state not in LIVE:
+        return
+    if info.external_executor_id:
+        ti.external_executor_id = info.external_executor_id
+    if state == S.RUNNING and ti.state == S.QUEUED.value:
+        set_state(ti, S.RUNNING)
+        ti.start_date = info.started_at or utcnow()
+        ti.hostname = info.hostname or info.worker or ti.hostname
+
+
+def _apply_terminal(
+    session: Session,
+    ti: TaskInstance,
+    key: TaskInstanceKey,
+    state: TaskInstanceState,
+    info: EventInfo,
+    now: datetime,
+    retry_delay: Callable[[TaskInstance], float],
+    out: Outcomes,
+) -> None:
+    ti.start_date = info.started_at or ti.start_date or ti.queued_dttm or now
+    ti.end_date = info.ended_at or now
+    ti.duration = max((ti.end_date - ti.start_date).total_seconds(), 0.0)
+    ti.hostname = info.hostname or info.worker or ti.hostname or socket.gethostname()
+    if info.external_executor_id:
+        ti.external_executor_id = info.external_executor_id
+    reason = info.reason
+    if info.outcome_unknown:
+        reason = f"outcome unknown (treated as a failed try): {reason}"
+    if state == S.SUCCESS:
+        set_state(ti, S.SUCCESS)
+        ti.reason = None
+        out.finished.append(ti)
+    elif should_retry(key.try_number, ti.max_tries):
+        set_state(ti, S.UP_FOR_RETRY)
+        delay = retry_delay(ti)
+        ti.next_try_at = now + timedelta(seconds=delay)
+        ti.reason = f"{reason} (try {key.try_number} of {ti.max_tries + 1}; retry in {delay:g}s)"
+        out.retrying.append(ti)
+    else:
+        set_state(ti, S.FAILED)
+        ti.reason = reason
+        out.finished.append(ti)
+    out.runs.add((ti.dag_id, ti.run_id))
+    extra = f"{reason} on {ti.hostname}" if reason else f"on {ti.hostname}"
+    _log(session, ti, ti.state or "none", key.try_number, extra)

@@ -1,0 +1,560 @@
+"""The scheduler job: one pass (:meth:`SchedulerJob.run_once`) and the loop around it.
+
+A pass, in order:
+
+1. start queued DagRuns this job may take (create their task instances);
+2. evaluate trigger rules for not-yet-started task instances of runs where something
+   changed (``scheduled``, ``skipped`` or ``upstream_failed``);
+3. pick ready task instances (``scheduled``, or ``up_for_retry`` whose ``next_try_at`` has
+   come), highest ``priority_weight`` first, within pool open slots, ``[core] parallelism``
+   and the executor's ``slots_available``; mark them QUEUED with the next ``try_number``,
+   commit, then ``executor.queue_command``;
+4. ``executor.heartbeat()``; persist ``get_event_buffer()`` (see :mod:`.events`);
+5. finish runs whose task instances are all finished; run callbacks;
+6. now and then: heartbeat the Job row, adopt-or-reset orphans, handle stuck-in-queued.
+
+Every query is on indexed state columns and bounded by the work at hand (runs that changed,
+ready task instances, events), never by the history. One task's problem (its DAG no longer
+loads, its command cannot be built) fails that task with the reason; the loop goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from types import FrameType
+from typing import Any
+
+from sqlalchemy import false, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from airdask.config import Config
+from airdask.dag import DAG
+from airdask.dagbag import load_dag
+from airdask.executors.base import BaseExecutor
+from airdask.executors.events import EventInfo
+from airdask.scheduler import recovery
+from airdask.scheduler.callbacks import CallbackSink, TaskCallbackRequest
+from airdask.scheduler.events import LIVE, Outcomes, apply_events, set_state
+from airdask.scheduler.pools import SlotBudget
+from airdask.scheduler.rules import Decision, UpstreamCounts, decision_state, evaluate
+from airdask.scheduler.runs import fail_run, finish_runs, start_run
+from airdask.state import DagRunState, TaskInstanceKey, TaskInstanceState
+from airdask.store.models import DagRun, Job, Log, Pool, TaskInstance, utcnow
+from airdask.store.session import Store
+
+log = logging.getLogger(__name__)
+S = TaskInstanceState
+RunKey = tuple[str, str]
+#: Most task instances handed to the executor in one pass (Airflow's max_tis_per_query).
+MAX_TIS_PER_PASS = 512
+
+
+@dataclass
+class PassResult:
+    started_runs: int = 0
+    settled: int = 0  # trigger-rule decisions that changed a state
+    queued: int = 0
+    events: int = 0
+    finished_runs: dict[RunKey, str] | None = None
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.started_runs or self.settled or self.queued or self.events)
+
+
+class SchedulerJob:
+    """A scheduler: a Job row, an executor inside, and the passes that drive both.
+
+    :param run_filter: only these runs (``airdask run``); ``None`` takes every run not owned
+        by another live scheduler.
+    :param dags: DAGs already loaded (by id); others are loaded from the run's ``dag_file``
+        or ``[core] dags_folder``.
+    """
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        executor: BaseExecutor,
+        config: Config,
+        run_filter: Sequence[RunKey] | None = None,
+        dags: Mapping[str, DAG] | None = None,
+    ) -> None:
+        self.store = store
+        self.executor = executor
+        self.config = config
+        self.run_filter = None if run_filter is None else list(run_filter)
+        self.dags: dict[str, DAG] = dict(dags or {})
+        self.dag_errors: dict[str, str] = {}
+        self.sink = CallbackSink()
+        self.job_id: int | None = None
+        #: Set when the caller already started the executor (``airdask run`` does, to
+        #: report an unreachable cluster before writing anything).
+        self.executor_started = False
+        self.dirty: set[RunKey] = set()
+        self._local_pending: set[TaskInstanceKey] = set()
+        self._stop = threading.Event()
+        self._last_heartbeat = 0.0
+        self._last_orphan_check = 0.0
+        self._last_stuck_check = 0.0
+        sched = "scheduler"
+        self.heartbeat_interval = float(config.get(sched, "job_heartbeat_sec"))
+        self.health_threshold = float(config.get(sched, "scheduler_health_check_threshold"))
+        self.orphan_interval = float(config.get(sched, "orphaned_tasks_check_interval"))
+        self.queued_timeout = float(config.get(sched, "task_queued_timeout"))
+        self.stuck_retries = int(config.get(sched, "num_stuck_in_queued_retries"))
+        self.loop_interval = float(config.get(sched, "loop_interval"))
+        self.dags_folder = str(config.get("core", "dags_folder"))
+
+    # ---- lifecycle ---------------------------------------------------------------------
+
+    def register(self) -> int:
+        """Create the Job row (before anything else is written for this scheduler)."""
+        with self.store.session() as session:
+            job = Job(
+                job_type="SchedulerJob",
+                state="running",
+                hostname=socket.gethostname(),
+                pid=os.getpid(),
+                executor_class=type(self.executor).__name__,
+            )
+            session.add(job)
+            session.flush()
+            self.job_id = job.id
+        self.executor.job_id = self.job_id
+        self.executor.callback_sink = self.sink
+        self._last_heartbeat = time.monotonic()
+        return self.job_id
+
+    def start(self) -> None:
+        """Register (if not yet), start the executor, and recover what dead jobs left."""
+        if self.job_id is None:
+            self.register()
+        if not self.executor_started:
+            self.executor.start()
+            self.executor_started = True
+        with self.store.session() as session:
+            self.dirty |= set(self._running_runs(session))
+        self._recover(force=True)
+
+    def stop(self, *, state: str = "success") -> None:
+        """``executor.end()`` (waits for running attempts), persist their outcomes, mark the
+        Job row finished."""
+        try:
+            self.executor.end()
+        except NotImplementedError:
+            log.warning("%s has no end(); attempts it still runs are not awaited", self.executor)
+        finally:
+            try:
+                self._process_events()
+            finally:
+                self._finish_job(state)
+
+    def _finish_job(self, state: str) -> None:
+        if self.job_id is None:
+            return
+        with self.store.session() as session:
+            job = session.get(Job, self.job_id)
+            if job is not None:
+                job.state, job.end_date, job.latest_heartbeat = state, utcnow(), utcnow()
+            # Unfinished runs go back to any scheduler (``airdask scheduler`` finishes them).
+            session.execute(
+                update(DagRun)
+                .where(
+                    DagRun.scheduled_by_job_id == self.job_id,
+                    DagRun.state.in_([DagRunState.QUEUED.value, DagRunState.RUNNING.value]),
+                )
+                .values(scheduled_by_job_id=None)
+            )
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def install_signal_handlers(self) -> Callable[[], None]:
+        """SIGTERM/SIGINT ask the loop to stop after the current pass; returns an undo."""
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+
+        def handler(signum: int, frame: FrameType | None) -> None:
+            log.warning("received %s: stopping the scheduler", signal.Signals(signum).name)
+            self._stop.set()
+
+        old = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+        def undo() -> None:
+            for sig, previous in old.items():
+                signal.signal(sig, previous)
+
+        return undo
+
+    def run(
+        self,
+        *,
+        until: Callable[[], bool] | None = None,
+        on_pass: Callable[[PassResult], None] | None = None,
+        handle_signals: bool = True,
+    ) -> None:
+        """Start, pass until ``until()`` holds or a stop is requested, then :meth:`stop`."""
+        undo = self.install_signal_handlers() if handle_signals else (lambda: None)
+        state = "success"
+        try:
+            self.start()
+            while not self._stop.is_set():
+                result = self.run_once()
+                if on_pass is not None:
+                    on_pass(result)
+                if until is not None and until():
+                    break
+                if not result.busy:
+                    self._stop.wait(self.loop_interval)
+        except BaseException:
+            state = "failed"
+            raise
+        finally:
+            try:
+                self.stop(state=state)
+            finally:
+                undo()
+
+    # ---- one pass ----------------------------------------------------------------------
+
+    def run_once(self) -> PassResult:
+        result = PassResult()
+        with self.store.session() as session:
+            result.started_runs = self._start_queued_runs(session)
+            evaluated = self._take_dirty()
+            result.settled = self._evaluate_dirty(session, evaluated)
+            queued = self._queue_ready(session)
+        for ti, command in queued:
+            self.executor.queue_command(ti, command, priority=ti.priority_weight, queue=ti.queue)
+        result.queued = len(queued)
+        if self.executor.is_local:
+            self._local_pending.update(ti.key for ti, _ in queued)
+        self.executor.heartbeat()
+        result.events = self._process_events()
+        with self.store.session() as session:
+            result.finished_runs = finish_runs(session, evaluated | self.dirty, self.dags)
+        self._run_callbacks()
+        self._heartbeat_job()
+        self._recover()
+        return result
+
+    def _take_dirty(self) -> set[RunKey]:
+        dirty, self.dirty = self.dirty, set()
+        return dirty
+
+    def _run_scope(self) -> Any:
+        if self.run_filter is not None:
+            return _in_runs(DagRun, self.run_filter)
+        return DagRun.scheduled_by_job_id.is_(None) | (DagRun.scheduled_by_job_id == self.job_id)
+
+    def _running_runs(self, session: Session) -> list[RunKey]:
+        stmt = select(DagRun.dag_id, DagRun.run_id).where(
+            DagRun.state == DagRunState.RUNNING.value, self._run_scope()
+        )
+        return list(session.execute(stmt).tuples())
+
+    def dag_for(self, dag_id: str, dag_file: str | None = None) -> DAG | None:
+        """The DAG (cached); None when it cannot be loaded (the error is in dag_errors)."""
+        dag = self.dags.get(dag_id)
+        if dag is None and dag_id not in self.dag_errors:
+            try:
+                dag = load_dag(dag_id, dag_file=dag_file, dags_folder=self.dags_folder)
+            except LookupError as exc:
+                self.dag_errors[dag_id] = str(exc)
+                return None
+            self.dags[dag_id] = dag
+        return dag
+
+    def _dag_of_run(self, session: Session, dag_id: str, run_id: str) -> DAG | None:
+        if dag_id in self.dags:
+            return self.dags[dag_id]
+        run = session.get(DagRun, (dag_id, run_id))
+        return self.dag_for(dag_id, run.dag_file if run is not None else None)
+
+    def _start_queued_runs(self, session: Session) -> int:
+        runs = session.scalars(
+            select(DagRun).where(DagRun.state == DagRunState.QUEUED.value, self._run_scope())
+        ).all()
+        for run in runs:
+            dag = self.dag_for(run.dag_id, run.dag_file)
+            if dag is None:
+                fail_run(session, run, self.dag_errors[run.dag_id])
+                continue
+            count = start_run(session, run, dag, job_id=self.job_id)
+            log.info("started run %s of %s (%d task instances)", run.run_id, run.dag_id, count)
+            self.dirty.add((run.dag_id, run.run_id))
+        return len(runs)
+
+    def _evaluate_dirty(self, session: Session, runs: set[RunKey]) -> int:
+        """Trigger rules for state-none TIs of changed runs, in topological order, so a
+        skip or upstream_failed cascades within the same pass."""
+        changed = 0
+        for dag_id, run_id in runs:
+            dag = self._dag_of_run(session, dag_id, run_id)
+            if dag is None:
+                continue
+            in_run = (TaskInstance.dag_id == dag_id) & (TaskInstance.run_id == run_id)
+            waiting = {
+                ti.task_id: ti
+                for ti in session.scalars(
+                    select(TaskInstance).where(in_run, TaskInstance.state.is_(None))
+                )
+            }
+            if not waiting:
+                continue
+            upstream_ids = set().union(
+                *(dag.get_task(t).upstream_task_ids for t in waiting if dag.has_task(t))
+            ) - set(waiting)
+            states: dict[str, str | None] = {t: None for t in waiting}
+            if upstream_ids:
+                rows = session.execute(
+                    select(TaskInstance.task_id, TaskInstance.state).where(
+                        in_run, TaskInstance.task_id.in_(upstream_ids)
+                    )
+                )
+                states.update(dict(rows.tuples().all()))
+            for task_id in dag.topological_order():
+                ti = waiting.get(task_id)
+                if ti is None:
+                    continue
+                task = dag.get_task(task_id)
+                ups = UpstreamCounts.of(states.get(u) for u in task.upstream_task_ids)
+                decision = evaluate(task.trigger_rule, ups)
+                if decision is Decision.WAIT:
+                    continue
+                new = decision_state(decision)
+                set_state(ti, new)
+                states[task_id] = ti.state
+                changed += 1
+                if decision is not Decision.RUN:
+                    ti.end_date = utcnow()
+                    ti.reason = f"trigger rule {task.trigger_rule}: upstream {_describe(ups)}"
+                    self.dirty.add((dag_id, run_id))
+            for task_id, ti in waiting.items():
+                if not dag.has_task(task_id):
+                    set_state(ti, S.REMOVED)
+                    ti.reason = f"task {task_id!r} is no longer in DAG {dag_id!r}"
+                    changed += 1
+        return changed
+
+    def _open_pool_slots(self, session: Session) -> dict[str, int]:
+        slots = {name: n for name, n in session.execute(select(Pool.name, Pool.slots))}
+        used = session.execute(
+            select(TaskInstance.pool, func.sum(TaskInstance.pool_slots))
+            .where(TaskInstance.state.in_(LIVE))
+            .group_by(TaskInstance.pool)
+        )
+        for pool, n in used.tuples():
+            if pool in slots:
+                slots[pool] -= int(n or 0)
+        return slots
+
+    def _queue_ready(self, session: Session) -> list[tuple[TaskInstance, Any]]:
+        """Mark ready TIs QUEUED (next try) within every limit; return (ti, command)."""
+        budget = SlotBudget(
+            self._open_pool_slots(session),
+            total=min(self.executor.slots_available, MAX_TIS_PER_PASS),
+        )
+        if budget.exhausted:
+            return []
+        now = utcnow()
+        ready = (TaskInstance.state == S.SCHEDULED.value) | (
+            (TaskInstance.state == S.UP_FOR_RETRY.value) & (TaskInstance.next_try_at <= now)
+        )
+        stmt = (
+            select(TaskInstance)
+            .join(
+                DagRun,
+                (DagRun.dag_id == TaskInstance.dag_id) & (DagRun.run_id == TaskInstance.run_id),
+            )
+            .where(ready, DagRun.state == DagRunState.RUNNING.value, self._run_scope())
+            .order_by(TaskInstance.priority_weight.desc(), TaskInstance.task_id)
+        )
+        full = budget.full_pools()
+        if full:
+            stmt = stmt.where(TaskInstance.pool.not_in(full))
+        queued: list[tuple[TaskInstance, Any]] = []
+        for ti in session.scalars(stmt.limit(budget.total * 4)):
+            if budget.exhausted:
+                break
+            if budget.take(ti.pool, ti.pool_slots) is not None:
+                continue
+            command = self._command_for(session, ti, now)
+            if command is None:
+                continue
+            set_state(ti, S.QUEUED)
+            ti.try_number += 1
+            ti.queued_dttm = now
+            ti.queued_by_job_id = self.job_id
+            ti.start_date = ti.end_date = ti.duration = ti.next_try_at = None
+            ti.external_executor_id = ti.hostname = None
+            queued.append((ti, command))
+        return queued
+
+    def _command_for(self, session: Session, ti: TaskInstance, now: datetime) -> Any:
+        dag = self._dag_of_run(session, ti.dag_id, ti.run_id)
+        reason = None
+        if dag is None:
+            reason = self.dag_errors.get(ti.dag_id, f"DAG {ti.dag_id!r} cannot be loaded")
+        elif not dag.has_task(ti.task_id):
+            reason = f"task {ti.task_id!r} is no longer in DAG {ti.dag_id!r}"
+        else:
+            try:
+                return dag.get_task(ti.task_id).command()
+            except Exception as exc:  # the task's own error; the others go on
+                reason = f"cannot build the command: {type(exc).__name__}: {exc}"
+        set_state(ti, S.FAILED)
+        ti.end_date, ti.reason = now, reason
+        session.add(
+            Log(
+                event="failed",
+                dag_id=ti.dag_id,
+                task_id=ti.task_id,
+                run_id=ti.run_id,
+                try_number=ti.try_number,
+                extra=reason,
+            )
+        )
+        self.dirty.add((ti.dag_id, ti.run_id))
+        return None
+
+    def _process_events(self) -> int:
+        events = self.executor.get_event_buffer()
+        if self._local_pending:
+            # Local executors start an attempt when they trigger it and report no running
+            # event: an attempt that left queued_tasks has started.
+            started = {k for k in self._local_pending if k not in self.executor.queued_tasks}
+            self._local_pending -= started
+            host = socket.gethostname()
+            for key in started:
+                events.setdefault(
+                    key, (S.RUNNING, EventInfo("started", kind="running", hostname=host))
+                )
+        if not events:
+            return 0
+        with self.store.session() as session:
+            outcomes = apply_events(session, events, retry_delay=self._retry_delay)
+            self.dirty |= outcomes.runs
+            self._send_callbacks(session, outcomes)
+        return len(events)
+
+    def _retry_delay(self, ti: TaskInstance) -> float:
+        dag = self.dags.get(ti.dag_id)
+        if dag is None or not dag.has_task(ti.task_id):
+            return 0.0
+        return dag.get_task(ti.task_id).retry_delay or 0.0
+
+    def _send_callbacks(self, session: Session, outcomes: Outcomes) -> None:
+        for ti in outcomes.finished:
+            dag = self.dags.get(ti.dag_id)
+            if dag is None or not dag.has_task(ti.task_id):
+                continue
+            task = dag.get_task(ti.task_id)
+            wanted = task.on_success_callback if ti.state == "success" else task.on_failure_callback
+            if wanted is None:
+                continue
+            run = session.get(DagRun, (ti.dag_id, ti.run_id))
+            self.executor.send_callback(
+                TaskCallbackRequest(
+                    ti.dag_id,
+                    ti.task_id,
+                    ti.run_id,
+                    ti.try_number,
+                    ti.state or "",
+                    ti.reason,
+                    run.conf if run is not None else None,
+                )
+            )
+
+    def _run_callbacks(self) -> None:
+        if not self.sink.pending:
+            return
+        results = self.sink.run_pending(self.dags.get)
+        with self.store.session() as session:
+            for result in results:
+                r = result.request
+                session.add(
+                    Log(
+                        event="callback_failed" if result.error else "callback",
+                        dag_id=r.dag_id,
+                        task_id=r.task_id,
+                        run_id=r.run_id,
+                        try_number=r.try_number,
+                        extra=f"{r.kind}: {result.error or 'ok'}",
+                    )
+                )
+
+    # ---- periodic work -----------------------------------------------------------------
+
+    def _heartbeat_job(self, *, force: bool = False) -> None:
+        if self.job_id is None:
+            return
+        now = time.monotonic()
+        if not force and now - self._last_heartbeat < self.heartbeat_interval:
+            return
+        self._last_heartbeat = now
+        with self.store.session() as session:
+            job = session.get(Job, self.job_id)
+            if job is not None:
+                job.latest_heartbeat = utcnow()
+
+    def _recover(self, *, force: bool = False) -> None:
+        assert self.job_id is not None
+        now = time.monotonic()
+        if force or now - self._last_orphan_check >= self.orphan_interval:
+            self._last_orphan_check = now
+            with self.store.session() as session:
+                report = recovery.adopt_or_reset_orphans(
+                    session,
+                    self.executor,
+                    job_id=self.job_id,
+                    threshold=self.health_threshold,
+                    own_runs_only=self.run_filter,
+                )
+                self.dirty |= report.runs
+                if report.dead_jobs and self.run_filter is None:
+                    self.dirty |= set(self._running_runs(session))
+        if force or now - self._last_stuck_check >= min(self.queued_timeout / 2, 30.0):
+            self._last_stuck_check = now
+            with self.store.session() as session:
+                report = recovery.handle_stuck_queued(
+                    session,
+                    self.executor,
+                    job_id=self.job_id,
+                    timeout=self.queued_timeout,
+                    max_reschedules=self.stuck_retries,
+                )
+                self.dirty |= report.runs
+
+
+def _in_runs(model: Any, runs: Sequence[RunKey]) -> Any:
+    if not runs:
+        return false()
+    return or_(*[(model.dag_id == d) & (model.run_id == r) for d, r in runs])
+
+
+def _describe(ups: UpstreamCounts) -> str:
+    parts = [
+        f"{n} {name}"
+        for name, n in (
+            ("success", ups.success),
+            ("failed", ups.failed),
+            ("upstream_failed", ups.upstream_failed),
+            ("skipped", ups.skipped),
+        )
+        if n
+    ]
+    return ", ".join(parts) or "none finished"

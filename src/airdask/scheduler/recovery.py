@@ -1,0 +1,206 @@
+"""Recovery, as in Airflow: dead scheduler jobs, orphaned task instances, stuck in queued.
+
+* :func:`adopt_or_reset_orphans` — scheduler jobs whose heartbeat is older than
+  ``[scheduler] scheduler_health_check_threshold`` are marked failed; their runs pass to this
+  scheduler; their QUEUED/RUNNING task instances are offered to
+  ``executor.try_adopt_task_instances`` and the rest are reset (state none) to be scheduled
+  again. A reset is not the task's fault, so it gets one more try (``max_tries + 1``).
+* :func:`handle_stuck_queued` — task instances QUEUED by this job for longer than
+  ``[scheduler] task_queued_timeout`` are revoked in the executor
+  (``cleanup_stuck_queued_tasks``, else ``revoke_task``) and scheduled again, up to
+  ``num_stuck_in_queued_retries`` times; then they fail with a reason saying so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from airdask.executors.base import BaseExecutor, NotSupportedError
+from airdask.scheduler.events import set_state
+from airdask.state import DagRunState, TaskInstanceState
+from airdask.store.models import DagRun, Job, Log, TaskInstance, utcnow
+
+log = logging.getLogger(__name__)
+S = TaskInstanceState
+LIVE = (S.QUEUED.value, S.RUNNING.value)
+
+
+@dataclass
+class RecoveryReport:
+    dead_jobs: list[int] = field(default_factory=list)
+    adopted: list[str] = field(default_factory=list)
+    reset: list[str] = field(default_factory=list)
+    rescheduled: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    runs: set[tuple[str, str]] = field(default_factory=set)
+
+
+def _log(session: Session, ti: TaskInstance, event: str, extra: str) -> None:
+    session.add(
+        Log(
+            event=event,
+            dag_id=ti.dag_id,
+            task_id=ti.task_id,
+            run_id=ti.run_id,
+            map_index=ti.map_index,
+            try_number=ti.try_number,
+            extra=extra,
+        )
+    )
+
+
+def mark_dead_jobs(session: Session, *, job_id: int, threshold: float, now: datetime) -> list[int]:
+    """Mark running scheduler jobs without a heartbeat for ``threshold`` seconds failed."""
+    limit = now - timedelta(seconds=threshold)
+    dead = list(
+        session.scalars(
+            select(Job).where(
+                Job.state == "running", Job.latest_heartbeat < limit, Job.id != job_id
+            )
+        )
+    )
+    for job in dead:
+        job.state, job.end_date = "failed", now
+        session.add(
+            Log(
+                event="job_dead",
+                extra=f"scheduler job {job.id} (pid {job.pid} on "
+                f"{job.hostname}): no heartbeat since {job.latest_heartbeat.isoformat()}",
+            )
+        )
+    return [job.id for job in dead]
+
+
+def adopt_or_reset_orphans(
+    session: Session,
+    executor: BaseExecutor,
+    *,
+    job_id: int,
+    threshold: float,
+    own_runs_only: Sequence[tuple[str, str]] | None = None,
+    now: datetime | None = None,
+) -> RecoveryReport:
+    """See the module docstring. With ``own_runs_only`` (``airdask run``), only task
+    instances of those runs are considered and no other run is taken over."""
+    now = now or utcnow()
+    report = RecoveryReport()
+    report.dead_jobs = mark_dead_jobs(session, job_id=job_id, threshold=threshold, now=now)
+    if own_runs_only is None and report.dead_jobs:
+        session.execute(
+            update(DagRun)
+            .where(
+                DagRun.scheduled_by_job_id.in_(report.dead_jobs),
+                DagRun.state.in_([DagRunState.QUEUED.value, DagRunState.RUNNING.value]),
+            )
+            .values(scheduled_by_job_id=job_id)
+        )
+    alive = select(Job.id).where(Job.state == "running")
+    stmt = select(TaskInstance).where(
+        TaskInstance.state.in_(LIVE),
+        TaskInstance.queued_by_job_id.is_(None) | TaskInstance.queued_by_job_id.not_in(alive),
+    )
+    orphans = list(session.scalars(stmt))
+    if own_runs_only is not None:
+        mine = set(own_runs_only)
+        orphans = [ti for ti in orphans if (ti.dag_id, ti.run_id) in mine]
+    else:
+        owned = set(
+            session.execute(
+                select(DagRun.dag_id, DagRun.run_id).where(
+                    DagRun.state == DagRunState.RUNNING.value,
+                    DagRun.scheduled_by_job_id.is_(None) | (DagRun.scheduled_by_job_id == job_id),
+                )
+            )
+            .tuples()
+            .all()
+        )
+        orphans = [ti for ti in orphans if (ti.dag_id, ti.run_id) in owned]
+    if not orphans:
+        return report
+    try:
+        not_adopted = list(executor.try_adopt_task_instances(orphans))
+    except Exception as exc:  # a failing adoption means: reset them all
+        log.error("try_adopt_task_instances failed: %s; resetting all orphans", exc)
+        not_adopted = list(orphans)
+    left = {id(ti) for ti in not_adopted}
+    for ti in orphans:
+        if id(ti) not in left:
+            old = ti.queued_by_job_id
+            ti.queued_by_job_id = job_id
+            report.adopted.append(str(ti.key))
+            _log(session, ti, "adopted", f"from scheduler job {old} by job {job_id}")
+            continue
+        _log(session, ti, "orphan_reset", f"was {ti.state} (job {ti.queued_by_job_id}); reset")
+        set_state(ti, None)
+        ti.max_tries += 1
+        ti.queued_dttm = None
+        ti.external_executor_id = None
+        ti.reason = f"reset: its scheduler job {ti.queued_by_job_id} died while it was live"
+        report.reset.append(str(ti.key))
+        report.runs.add((ti.dag_id, ti.run_id))
+    if report.adopted or report.reset:
+        log.warning(
+            "orphaned task instances: %d adopted, %d reset", len(report.adopted), len(report.reset)
+        )
+    return report
+
+
+def handle_stuck_queued(
+    session: Session,
+    executor: BaseExecutor,
+    *,
+    job_id: int,
+    timeout: float,
+    max_reschedules: int,
+    now: datetime | None = None,
+) -> RecoveryReport:
+    """Revoke and reschedule (or finally fail) TIs stuck in QUEUED; see the module docs."""
+    now = now or utcnow()
+    report = RecoveryReport()
+    limit = now - timedelta(seconds=timeout)
+    stuck = list(
+        session.scalars(
+            select(TaskInstance).where(
+                TaskInstance.state == S.QUEUED.value,
+                TaskInstance.queued_by_job_id == job_id,
+                TaskInstance.queued_dttm < limit,
+            )
+        )
+    )
+    if not stuck:
+        return report
+    try:
+        for line in executor.cleanup_stuck_queued_tasks(stuck):
+            log.info("%s", line)
+    except NotSupportedError:
+        for ti in stuck:
+            with contextlib.suppress(NotSupportedError):
+                executor.revoke_task(ti=ti)
+    except Exception as exc:  # the executor's problem must not stop the loop
+        log.error("cleanup_stuck_queued_tasks failed: %s", exc)
+    for ti in stuck:
+        ti.stuck_in_queued_count += 1
+        what = f"stuck in queued for more than {timeout:g}s"
+        report.runs.add((ti.dag_id, ti.run_id))
+        if ti.stuck_in_queued_count > max_reschedules:
+            set_state(ti, S.FAILED)
+            ti.end_date = now
+            ti.reason = f"{what}, {ti.stuck_in_queued_count} times; giving up"
+            report.failed.append(str(ti.key))
+            _log(session, ti, "stuck_in_queued_failed", ti.reason)
+        else:
+            set_state(ti, S.SCHEDULED)
+            ti.max_tries += 1
+            ti.queued_dttm = None
+            ti.external_executor_id = None
+            ti.reason = f"{what}: revoked and rescheduled ({ti.stuck_in_queued_count})"
+            report.rescheduled.append(str(ti.key))
+            _log(session, ti, "stuck_in_queued_rescheduled", ti.reason)
+    return report

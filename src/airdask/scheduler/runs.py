@@ -1,0 +1,181 @@
+"""DagRuns: checking a DAG against the pools, creating runs, their task instances, finishing.
+
+:func:`check_dag_pools` and :func:`parse_conf` are what the CLI calls *before* writing, so a
+typo leaves nothing half-written; :func:`create_run` adds the run in the caller's session
+(one transaction).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, insert, select
+from sqlalchemy.orm import Session
+
+from airdask.dag import DAG
+from airdask.scheduler.rules import run_outcome
+from airdask.state import UNFINISHED_STATES, DagRunState, TaskInstanceState
+from airdask.store.models import DagRun, Log, Pool, TaskInstance, utcnow
+
+S = TaskInstanceState
+
+
+class RunError(ValueError):
+    """A run that cannot be created: unknown pool, too many pool slots, bad conf."""
+
+
+def parse_conf(text: str | None) -> dict[str, Any] | None:
+    """``--conf`` JSON as a dict; :class:`RunError` naming the JSON problem otherwise."""
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RunError(f"--conf is not valid JSON: {exc.msg} at column {exc.colno}") from None
+    if not isinstance(value, dict):
+        raise RunError(f"--conf must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def check_dag_pools(dag: DAG, pools: Mapping[str, int]) -> list[str]:
+    """Problems with the DAG's pools: unknown pools, pool_slots larger than the pool."""
+    problems = []
+    for task in dag.tasks:
+        if task.pool not in pools:
+            problems.append(
+                f"task {task.task_id!r} of DAG {dag.dag_id!r} uses unknown pool {task.pool!r} "
+                f"(create it with `airdask pools set {task.pool} SLOTS`)"
+            )
+        elif task.pool_slots > pools[task.pool]:
+            problems.append(
+                f"task {task.task_id!r} of DAG {dag.dag_id!r} needs {task.pool_slots} slots of "
+                f"pool {task.pool!r}, which has only {pools[task.pool]}"
+            )
+    return problems
+
+
+def pool_slots(session: Session) -> dict[str, int]:
+    return {name: slots for name, slots in session.execute(select(Pool.name, Pool.slots))}
+
+
+def new_run_id(session: Session, dag_id: str, now: datetime | None = None) -> str:
+    base = f"manual__{(now or utcnow()).isoformat(timespec='microseconds')}"
+    run_id, n = base, 1
+    while session.get(DagRun, (dag_id, run_id)) is not None:
+        n += 1
+        run_id = f"{base}.{n}"
+    return run_id
+
+
+def create_run(
+    session: Session,
+    dag: DAG,
+    *,
+    conf: Mapping[str, Any] | None = None,
+    run_id: str | None = None,
+    dag_file: str | None = None,
+    scheduled_by_job_id: int | None = None,
+) -> DagRun:
+    """A queued DagRun for ``dag`` (its task instances are created when a scheduler starts
+    it). Checks pools first; :class:`RunError` lists every problem."""
+    problems = check_dag_pools(dag, pool_slots(session))
+    if problems:
+        raise RunError("; ".join(problems))
+    if run_id is not None and session.get(DagRun, (dag.dag_id, run_id)) is not None:
+        raise RunError(f"DAG {dag.dag_id!r} already has a run {run_id!r}")
+    run = DagRun(
+        dag_id=dag.dag_id,
+        run_id=run_id or new_run_id(session, dag.dag_id),
+        state=DagRunState.QUEUED.value,
+        conf=dict(conf) if conf is not None else None,
+        dag_file=dag_file if dag_file is not None else dag.fileloc,
+        queued_at=utcnow(),
+        scheduled_by_job_id=scheduled_by_job_id,
+    )
+    session.add(run)
+    session.add(Log(event="trigger", dag_id=dag.dag_id, run_id=run.run_id, extra=dag_file))
+    session.flush()
+    return run
+
+
+def start_run(session: Session, run: DagRun, dag: DAG, *, job_id: int | None) -> int:
+    """Create the run's task instances (no state yet) and mark it running."""
+    weights = dag.priority_weights()
+    rows = [
+        {
+            "dag_id": dag.dag_id,
+            "task_id": task.task_id,
+            "run_id": run.run_id,
+            "map_index": -1,
+            "try_number": 0,
+            "max_tries": task.retries,
+            "state": None,
+            "pool": task.pool,
+            "pool_slots": task.pool_slots,
+            "queue": task.queue,
+            "priority_weight": weights[task.task_id],
+            "executor_config": task.executor_config_for_run() or None,
+            "stuck_in_queued_count": 0,
+            "updated_at": utcnow(),
+        }
+        for task in dag.tasks
+    ]
+    if rows:
+        session.execute(insert(TaskInstance), rows)
+    run.state = DagRunState.RUNNING.value
+    run.start_date = utcnow()
+    run.scheduled_by_job_id = job_id
+    return len(rows)
+
+
+def fail_run(session: Session, run: DagRun, reason: str) -> None:
+    """End a run that cannot be scheduled (its DAG no longer loads) with ``reason``."""
+    now = utcnow()
+    for ti in session.scalars(
+        select(TaskInstance).where(
+            TaskInstance.dag_id == run.dag_id,
+            TaskInstance.run_id == run.run_id,
+            TaskInstance.state.is_(None) | TaskInstance.state.in_([S.SCHEDULED, S.UP_FOR_RETRY]),
+        )
+    ):
+        ti.state, ti.end_date, ti.reason = S.FAILED.value, now, reason
+    run.state, run.end_date = DagRunState.FAILED.value, now
+    session.add(Log(event="run_failed", dag_id=run.dag_id, run_id=run.run_id, extra=reason))
+
+
+_UNFINISHED = [s.value for s in UNFINISHED_STATES if s is not None]
+
+
+def finish_runs(
+    session: Session, runs: Iterable[tuple[str, str]], dags: Mapping[str, DAG]
+) -> dict[tuple[str, str], str]:
+    """Finish each running run whose task instances are all finished; return new states."""
+    finished: dict[tuple[str, str], str] = {}
+    for dag_id, run_id in runs:
+        run = session.get(DagRun, (dag_id, run_id))
+        if run is None or run.state != DagRunState.RUNNING.value:
+            continue
+        in_run = (TaskInstance.dag_id == dag_id) & (TaskInstance.run_id == run_id)
+        unfinished = session.scalar(
+            select(func.count())
+            .select_from(TaskInstance)
+            .where(in_run, TaskInstance.state.is_(None) | TaskInstance.state.in_(_UNFINISHED))
+        )
+        if unfinished:
+            continue
+        dag = dags.get(dag_id)
+        if dag is not None:
+            leaves = [t.task_id for t in dag.leaves]
+            stmt = select(TaskInstance.state).where(in_run, TaskInstance.task_id.in_(leaves))
+        else:
+            stmt = select(TaskInstance.state).where(in_run)
+        outcome = run_outcome(session.scalars(stmt), 0)
+        assert outcome is not None
+        run.state = outcome
+        run.end_date = utcnow()
+        session.add(Log(event=f"run_{outcome}", dag_id=dag_id, run_id=run_id))
+        finished[(dag_id, run_id)] = outcome
+    return finished
