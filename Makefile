@@ -21,9 +21,11 @@ demo: $(VENV)/.installed
 	AIRDASK_HOME=$${AIRDASK_HOME:-$(CURDIR)/.airdask-demo} $(BIN)/airdask pools set demo_io 2 --description "demo downloads"
 	AIRDASK_HOME=$${AIRDASK_HOME:-$(CURDIR)/.airdask-demo} $(BIN)/airdask run examples/demo_dag.py
 
+LINT_PATHS := src tests $(wildcard benchmarks examples)
+
 lint: $(VENV)/.installed-dev
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
 
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy
