@@ -57,7 +57,7 @@ def pools_list() -> None:
             select(TaskInstance.pool, TaskInstance.state, func.sum(TaskInstance.pool_slots))
             .where(TaskInstance.state.in_(list(used)))
             .group_by(TaskInstance.pool, TaskInstance.state)
-        ).tuples():
+        ):
             used[str(state)][pool_name] = int(n or 0)
     stats = pool_stats({p.name: p.slots for p in pools}, used["running"], used["queued"])
     table = Table(title="pools")

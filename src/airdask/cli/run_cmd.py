@@ -94,9 +94,7 @@ def run_command(
                         select(TaskInstance.state, func.count())
                         .where(TaskInstance.dag_id == dag.dag_id, TaskInstance.run_id == run_id)
                         .group_by(TaskInstance.state)
-                    )
-                    .tuples()
-                    .all()
+                    ).all()
                 )
             )
             state["run"] = session.scalar(

@@ -264,7 +264,7 @@ class SchedulerJob:
         stmt = select(DagRun.dag_id, DagRun.run_id).where(
             DagRun.state == DagRunState.RUNNING.value, self._run_scope()
         )
-        return list(session.execute(stmt).tuples())
+        return list(session.execute(stmt))
 
     def dag_for(self, dag_id: str, dag_file: str | None = None) -> DAG | None:
         """The DAG (cached); None when it cannot be loaded (the error is in dag_errors)."""
@@ -325,7 +325,7 @@ class SchedulerJob:
                         in_run, TaskInstance.task_id.in_(upstream_ids)
                     )
                 )
-                states.update(dict(rows.tuples().all()))
+                states.update(dict(rows.all()))
             for task_id in dag.topological_order():
                 ti = waiting.get(task_id)
                 if ti is None:
@@ -357,7 +357,7 @@ class SchedulerJob:
             .where(TaskInstance.state.in_(LIVE))
             .group_by(TaskInstance.pool)
         )
-        for pool, n in used.tuples():
+        for pool, n in used:
             if pool in slots:
                 slots[pool] -= int(n or 0)
         return slots

@@ -117,9 +117,7 @@ def adopt_or_reset_orphans(
                     DagRun.state == DagRunState.RUNNING.value,
                     DagRun.scheduled_by_job_id.is_(None) | (DagRun.scheduled_by_job_id == job_id),
                 )
-            )
-            .tuples()
-            .all()
+            ).all()
         )
         orphans = [ti for ti in orphans if (ti.dag_id, ti.run_id) in owned]
     if not orphans:

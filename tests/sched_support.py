@@ -1,0 +1,103 @@
+"""Helpers for scheduler tests: a store in a temp AIRDASK_HOME, running a SchedulerJob
+in-process until a run finishes, running the ``airdask`` CLI as a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from airdask.config import Config
+from airdask.dag import DAG
+from airdask.executors import BaseExecutor, load_executor
+from airdask.scheduler.loop import SchedulerJob
+from airdask.scheduler.runs import create_run
+from airdask.store import DagRun, Log, Store, TaskInstance, init_db
+
+AIRDASK = [sys.executable, "-m", "airdask.cli"]
+
+
+def make_store(config: Config) -> Store:
+    store = Store.from_config(config)
+    init_db(store, default_pool_slots=128)
+    return store
+
+
+def run_dag(
+    store: Store,
+    config: Config,
+    dag: DAG,
+    *,
+    executor: BaseExecutor | str = "SequentialExecutor",
+    conf: dict[str, Any] | None = None,
+    timeout: float = 60,
+    **executor_kwargs: Any,
+) -> tuple[str, dict[str, TaskInstance]]:
+    """Trigger ``dag`` and run a SchedulerJob until the run finishes; (run state, TIs)."""
+    if isinstance(executor, str):
+        executor = load_executor(executor, config=config, **executor_kwargs)
+    job = SchedulerJob(store=store, executor=executor, config=config, dags={dag.dag_id: dag})
+    job.register()
+    with store.session() as session:
+        run_id = create_run(session, dag, conf=conf, scheduled_by_job_id=job.job_id).run_id
+    job.run_filter = [(dag.dag_id, run_id)]
+    deadline = time.monotonic() + timeout
+
+    def done() -> bool:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"run {run_id} did not finish within {timeout}s")
+        return run_state(store, dag.dag_id, run_id) in ("success", "failed")
+
+    job.run(until=done, handle_signals=False)
+    return run_state(store, dag.dag_id, run_id) or "", tis_of(store, dag.dag_id, run_id)
+
+
+def run_state(store: Store, dag_id: str, run_id: str) -> str | None:
+    with store.session() as session:
+        run = session.get(DagRun, (dag_id, run_id))
+        return run.state if run is not None else None
+
+
+def tis_of(store: Store, dag_id: str, run_id: str) -> dict[str, TaskInstance]:
+    with store.session() as session:
+        rows = session.scalars(
+            select(TaskInstance).where(TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id)
+        )
+        return {ti.task_id: ti for ti in rows}
+
+
+def log_events(store: Store, dag_id: str, **where: Any) -> list[Log]:
+    with store.session() as session:
+        stmt = select(Log).where(Log.dag_id == dag_id).order_by(Log.id)
+        for name, value in where.items():
+            stmt = stmt.where(getattr(Log, name) == value)
+        return list(session.scalars(stmt))
+
+
+def cli(
+    *args: str,
+    home: Path,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``airdask ARGS`` in a subprocess with AIRDASK_HOME=home."""
+    return subprocess.run(
+        [*AIRDASK, *args],
+        env=cli_env(home, env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def cli_env(home: Path, env: Mapping[str, str] | None = None) -> dict[str, str]:
+    full = {k: v for k, v in os.environ.items() if not k.startswith("AIRDASK")}
+    full.update({"AIRDASK_HOME": str(home), "COLUMNS": "200", **(env or {})})
+    return full
