@@ -238,3 +238,25 @@ def test_module_entry_point(home: Path) -> None:
     for command in ("run", "scheduler", "dags", "tasks", "pools"):
         assert command in result.stdout
     assert os.environ.get("AIRDASK_HOME") != str(home)
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(180)
+def test_run_big_dag_on_postgresql(home: Path, tmp_path: Path, pg_url: str) -> None:
+    ledger = tmp_path / "ledger"
+    dag_file = big_dag(tmp_path / "big.py", ledger, tmp_path / "marker", dag_id="big_pg")
+    env = {**LOCAL, "AIRDASK__DATABASE__SQL_ALCHEMY_CONN": pg_url}
+    assert cli("pools", "set", "two", "2", home=home, env=env).returncode == 0
+    result = cli("run", str(dag_file), home=home, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    store = Store.from_url(pg_url)
+    try:
+        with store.session() as session:
+            assert session.scalars(select(DagRun.state)).one() == "success"
+            states = dict(session.execute(select(TaskInstance.task_id, TaskInstance.state)).all())
+    finally:
+        store.dispose()
+    assert len(states) == 55 and states.pop("on_failure_only") == "skipped"
+    assert set(states.values()) == {"success"}
+    assert max_concurrency(str(ledger)) == 2
+    assert not (home / "airdask.db").exists()  # everything went to PostgreSQL
