@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from airdask.executors.events import EventInfo, reason_of
@@ -48,16 +49,65 @@ def set_state(ti: TaskInstance, new: TaskInstanceState | None) -> None:
 def load_tis(
     session: Session, keys: Iterable[TaskInstanceKey]
 ) -> dict[tuple[Any, ...], TaskInstance]:
-    """TIs by primary ``(dag_id, task_id, run_id, map_index)``, in chunked IN queries."""
-    wanted = list({k.primary for k in keys})
+    """TIs by primary ``(dag_id, task_id, run_id, map_index)``: one indexed query per run
+    (and chunk of task ids)."""
+    by_run: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for key in keys:
+        by_run[(key.dag_id, key.run_id)].add(key.task_id)
     found: dict[tuple[Any, ...], TaskInstance] = {}
-    pk = tuple_(
-        TaskInstance.dag_id, TaskInstance.task_id, TaskInstance.run_id, TaskInstance.map_index
-    )
-    for i in range(0, len(wanted), CHUNK):
-        for ti in session.scalars(select(TaskInstance).where(pk.in_(wanted[i : i + CHUNK]))):
-            found[(ti.dag_id, ti.task_id, ti.run_id, ti.map_index)] = ti
+    for (dag_id, run_id), task_ids in by_run.items():
+        ids = sorted(task_ids)
+        for i in range(0, len(ids), CHUNK):
+            stmt = select(TaskInstance).where(
+                TaskInstance.dag_id == dag_id,
+                TaskInstance.run_id == run_id,
+                TaskInstance.task_id.in_(ids[i : i + CHUNK]),
+            )
+            for ti in session.scalars(stmt):
+                found[(ti.dag_id, ti.task_id, ti.run_id, ti.map_index)] = ti
     return found
+
+
+#: The columns the scheduler changes on a task instance while it runs.
+TI_COLUMNS = (
+    "state",
+    "try_number",
+    "max_tries",
+    "queued_dttm",
+    "queued_by_job_id",
+    "start_date",
+    "end_date",
+    "duration",
+    "next_try_at",
+    "external_executor_id",
+    "hostname",
+    "reason",
+)
+
+
+def detach(session: Session, tis: Iterable[TaskInstance]) -> None:
+    """Stop tracking ``tis`` so their changes are written by :func:`write_back` only."""
+    for ti in tis:
+        session.expunge(ti)
+
+
+def write_back(session: Session, tis: Iterable[TaskInstance]) -> None:
+    """Persist detached TIs with one UPDATE-by-primary-key executemany (the hot path: an
+    ORM flush of hundreds of objects costs several times more)."""
+    now = utcnow()
+    rows = [
+        {
+            "dag_id": ti.dag_id,
+            "task_id": ti.task_id,
+            "run_id": ti.run_id,
+            "map_index": ti.map_index,
+            "updated_at": now,
+            **{column: getattr(ti, column) for column in TI_COLUMNS},
+        }
+        for ti in tis
+    ]
+    if rows:
+        session.execute(update(TaskInstance), rows)
 
 
 @dataclass
@@ -76,18 +126,30 @@ def _info(value: Any) -> EventInfo:
     return EventInfo(reason_of(value) or "", kind="unknown")
 
 
-def _log(session: Session, ti: TaskInstance, event: str, try_number: int, extra: str) -> None:
-    session.add(
-        Log(
-            event=event,
-            dag_id=ti.dag_id,
-            task_id=ti.task_id,
-            run_id=ti.run_id,
-            map_index=ti.map_index,
-            try_number=try_number,
-            extra=extra,
+class LogRows:
+    """Log rows collected during a batch and inserted at once (an executemany)."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+
+    def add(self, ti: TaskInstance, event: str, try_number: int, extra: str) -> None:
+        self.rows.append(
+            {
+                "dttm": utcnow(),
+                "event": event,
+                "dag_id": ti.dag_id,
+                "task_id": ti.task_id,
+                "run_id": ti.run_id,
+                "map_index": ti.map_index,
+                "try_number": try_number,
+                "extra": extra,
+            }
         )
-    )
+
+    def flush(self, session: Session) -> None:
+        if self.rows:
+            session.execute(insert(Log), self.rows)
+            self.rows = []
 
 
 def apply_events(
@@ -101,6 +163,9 @@ def apply_events(
     now = now or utcnow()
     out = Outcomes()
     tis = load_tis(session, events)
+    detach(session, tis.values())
+    changed: list[TaskInstance] = []
+    logs = LogRows()
     for key, (state, raw_info) in events.items():
         ti = tis.get(key.primary)
         info = _info(raw_info)
@@ -109,7 +174,8 @@ def apply_events(
             out.ignored += 1
             continue
         if state in (S.QUEUED, S.RUNNING):
-            _apply_progress(ti, key, state, info)
+            if _apply_progress(ti, key, state, info):
+                changed.append(ti)
             continue
         if state not in (S.SUCCESS, S.FAILED):
             log.warning("event %s for %s: not a state an executor reports; ignored", state, key)
@@ -127,29 +193,33 @@ def apply_events(
                     f"but the database has try {ti.try_number} in state {ti.state or 'none'}"
                 )
                 log.warning("%s: %s; ignored", key, extra)
-                _log(session, ti, "event_ignored", key.try_number, extra)
+                logs.add(ti, "event_ignored", key.try_number, extra)
                 out.ignored += 1
                 continue
-            _log(session, ti, "late_success_accepted", key.try_number, info.reason)
-        _apply_terminal(session, ti, key, state, info, now, retry_delay, out)
+            logs.add(ti, "late_success_accepted", key.try_number, info.reason)
+        _apply_terminal(logs, ti, key, state, info, now, retry_delay, out)
+        changed.append(ti)
+    write_back(session, changed)
+    logs.flush(session)
     return out
 
 
 def _apply_progress(
     ti: TaskInstance, key: TaskInstanceKey, state: TaskInstanceState, info: EventInfo
-) -> None:
+) -> bool:
     if ti.try_number != key.try_number or ti.state not in LIVE:
-        return
+        return False
     if info.external_executor_id:
         ti.external_executor_id = info.external_executor_id
     if state == S.RUNNING and ti.state == S.QUEUED.value:
         set_state(ti, S.RUNNING)
         ti.start_date = info.started_at or utcnow()
         ti.hostname = info.hostname or info.worker or ti.hostname
+    return True
 
 
 def _apply_terminal(
-    session: Session,
+    logs: LogRows,
     ti: TaskInstance,
     key: TaskInstanceKey,
     state: TaskInstanceState,
@@ -183,4 +253,4 @@ def _apply_terminal(
         out.finished.append(ti)
     out.runs.add((ti.dag_id, ti.run_id))
     extra = f"{reason} on {ti.hostname}" if reason else f"on {ti.hostname}"
-    _log(session, ti, ti.state or "none", key.try_number, extra)
+    logs.add(ti, ti.state or "none", key.try_number, extra)

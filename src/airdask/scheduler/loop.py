@@ -42,7 +42,7 @@ from airdask.executors.base import BaseExecutor
 from airdask.executors.events import EventInfo
 from airdask.scheduler import recovery
 from airdask.scheduler.callbacks import CallbackSink, TaskCallbackRequest
-from airdask.scheduler.events import LIVE, Outcomes, apply_events, set_state
+from airdask.scheduler.events import LIVE, Outcomes, apply_events, set_state, write_back
 from airdask.scheduler.pools import SlotBudget
 from airdask.scheduler.rules import Decision, UpstreamCounts, decision_state, evaluate
 from airdask.scheduler.runs import fail_run, finish_runs, start_run
@@ -387,7 +387,7 @@ class SchedulerJob:
         if full:
             stmt = stmt.where(TaskInstance.pool.not_in(full))
         queued: list[tuple[TaskInstance, Any]] = []
-        for ti in session.scalars(stmt.limit(budget.total * 4)):
+        for ti in session.scalars(stmt.limit(budget.total * 4)).all():
             if budget.exhausted:
                 break
             if budget.take(ti.pool, ti.pool_slots) is not None:
@@ -395,13 +395,16 @@ class SchedulerJob:
             command = self._command_for(session, ti, now)
             if command is None:
                 continue
+            session.expunge(ti)  # written back in one executemany below
             set_state(ti, S.QUEUED)
             ti.try_number += 1
             ti.queued_dttm = now
             ti.queued_by_job_id = self.job_id
-            ti.start_date = ti.end_date = ti.duration = ti.next_try_at = None
-            ti.external_executor_id = ti.hostname = None
+            if ti.start_date is not None or ti.hostname is not None:  # a retry
+                ti.start_date = ti.end_date = ti.duration = ti.next_try_at = None
+                ti.external_executor_id = ti.hostname = None
             queued.append((ti, command))
+        write_back(session, (ti for ti, _ in queued))
         return queued
 
     def _command_for(self, session: Session, ti: TaskInstance, now: datetime) -> Any:
