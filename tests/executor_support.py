@@ -13,6 +13,7 @@ from airdask.config import Config
 from airdask.executors import BaseExecutor, load_executor
 from airdask.state import TaskInstanceKey, TaskInstanceState
 from airdask.store import TaskInstance
+from dask_support import dask_factory, local_dask_factory
 
 Factory = Callable[[pytest.FixtureRequest, Config, "int | None"], BaseExecutor]
 
@@ -34,6 +35,8 @@ FACTORIES: dict[str, Factory] = {
     "SequentialExecutor": _by_name("SequentialExecutor"),
     "LocalExecutor": _by_name("LocalExecutor"),
     "DebugExecutor": _by_name("DebugExecutor"),
+    "DaskExecutor": dask_factory,
+    "LocalDaskExecutor": local_dask_factory,
 }
 
 TERMINAL = {TaskInstanceState.SUCCESS, TaskInstanceState.FAILED}

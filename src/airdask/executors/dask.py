@@ -1,0 +1,438 @@
+"""DaskExecutor: the BaseExecutor contract on a dask.distributed cluster.
+
+One Dask task per attempt, keyed by :func:`airdask.commands.dask_key` (unique per attempt,
+grouped as ``dag_id.task_id`` on the dashboard), submitted with ``pure=False``, ``retries=0``
+and ``priority=priority_weight``. The function that runs on the worker is
+:func:`airdask.runner.run_task`, shipped by value, so workers need not have airdask.
+
+External id
+    ``external_executor_id`` is ``"<dask scheduler id>/<dask key>"``. Each attempt's future
+    is also published as the dataset ``airdask/<dask key>`` on the scheduler, so that after
+    the scheduler process died a new executor re-attaches to it (``get_dataset``) instead of
+    running it again; the dataset is removed as soon as the outcome is harvested. Adoption
+    happens only on the same Dask scheduler (same id).
+
+Outcomes (``EventInfo.kind``)
+    the runner's kinds (``success``, ``exit_code``, ``exception``, ``timeout``, ...),
+    ``worker_died`` (``KilledWorker``), ``killed`` (revoked/terminated by us, or cancelled by
+    Dask), ``no_worker`` (a queue/pool no worker offers) and ``connection_lost`` (the Dask
+    scheduler went away: the outcome is unknown, not a task failure).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import cloudpickle
+
+from airdask import runner
+from airdask.commands import build_spec, dask_key
+from airdask.executors.base import BaseExecutor, TaskTuple
+from airdask.executors.common import execution_timeout
+from airdask.executors.dask_connect import Connection, connect, security_from_config
+from airdask.executors.dask_harvest import (
+    OUR_CANCEL_PREFIX,
+    DoneQueue,
+    Harvested,
+    classify_batch,
+)
+from airdask.executors.dask_routing import NoWorkerError, ResourceRouter
+from airdask.executors.dask_tracking import Tracker
+from airdask.executors.events import EventInfo, timestamp
+from airdask.logs import read_log, write_log
+from airdask.state import TaskInstanceKey, TaskInstanceState
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    import click
+
+    from airdask.commands import Command
+    from airdask.config import Config
+    from airdask.store.models import TaskInstance
+
+log = logging.getLogger(__name__)
+
+DATASET_PREFIX = "airdask/"
+
+
+def dataset_name(key: str) -> str:
+    return DATASET_PREFIX + key
+
+
+def split_external_id(external_id: str | None) -> tuple[str, str] | None:
+    """``(scheduler id, dask key)`` from an external id this executor wrote, else None."""
+    if not external_id or "/" not in external_id:
+        return None
+    scheduler_id, _, key = external_id.partition("/")
+    return (scheduler_id, key) if scheduler_id and key else None
+
+
+class DaskExecutor(BaseExecutor):
+    """Runs attempts on a Dask cluster (attached by address, via a Client, or embedded).
+
+    :param cluster_address: ``tcp://`` or ``tls://`` address; ``None`` reads
+        ``[dask] cluster_address``; empty means an embedded LocalCluster.
+    :param client: an existing ``distributed.Client`` to reuse (never closed by us).
+    :param security: a ``distributed.Security``; ``None`` reads ``[dask] tls_*``.
+    :param adoptable: publish each attempt so a new executor can adopt it after a crash
+        (one extra scheduler round trip per heartbeat batch).
+    """
+
+    is_local = False
+
+    def __init__(
+        self,
+        cluster_address: str | None = None,
+        *,
+        client: Any | None = None,
+        security: Any | None = None,
+        parallelism: int | None = None,
+        adoptable: bool = True,
+        config: Config | None = None,
+    ) -> None:
+        super().__init__(parallelism, config=config)
+        if cluster_address is None:
+            cluster_address = str(self.config.get("dask", "cluster_address")) or None
+        self.cluster_address = cluster_address
+        self.security = security if security is not None else security_from_config(self.config)
+        self.adoptable = adoptable
+        self.pool_policy = str(self.config.get("dask", "pool_resources"))
+        self.log_max_bytes = int(self.config.get("dask", "log_max_bytes"))
+        self.base_log_folder = str(self.config.get("logging", "base_log_folder"))
+        self._given_client = client
+        self._conn: Connection | None = None
+        self._router: ResourceRouter | None = None
+        self._done = DoneQueue()
+        self._track = Tracker()
+        self._meta: dict[TaskInstanceKey, tuple[int, str | None, int]] = {}
+        self._to_publish: dict[str, Any] | None = None
+        self.scheduler_id: str | None = None
+
+    # ---- connection --------------------------------------------------------------------
+
+    @property
+    def client(self) -> Any:
+        if self._conn is None:
+            raise RuntimeError("DaskExecutor is not started: call start() first")
+        return self._conn.client
+
+    @property
+    def dashboard_link(self) -> str | None:
+        """The Dask dashboard's URL (None before ``start()`` or without a dashboard)."""
+        if self._conn is None:
+            return None
+        try:
+            return str(self._conn.client.dashboard_link)
+        except Exception:
+            return None
+
+    def start(self) -> None:
+        if self._conn is not None:
+            return
+        cloudpickle.register_pickle_by_value(runner)
+        self._conn = connect(
+            self.config,
+            address=self.cluster_address,
+            client=self._given_client,
+            security=self.security,
+        )
+        client = self._conn.client
+        self.scheduler_id = str(client.scheduler_info(n_workers=0)["id"])
+        self._router = ResourceRouter(client, policy=self.pool_policy)
+        client.subscribe_topic(runner.STARTED_TOPIC, self._track.on_started)
+        log.info(
+            "DaskExecutor on %s (dashboard: %s)",
+            client.scheduler.address,
+            self.dashboard_link or "none",
+        )
+
+    def _external_id(self, key: str) -> str:
+        return f"{self.scheduler_id}/{key}"
+
+    # ---- submitting --------------------------------------------------------------------
+
+    def _process_tasks(self, task_tuples: list[TaskTuple]) -> None:
+        # The base class drops queued_tasks[key] before execute_async: keep what Dask needs.
+        for key, *_ in task_tuples:
+            entry = self.queued_tasks.get(key)
+            if entry is not None:
+                _, priority, _, ti = entry
+                self.remember_task(key, priority, ti.pool, ti.pool_slots)
+        self._to_publish = {}
+        try:
+            super()._process_tasks(task_tuples)
+        finally:
+            batch, self._to_publish = self._to_publish, None
+            self._publish(batch)
+
+    def remember_task(
+        self, key: TaskInstanceKey, priority: int, pool: str | None, pool_slots: int
+    ) -> None:
+        """Priority and pool of an attempt about to reach ``execute_async``."""
+        self._meta[key] = (priority, pool, pool_slots)
+
+    def execute_async(
+        self,
+        key: TaskInstanceKey,
+        command: Command,
+        queue: str | None = None,
+        executor_config: Any | None = None,
+    ) -> None:
+        if self._conn is None:
+            self.start()
+        assert self._router is not None
+        priority, pool, pool_slots = self._meta.pop(key, (1, None, 1))
+        spec = build_spec(
+            key,
+            command,
+            log_root=None,
+            return_log=True,
+            timeout=execution_timeout(executor_config),
+            log_max_bytes=self.log_max_bytes,
+        )
+        try:
+            resources = self._router.resources_for(queue=queue, pool=pool, pool_slots=pool_slots)
+        except NoWorkerError as exc:
+            log.warning("cannot run %s: %s", key, exc)
+            self.fail(key, EventInfo(str(exc), kind="no_worker"))
+            return
+        name = spec["key"]
+        future = self.client.submit(
+            runner.run_task,
+            spec,
+            key=name,
+            pure=False,
+            retries=0,
+            priority=priority,
+            resources=resources,
+        )
+        self._track.add(name, key, future)
+        future.add_done_callback(self._done.callback_for(name))
+        if self.adoptable:
+            if self._to_publish is None:
+                self._publish({name: future})
+            else:
+                self._to_publish[name] = future
+        self.queued(
+            key,
+            EventInfo(
+                "submitted to dask", kind="queued", external_executor_id=self._external_id(name)
+            ),
+        )
+
+    def _publish(self, futures: dict[str, Any]) -> None:
+        if not futures:
+            return
+        try:
+            self.client.publish_dataset({dataset_name(k): f for k, f in futures.items()})
+        except Exception as exc:  # adoption gets harder, running does not
+            log.warning("could not publish %d attempt(s) for adoption: %s", len(futures), exc)
+
+    def _unpublish(self, keys: list[str]) -> None:
+        if not keys or not self.adoptable:
+            return
+        try:
+            self.client.unpublish_dataset([dataset_name(k) for k in keys])
+        except Exception as exc:
+            log.warning("could not unpublish %d attempt(s): %s", len(keys), exc)
+
+    # ---- harvesting --------------------------------------------------------------------
+
+    def sync(self) -> None:
+        """Report started and finished attempts; O(started + finished), not O(in flight)."""
+        self._report_started()
+        self._harvest(self._done.drain())
+
+    def _report_started(self) -> None:
+        for name, event in self._track.drain_started():
+            key = self._track.ti_key(name)
+            if key is None:
+                continue
+            self.running_state(
+                key,
+                EventInfo(
+                    f"running on {event.get('worker')}",
+                    kind="running",
+                    external_executor_id=self._external_id(name),
+                    worker=event.get("worker"),
+                    hostname=event.get("hostname"),
+                    started_at=timestamp(event.get("started_at")),
+                ),
+            )
+
+    def _harvest(self, items: list[tuple[str, Any]]) -> None:
+        mine = [(name, fut) for name, fut in items if self._track.ti_key(name) is not None]
+        if not mine:
+            return
+        ext = {name: self._external_id(name) for name, _ in mine}
+        try:
+            outcomes = classify_batch(self.client, mine, ext)
+        except Exception as exc:  # the loop must go on: report each as an error
+            log.exception("could not classify %d finished attempt(s)", len(mine))
+            outcomes = {
+                name: Harvested(
+                    TaskInstanceState.FAILED,
+                    EventInfo(
+                        f"could not read the outcome: {exc}",
+                        kind="error",
+                        external_executor_id=ext[name],
+                    ),
+                    None,
+                )
+                for name, _ in mine
+            }
+        del items, mine
+        for name, harvested in outcomes.items():
+            harvested.info.worker = harvested.info.worker or self._track.worker_of(name)
+            key = self._track.forget(name)
+            if key is None:
+                continue
+            self._write_log(key, harvested)
+            if harvested.state is TaskInstanceState.SUCCESS:
+                self.success(key, harvested.info)
+            else:
+                self.fail(key, harvested.info)
+        self._unpublish(list(outcomes))
+
+    def _write_log(self, key: TaskInstanceKey, harvested: Harvested) -> None:
+        text = harvested.log_text
+        if text is None:
+            text = f"[airdask] {harvested.info.reason}\n"
+        try:
+            write_log(self.base_log_folder, key, text)
+        except OSError as exc:
+            log.warning("could not write the log of %s: %s", key, exc)
+
+    # ---- stopping ----------------------------------------------------------------------
+
+    def end(self) -> None:
+        """Wait for every attempt in flight, report it, then close what we created."""
+        if self._conn is None:
+            return
+        while len(self._track):
+            self._report_started()
+            self._harvest(self._done.wait(timeout=1.0))
+        self.sync()
+        self._close()
+
+    def terminate(self) -> None:
+        """Kill running commands, cancel waiting ones, report all as killed, close."""
+        if self._conn is None:
+            return
+        names = self._track.names()
+        self._kill(names, "terminated")
+        for name in names:
+            key = self._track.forget(name)
+            if key is not None:
+                self.fail(key, EventInfo("terminated", kind="killed",
+                                         external_executor_id=self._external_id(name)))  # fmt: skip
+        self._unpublish(names)
+        self._close()
+
+    def _close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            conn.client.unsubscribe_topic(runner.STARTED_TOPIC)
+        except Exception:
+            log.debug("could not unsubscribe", exc_info=True)
+        conn.close()
+
+    def _processing_on(self, names: list[str]) -> dict[str, str]:
+        """``{dask key: worker address}`` of those attempts that a worker is running."""
+        wanted = set(names)
+
+        def where(dask_scheduler: Any) -> dict[str, str]:
+            found = {}
+            for name in wanted:
+                ts = dask_scheduler.tasks.get(name)
+                if ts is not None and ts.processing_on is not None:
+                    found[name] = ts.processing_on.address
+            return found
+
+        try:
+            return dict(self.client.run_on_scheduler(where))
+        except Exception as exc:
+            log.warning("could not ask the Dask scheduler where tasks run: %s", exc)
+            return {}
+
+    def _kill(self, names: list[str], reason: str) -> None:
+        """Kill the process groups of running attempts, then cancel all of them."""
+        if not names:
+            return
+        for name, address in self._processing_on(names).items():
+            try:
+                self.client.run(runner.kill_task, name, reason, workers=[address])
+            except Exception as exc:
+                log.warning("could not kill %s on %s: %s", name, address, exc)
+        futures = [f for f in (self._track.future(n) for n in names) if f is not None]
+        try:
+            self.client.cancel(futures, reason=f"{OUR_CANCEL_PREFIX} {reason}", force=True)
+        except Exception as exc:
+            log.warning("could not cancel %d attempt(s): %s", len(futures), exc)
+
+    # ---- optional methods --------------------------------------------------------------
+
+    def revoke_task(self, *, ti: TaskInstance) -> None:
+        """Cancel the attempt if it waits, kill it if it runs; no event follows."""
+        key = ti.key
+        self.queued_tasks.pop(key, None)
+        name = dask_key(key)
+        if self._conn is None or self._track.ti_key(name) is None:
+            return
+        self._kill([name], "revoked")
+        self._track.forget(name)
+        self.running.discard(key)
+        self._unpublish([name])
+
+    def cleanup_stuck_queued_tasks(self, tis: list[TaskInstance]) -> list[str]:
+        lines = []
+        for ti in tis:
+            self.revoke_task(ti=ti)
+            lines.append(f"{ti.key}: cancelled in Dask after being stuck in queued")
+        return lines
+
+    def try_adopt_task_instances(self, tis: Sequence[TaskInstance]) -> Sequence[TaskInstance]:
+        from airdask.executors.dask_adopt import adopt
+
+        if self._conn is None:
+            self.start()
+        return adopt(self, tis)
+
+    def get_task_log(self, ti: TaskInstance, try_number: int) -> tuple[list[str], list[str]]:
+        key = ti.key.with_try_number(try_number)
+        name = dask_key(key)
+        if self._conn is not None and self._track.ti_key(name) is not None:
+            live = self._live_log(name)
+            if live is not None:
+                return live
+        return read_log(self.base_log_folder, key)
+
+    def _live_log(self, name: str) -> tuple[list[str], list[str]] | None:
+        address = self._track.worker_of(name)
+        try:
+            texts = self.client.run(
+                runner.read_live_log, name, workers=[address] if address else None
+            )
+        except Exception as exc:
+            log.info("could not read the live log of %s: %s", name, exc)
+            return None
+        for worker, text in texts.items():
+            if text is not None:
+                return [f"live log from worker {worker}"], text.splitlines()
+        return None
+
+    @staticmethod
+    def get_cli_commands() -> list[click.Command]:
+        from airdask.executors.dask_cli import dask_group
+
+        return [dask_group]
+
+    def adopt_future(self, key: TaskInstanceKey, name: str, future: Any) -> None:
+        """Track a future found on the scheduler as if this executor had submitted it."""
+        self._track.add(name, key, future)
+        self.running.add(key)
+        future.add_done_callback(self._done.callback_for(name))

@@ -1,0 +1,125 @@
+"""Connecting DaskExecutor to a cluster: an address, a passed-in Client, or an embedded
+LocalCluster whose workers offer the pools table as resources; mutual TLS from config."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from airdask.config import Config
+
+log = logging.getLogger(__name__)
+
+
+class DaskConnectError(RuntimeError):
+    """The executor cannot reach, or cannot build, its Dask cluster; the message says why."""
+
+
+def security_from_config(config: Config) -> Any | None:
+    """A mutual-TLS ``distributed.Security`` from ``[dask] tls_*``, or None when unset.
+
+    All three files must be given together; encryption is required.
+    """
+    ca, cert, key = (str(config.get("dask", k)) for k in ("tls_ca", "tls_cert", "tls_key"))
+    given = {"tls_ca": ca, "tls_cert": cert, "tls_key": key}
+    if not any(given.values()):
+        return None
+    missing = [name for name, value in given.items() if not value]
+    if missing:
+        raise DaskConnectError(
+            f"[dask] {', '.join(missing)} missing: mutual TLS needs tls_ca, tls_cert and tls_key"
+        )
+    from distributed import Security
+
+    return Security(  # type: ignore[no-untyped-call]
+        tls_ca_file=ca, tls_client_cert=cert, tls_client_key=key, require_encryption=True
+    )
+
+
+def pool_resources_from_db(config: Config) -> dict[str, float]:
+    """``{pool: slots}`` of every non-default pool, or ``{}`` when the metadata DB is absent
+    or not initialised (an embedded cluster then simply offers no pool resources)."""
+    from sqlalchemy import inspect, select
+
+    from airdask.store import DEFAULT_POOL, Pool, Store
+
+    try:
+        store = Store.from_config(config)
+    except Exception as exc:
+        log.info("no metadata database for pool resources: %s", exc)
+        return {}
+    try:
+        if "slot_pool" not in inspect(store.engine).get_table_names():
+            return {}
+        with store.session() as session:
+            pools = session.execute(select(Pool.name, Pool.slots)).all()
+        return {name: float(slots) for name, slots in pools if name != DEFAULT_POOL and slots > 0}
+    except Exception as exc:
+        log.warning("could not read pools for worker resources: %s", exc)
+        return {}
+    finally:
+        store.dispose()
+
+
+@dataclass
+class Connection:
+    client: Any
+    cluster: Any | None  # the embedded LocalCluster we own, if any
+    owns_client: bool
+
+    def close(self) -> None:
+        """Close what the executor created; a passed-in client is left open."""
+        if self.owns_client:
+            try:
+                self.client.close()
+            except Exception as exc:  # closing must not hide the caller's own error
+                log.warning("error closing the Dask client: %s", exc)
+        if self.cluster is not None:
+            try:
+                self.cluster.close()
+            except Exception as exc:
+                log.warning("error closing the embedded Dask cluster: %s", exc)
+
+
+def embedded_cluster(config: Config, *, resources: dict[str, float] | None = None) -> Any:
+    """A LocalCluster of process workers configured from ``[dask]``."""
+    import dask
+    from distributed import LocalCluster
+
+    if resources is None:
+        resources = pool_resources_from_db(config)
+    with dask.config.set(
+        {"distributed.scheduler.allowed-failures": int(config.get("dask", "allowed_failures"))}
+    ):
+        return LocalCluster(  # type: ignore[no-untyped-call]
+            n_workers=int(config.get("dask", "n_workers")),
+            threads_per_worker=int(config.get("dask", "threads_per_worker")),
+            processes=True,
+            dashboard_address=str(config.get("dask", "dashboard_address")) or None,
+            resources=resources or None,
+        )
+
+
+def connect(
+    config: Config, *, address: str | None, client: Any | None, security: Any | None
+) -> Connection:
+    """Reuse ``client``, else attach to ``address``, else start an embedded cluster."""
+    if client is not None:
+        return Connection(client, None, owns_client=False)
+    from distributed import Client
+
+    if address:
+        try:
+            new = Client(address, security=security, set_as_default=False)  # type: ignore[no-untyped-call]
+            return Connection(new, None, owns_client=True)
+        except Exception as exc:
+            raise DaskConnectError(f"cannot connect to Dask scheduler {address}: {exc}") from exc
+    cluster = embedded_cluster(config)
+    try:
+        new = Client(cluster, set_as_default=False)  # type: ignore[no-untyped-call]
+        return Connection(new, cluster, owns_client=True)
+    except BaseException:
+        cluster.close()
+        raise

@@ -1,0 +1,67 @@
+"""What DaskExecutor holds per attempt in flight: its TI key, its future, its worker.
+
+Started events arrive on Dask's event loop (``subscribe_topic``); the handler only pushes
+them onto a thread-safe queue that ``sync()`` drains.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+from typing import Any
+
+from airdask.state import TaskInstanceKey
+
+
+class Tracker:
+    def __init__(self) -> None:
+        self._keys: dict[str, TaskInstanceKey] = {}
+        self._futures: dict[str, Any] = {}
+        self._workers: dict[str, str] = {}
+        self._started: queue.SimpleQueue[tuple[str, dict[str, Any]]] = queue.SimpleQueue()
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def add(self, name: str, key: TaskInstanceKey, future: Any) -> None:
+        self._keys[name] = key
+        self._futures[name] = future
+
+    def ti_key(self, name: str) -> TaskInstanceKey | None:
+        return self._keys.get(name)
+
+    def future(self, name: str) -> Any | None:
+        return self._futures.get(name)
+
+    def worker_of(self, name: str) -> str | None:
+        return self._workers.get(name)
+
+    def names(self) -> list[str]:
+        return list(self._keys)
+
+    def forget(self, name: str) -> TaskInstanceKey | None:
+        """Drop every reference to the attempt (releasing its future) and return its key."""
+        self._workers.pop(name, None)
+        future = self._futures.pop(name, None)
+        if future is not None:
+            with contextlib.suppress(Exception):  # already released, or the client closed
+                future.release()
+        return self._keys.pop(name, None)
+
+    def on_started(self, event: Any) -> None:
+        """``subscribe_topic`` handler: ``event`` is ``(timestamp, message)``."""
+        message = event[1] if isinstance(event, tuple) and len(event) == 2 else event
+        if isinstance(message, dict) and "key" in message:
+            self._started.put((str(message["key"]), message))
+
+    def drain_started(self) -> list[tuple[str, dict[str, Any]]]:
+        items: list[tuple[str, dict[str, Any]]] = []
+        while True:
+            try:
+                name, message = self._started.get_nowait()
+            except queue.Empty:
+                return items
+            if name in self._keys:
+                if message.get("worker"):
+                    self._workers[name] = str(message["worker"])
+                items.append((name, message))
