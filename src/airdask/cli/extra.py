@@ -4,10 +4,13 @@ present, the scheduler/DAG commands. Collected at start-up of the ``airdask`` co
 from __future__ import annotations
 
 import importlib
+import logging
 
 import click
 
 from airdask.executors.loader import BUILTIN_EXECUTORS, executor_class
+
+log = logging.getLogger(__name__)
 
 #: Modules that define a ``commands() -> list[click.Command]`` function.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -26,7 +29,12 @@ def commands() -> list[click.Command]:
             cls = executor_class(name)
         except Exception:  # an executor whose module is absent offers no commands
             continue
-        for command in cls.get_cli_commands():
+        try:
+            executor_commands = cls.get_cli_commands()
+        except Exception as exc:  # one executor's broken CLI must not take `airdask` down
+            log.warning("%s offers no CLI commands: %s", name, exc)
+            continue
+        for command in executor_commands:
             found.setdefault(command.name or "", command)
     for module_name in COMMAND_MODULES:
         module = importlib.import_module(module_name)

@@ -107,6 +107,7 @@ def build_executor(config: Config, name: str | None, cluster: str | None) -> Bas
         raise CliError(
             _start_error(name or str(config.get("core", "executor")), cluster, exc)
         ) from None
+    _quiet_distributed(executor)
     try:
         executor.start()
     except Exception as exc:
@@ -114,6 +115,18 @@ def build_executor(config: Config, name: str | None, cluster: str | None) -> Bas
             executor.terminate()
         raise CliError(_start_error(type(executor).__name__, cluster, exc)) from None
     return executor
+
+
+def _quiet_distributed(executor: BaseExecutor) -> None:
+    """Dask sets its own loggers to INFO when it is imported; in the CLI they follow ``-v``
+    like airdask's, so `airdask run` shows its progress, not the cluster's chatter."""
+    if "dask" not in type(executor).__module__:
+        return
+    import distributed  # noqa: F401  (its import is what sets the levels we override)
+
+    level = max(logging.getLogger().getEffectiveLevel(), logging.DEBUG)
+    for name in ("distributed", "dask"):
+        logging.getLogger(name).setLevel(level)
 
 
 def _start_error(name: str, cluster: str | None, exc: BaseException) -> str:
