@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.orm import Session
 
 from airdask.executors.events import EventInfo, reason_of
@@ -91,23 +91,33 @@ def detach(session: Session, tis: Iterable[TaskInstance]) -> None:
         session.expunge(ti)
 
 
+_TI_TABLE = TaskInstance.__table__
+_PK = ("dag_id", "task_id", "run_id", "map_index")
+#: UPDATE task_instance SET <TI_COLUMNS>, updated_at WHERE <primary key> (Core, executemany).
+_WRITE_BACK = (
+    _TI_TABLE.update()
+    .where(*[_TI_TABLE.c[name] == bindparam(f"pk_{name}") for name in _PK])
+    .values({name: bindparam(name) for name in (*TI_COLUMNS, "updated_at")})
+)
+
+
 def write_back(session: Session, tis: Iterable[TaskInstance]) -> None:
     """Persist detached TIs with one UPDATE-by-primary-key executemany (the hot path: an
     ORM flush of hundreds of objects costs several times more)."""
     now = utcnow()
     rows = [
         {
-            "dag_id": ti.dag_id,
-            "task_id": ti.task_id,
-            "run_id": ti.run_id,
-            "map_index": ti.map_index,
+            "pk_dag_id": ti.dag_id,
+            "pk_task_id": ti.task_id,
+            "pk_run_id": ti.run_id,
+            "pk_map_index": ti.map_index,
             "updated_at": now,
             **{column: getattr(ti, column) for column in TI_COLUMNS},
         }
         for ti in tis
     ]
     if rows:
-        session.execute(update(TaskInstance), rows)
+        session.connection().execute(_WRITE_BACK, rows)
 
 
 @dataclass
