@@ -24,9 +24,9 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, insert, select
+from sqlalchemy import Table, bindparam, insert, select
 from sqlalchemy.orm import Session
 
 from airdask.executors.events import EventInfo, reason_of
@@ -91,7 +91,7 @@ def detach(session: Session, tis: Iterable[TaskInstance]) -> None:
         session.expunge(ti)
 
 
-_TI_TABLE = TaskInstance.__table__
+_TI_TABLE = cast(Table, TaskInstance.__table__)
 _PK = ("dag_id", "task_id", "run_id", "map_index")
 #: UPDATE task_instance SET <TI_COLUMNS>, updated_at WHERE <primary key> (Core, executemany).
 _WRITE_BACK = (
