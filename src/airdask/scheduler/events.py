@@ -249,7 +249,9 @@ def _apply_terminal(
         reason = f"outcome unknown (treated as a failed try): {reason}"
     if state == S.SUCCESS:
         set_state(ti, S.SUCCESS)
-        ti.reason = None
+        # After retries, keep why the earlier try failed: the table shows what happened.
+        earlier = ti.reason if key.try_number > 1 else None
+        ti.reason = f"succeeded on try {key.try_number} after: {earlier}" if earlier else None
         out.finished.append(ti)
     elif should_retry(key.try_number, ti.max_tries):
         set_state(ti, S.UP_FOR_RETRY)
