@@ -260,3 +260,38 @@ def test_run_big_dag_on_postgresql(home: Path, tmp_path: Path, pg_url: str) -> N
     assert set(states.values()) == {"success"}
     assert max_concurrency(str(ledger)) == 2
     assert not (home / "airdask.db").exists()  # everything went to PostgreSQL
+
+
+def test_sigint_stops_run_cleanly(home: Path, tmp_path: Path) -> None:
+    started = tmp_path / "started"
+    dag_file = tmp_path / "slow.py"
+    dag_file.write_text(
+        "from airdask.dag import DAG, BashTask\n"
+        "with DAG('slow') as dag:\n"
+        f"    a = BashTask('a', 'touch {started}; sleep 1; echo a done')\n"
+        "    a >> BashTask('b', 'echo b')\n"
+    )
+    proc = subprocess.Popen(
+        [*AIRDASK, "run", str(dag_file)],
+        env=cli_env(home, LOCAL),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(started.exists, timeout=60, what="task a to start")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, out + err
+    assert "interrupted" in out
+    with store_for(home).session() as session:
+        job = session.scalars(select(Job)).one()
+        run = session.scalars(select(DagRun)).one()
+        states = dict(session.execute(select(TaskInstance.task_id, TaskInstance.state)).all())
+    # executor.end() waited for the running attempt and its outcome was recorded
+    assert states["a"] == "success"
+    assert states["b"] in (None, "scheduled")
+    assert job.state == "success" and job.end_date is not None
+    # the unfinished run is released for `airdask scheduler` to finish
+    assert run.state == "running" and run.scheduled_by_job_id is None
