@@ -44,7 +44,7 @@ from airdask.logs import read_log, write_log
 from airdask.state import TaskInstanceKey, TaskInstanceState
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     import click
 
@@ -55,6 +55,22 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DATASET_PREFIX = "airdask/"
+
+
+def shipped(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``func`` wrapped so that it reaches workers by value.
+
+    Dask serialises a task with plain ``pickle`` first, which would send an importable
+    function by reference (and a worker without airdask could not load it). A local
+    function cannot be pickled that way, so Dask falls back to cloudpickle, which ships the
+    wrapper and ``airdask.runner`` (registered with ``register_pickle_by_value``) by value.
+    """
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return func(*args, **kwargs)
+
+    call.__name__ = func.__name__
+    return call
 
 
 def dataset_name(key: str) -> str:
@@ -132,6 +148,9 @@ class DaskExecutor(BaseExecutor):
         if self._conn is not None:
             return
         cloudpickle.register_pickle_by_value(runner)
+        self._run_task = shipped(runner.run_task)
+        self._kill_task = shipped(runner.kill_task)
+        self._read_live_log = shipped(runner.read_live_log)
         self._conn = connect(
             self.config,
             address=self.cluster_address,
@@ -200,7 +219,7 @@ class DaskExecutor(BaseExecutor):
             return
         name = spec["key"]
         future = self.client.submit(
-            runner.run_task,
+            self._run_task,
             spec,
             key=name,
             pure=False,
@@ -365,7 +384,7 @@ class DaskExecutor(BaseExecutor):
             return
         for name, address in self._processing_on(names).items():
             try:
-                self.client.run(runner.kill_task, name, reason, workers=[address])
+                self.client.run(self._kill_task, name, reason, workers=[address])
             except Exception as exc:
                 log.warning("could not kill %s on %s: %s", name, address, exc)
         futures = [f for f in (self._track.future(n) for n in names) if f is not None]
@@ -415,7 +434,7 @@ class DaskExecutor(BaseExecutor):
         address = self._track.worker_of(name)
         try:
             texts = self.client.run(
-                runner.read_live_log, name, workers=[address] if address else None
+                self._read_live_log, name, workers=[address] if address else None
             )
         except Exception as exc:
             log.info("could not read the live log of %s: %s", name, exc)

@@ -1,0 +1,351 @@
+"""DaskExecutor on real clusters: an embedded LocalCluster, a passed-in Client, and
+``dask scheduler``/``dask worker`` subprocesses (including a worker that cannot import
+airdask)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from airdask import PythonCommand
+from airdask.commands import dask_key
+from airdask.config import Config
+from airdask.executors.dask import DaskExecutor, split_external_id
+from airdask.executors.events import EventInfo
+from airdask.logs import log_path
+from airdask.state import TaskInstanceKey, TaskInstanceState
+from airdask.store import Pool, Store, init_db
+from dask_support import ExternalCluster, external_cluster, local_cluster
+from executor_support import drain, make_ti
+from proc_support import wait_for
+from task_funcs import say
+
+S = TaskInstanceState
+
+
+def events_of(ex: DaskExecutor, key: TaskInstanceKey, into: list[tuple[S, Any]]) -> None:
+    for k, value in ex.get_event_buffer().items():
+        if k == key:
+            into.append(value)
+
+
+def test_dask_key_groups_by_dag_and_task_in_the_dashboard() -> None:
+    from dask.utils import key_split as dask_split
+    from distributed.utils import key_split as dist_split
+
+    keys = [
+        TaskInstanceKey("etl", "load-all", "manual__2026-01-01T00:00:00", 3, -1),
+        TaskInstanceKey("etl", "load-all", "manual__2026-01-01T00:00:00", 3, 7),
+        TaskInstanceKey("my-dag", "x", "scheduled__1", 1, -1),
+    ]
+    names = [dask_key(k) for k in keys]
+    assert dask_split(names[0]) == dist_split(names[0]) == "etl.load_all"
+    assert dask_split(names[1]) == "etl.load_all"
+    assert dask_split(names[2]) == "my_dag.x"
+    assert len(set(names)) == 3
+    assert dask_key(keys[0]) == names[0]  # deterministic
+    assert dask_key(keys[0].with_try_number(4)) != names[0]
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Any]:
+    with local_cluster(n_workers=2, threads=2, resources={"io": 2}) as c:
+        yield c
+
+
+@pytest.fixture
+def client(cluster: Any) -> Iterator[Any]:
+    from distributed import Client
+
+    with Client(cluster, set_as_default=False) as c:
+        yield c
+
+
+def test_passed_in_client_is_reused_and_left_open(client: Any, config: Config) -> None:
+    ex = DaskExecutor(client=client, config=config)
+    ex.start()
+    assert ex.client is client
+    assert ex.dashboard_link and ex.dashboard_link.startswith("http")
+    argv_ti, py_ti = make_ti("argv"), make_ti("py")
+    ex.queue_command(argv_ti, ["bash", "-c", "echo out; exit 3"], priority=7)
+    ex.queue_command(py_ti, PythonCommand(say, "hello"))
+    seen: list[tuple[TaskInstanceKey, S, Any]] = []
+    ex.trigger_tasks(2)  # no sync yet: a quick task's outcome would replace its queued event
+    for key, (state, info) in ex.get_event_buffer().items():
+        seen.append((key, state, info))
+    events = drain(ex, [argv_ti.key, py_ti.key])
+    queued = [(k, i) for k, s, i in seen if s is S.QUEUED]
+    assert {k for k, _ in queued} == {argv_ti.key, py_ti.key}
+    for key, info in queued:
+        assert isinstance(info, EventInfo) and info.kind == "queued"
+        parsed = split_external_id(info.external_executor_id)
+        assert parsed == (ex.scheduler_id, dask_key(key))
+    state, info = events[argv_ti.key]
+    assert state is S.FAILED and info.kind == "exit_code" and info.exit_code == 3
+    assert info.external_executor_id == f"{ex.scheduler_id}/{dask_key(argv_ti.key)}"
+    assert events[py_ti.key][0] is S.SUCCESS
+    _, lines = ex.get_task_log(py_ti, 1)
+    assert "hello" in lines
+    ex.end()
+    assert client.status == "running"  # not closed by the executor
+    # harvested attempts were released: the scheduler keeps nothing of ours
+    assert not [d for d in client.list_datasets() if str(d).startswith("airdask/")]
+
+
+def test_running_event_names_the_worker(client: Any, config: Config, tmp_path: Path) -> None:
+    from distributed import Event
+
+    ex = DaskExecutor(client=client, config=config)
+    ex.start()
+    gate = Event(f"gate-{tmp_path.name}", client=client)
+    ti = make_ti("blocked")
+    ex.queue_command(ti, PythonCommand(_wait_event, gate.name))
+    got: list[tuple[S, Any]] = []
+
+    def running_seen() -> bool:
+        ex.heartbeat()
+        events_of(ex, ti.key, got)
+        return any(s is S.RUNNING for s, _ in got)
+
+    wait_for(running_seen, timeout=30, what="a running event")
+    info = next(i for s, i in got if s is S.RUNNING)
+    workers = set(client.scheduler_info(n_workers=-1)["workers"])
+    assert info.worker in workers and info.kind == "running" and info.started_at is not None
+    assert info.external_executor_id.endswith(dask_key(ti.key))
+    gate.set()
+    state, done = drain(ex, [ti.key])[ti.key]
+    assert state is S.SUCCESS and done.worker == info.worker
+    ex.end()
+
+
+def _wait_event(name: str) -> None:
+    from distributed import Event, get_client
+
+    if not Event(name, client=get_client()).wait(timeout=60):
+        raise TimeoutError("gate never opened")
+
+
+def test_priority_reaches_dask(client: Any, config: Config) -> None:
+    ex = DaskExecutor(client=client, config=config)
+    ex.start()
+    ti = make_ti("prio")
+    ex.queue_command(ti, ["true"], priority=42)
+    ex.heartbeat()
+    name = dask_key(ti.key)
+
+    def priority(dask_scheduler: Any, name: str = name) -> Any:
+        ts = dask_scheduler.tasks.get(name)
+        return None if ts is None else ts.priority
+
+    # Published until harvested, so the scheduler still knows the task.
+    assert client.run_on_scheduler(priority)[0] == -42
+    drain(ex, [ti.key])
+    ex.end()
+
+
+def test_queue_and_pool_routing(client: Any, config: Config) -> None:
+    ex = DaskExecutor(client=client, config=config)
+    ex.start()
+    io_ti = make_ti("io", pool="io", pool_slots=2)
+    big = make_ti("big", pool="io", pool_slots=3)
+    gpu = make_ti("gpu", queue="gpu")
+    other = make_ti("other", pool="nobody_offers")
+    ex.queue_command(io_ti, ["true"])
+    ex.queue_command(big, ["true"])
+    ex.queue_command(gpu, ["true"], queue="gpu")
+    ex.queue_command(other, ["true"])
+    ex.heartbeat()
+    name = dask_key(io_ti.key)
+
+    def resources(dask_scheduler: Any, name: str = name) -> Any:
+        ts = dask_scheduler.tasks.get(name)
+        return None if ts is None else ts.resource_restrictions
+
+    assert client.run_on_scheduler(resources) == {"io": 2.0}
+    events = drain(ex, [io_ti.key, big.key, gpu.key, other.key])
+    assert events[io_ti.key][0] is S.SUCCESS
+    assert events[other.key][0] is S.SUCCESS  # auto: unconstrained
+    state, info = events[gpu.key]
+    assert state is S.FAILED and info.kind == "no_worker"
+    assert str(info) == "no worker offers queue 'gpu' (workers offer: io=2)"
+    state, info = events[big.key]
+    assert state is S.FAILED and "needs 3 slots" in str(info)
+    ex.end()
+
+
+def test_strict_pool_policy_fails_with_reason(client: Any, config: Config) -> None:
+    strict = config.with_overrides({("dask", "pool_resources"): "strict"})
+    ex = DaskExecutor(client=client, config=strict)
+    ex.start()
+    ti = make_ti("t", pool="nobody_offers")
+    ex.queue_command(ti, ["true"])
+    state, info = drain(ex, [ti.key])[ti.key]
+    assert state is S.FAILED and info.kind == "no_worker"
+    assert "no worker offers pool 'nobody_offers'" in str(info) and "strict" in str(info)
+    ex.end()
+
+
+def test_live_log_of_a_running_task_then_from_the_folder(
+    client: Any, config: Config, tmp_path: Path
+) -> None:
+    ex = DaskExecutor(client=client, config=config)
+    ex.start()
+    flag = tmp_path / "go"
+    ti = make_ti("live")
+    script = f"echo first-line; while [ ! -e {flag} ]; do sleep 0.05; done; echo second-line"
+    ex.queue_command(ti, ["bash", "-c", script])
+    ex.heartbeat()
+
+    def live_has_first() -> bool:
+        ex.heartbeat()
+        messages, lines = ex.get_task_log(ti, 1)
+        return "first-line" in lines and messages[0].startswith("live log from worker")
+
+    wait_for(live_has_first, timeout=30, what="the live log")
+    flag.touch()
+    assert drain(ex, [ti.key])[ti.key][0] is S.SUCCESS
+    messages, lines = ex.get_task_log(ti, 1)
+    assert lines[:2] == ["first-line", "second-line"] and messages[0].startswith("log file")
+    ex.end()
+
+
+def test_revoke_kills_a_running_command(client: Any, config: Config, tmp_path: Path) -> None:
+    from proc_support import pid_alive, pids_file_complete, read_pids, spawn_tree_script
+
+    ex = DaskExecutor(client=client, config=config)
+    ex.start()
+    pids = tmp_path / "pids"
+    ti = make_ti("victim")
+    ex.queue_command(ti, spawn_tree_script(pids))
+    ex.heartbeat()
+    wait_for(pids_file_complete(pids, 2), timeout=30, what="the command to start")
+    ex.heartbeat()
+    ex.get_event_buffer()
+    ex.revoke_task(ti=ti)
+    assert not ex.has_task(ti)
+    wait_for(lambda: not any(map(pid_alive, read_pids(pids))), timeout=15, what="group killed")
+    ex.heartbeat()
+    assert ti.key not in ex.get_event_buffer()  # revoke reports nothing
+    ex.end()
+
+
+def test_embedded_cluster_offers_the_pools_table(home: Path, config: Config) -> None:
+    store = Store.from_config(config)
+    init_db(store)
+    with store.session() as session:
+        session.add(Pool(name="io_pool", slots=3))
+    store.dispose()
+    cfg = config.with_overrides(
+        {("dask", "dashboard_address"): "127.0.0.1:0", ("dask", "n_workers"): 1}
+    )
+    ex = DaskExecutor(config=cfg)
+    ex.start()
+    try:
+        workers = ex.client.scheduler_info(n_workers=-1)["workers"]
+        assert [w["resources"] for w in workers.values()] == [{"io_pool": 3.0}]
+        ti = make_ti("t", pool="io_pool", pool_slots=3)
+        ex.queue_command(ti, ["true"])
+        assert drain(ex, [ti.key])[ti.key][0] is S.SUCCESS
+        cluster = ex._conn.cluster if ex._conn else None
+        assert cluster is not None
+    finally:
+        ex.end()
+    assert cluster.status.name == "closed"
+
+
+@pytest.fixture(scope="module")
+def subprocess_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ExternalCluster]:
+    with external_cluster(tmp_path_factory.mktemp("ext")) as cl:
+        cl.start_worker(resources="gpu=1", nthreads=1)
+        cl.start_worker(resources="noairdask=2", nthreads=2, block_airdask=True)
+        yield cl
+
+
+def test_attach_by_address_to_subprocess_cluster(
+    subprocess_cluster: ExternalCluster, config: Config
+) -> None:
+    ex = DaskExecutor(subprocess_cluster.address, config=config)
+    ex.start()
+    ex.client.wait_for_workers(2, timeout=60)
+    workers = ex.client.scheduler_info(n_workers=-1)["workers"]
+    gpu_worker = next(a for a, w in workers.items() if w["resources"].get("gpu"))
+    gpu = make_ti("gpu", queue="gpu")
+    plain = make_ti("plain")
+    ex.queue_command(gpu, ["bash", "-c", "echo on-gpu"], queue="gpu")
+    ex.queue_command(plain, ["true"])
+    events = drain(ex, [gpu.key, plain.key])
+    assert events[gpu.key][0] is S.SUCCESS and events[gpu.key][1].worker == gpu_worker
+    assert events[plain.key][0] is S.SUCCESS
+    ex.end()
+    assert ex.dashboard_link is None
+
+
+def test_runs_on_a_worker_that_cannot_import_airdask(
+    subprocess_cluster: ExternalCluster, config: Config
+) -> None:
+    ex = DaskExecutor(subprocess_cluster.address, config=config)
+    ex.start()
+    ex.client.wait_for_workers(2, timeout=60)
+    workers = ex.client.scheduler_info(n_workers=-1)["workers"]
+    blocked = next(a for a, w in workers.items() if w["resources"].get("noairdask"))
+
+    def can_import() -> str:
+        try:
+            import airdask  # noqa: F401
+        except ImportError as exc:
+            return f"no: {exc}"
+        return "yes"
+
+    assert ex.client.run(can_import, workers=[blocked])[blocked].startswith("no:")
+    argv_ti, py_ti = make_ti("argv"), make_ti("py")
+    ex.queue_command(argv_ti, [sys.executable, "-c", "print('argv ok')"], queue="noairdask")
+    ex.queue_command(py_ti, PythonCommand(say, "python ok"), queue="noairdask")
+    events = drain(ex, [argv_ti.key, py_ti.key])
+    for ti in (argv_ti, py_ti):
+        state, info = events[ti.key]
+        assert state is S.SUCCESS, info
+        assert info.worker == blocked
+    assert "python ok" in log_path(config.get("logging", "base_log_folder"), py_ti.key).read_text()
+    ex.end()
+
+
+def test_cli_worker_dry_run_uses_pools_and_passes_options_through(
+    home: Path, config: Config
+) -> None:
+    from airdask.executors.dask_cli import dask_group
+
+    store = Store.from_config(config)
+    init_db(store)
+    with store.session() as session:
+        session.add(Pool(name="io_pool", slots=4))
+    store.dispose()
+    result = CliRunner().invoke(
+        dask_group,
+        ["worker", "tcp://127.0.0.1:1", "--resources", "gpu=1", "--nthreads", "3", "--dry-run"],
+    )
+    assert result.exit_code == 0, result.output
+    assert "distributed.cli.dask_worker tcp://127.0.0.1:1" in result.output
+    assert "--resources gpu=1,io_pool=4 --nthreads 3" in result.output
+    bad = CliRunner().invoke(dask_group, ["worker", "tcp://x:1", "--resources", "gpu", "--dry-run"])
+    assert bad.exit_code != 0 and "expected NAME=AMOUNT" in bad.output
+
+
+def test_cli_info_lists_workers_and_resources(
+    subprocess_cluster: ExternalCluster, home: Path
+) -> None:
+    from airdask.executors.dask_cli import dask_group
+
+    result = CliRunner().invoke(dask_group, ["info", subprocess_cluster.address])
+    assert result.exit_code == 0, result.output
+    assert subprocess_cluster.address in result.output
+    assert "gpu=1" in result.output and "dashboard: http" in result.output
+
+
+def test_cli_group_is_offered_by_the_executor() -> None:
+    names = [c.name for c in DaskExecutor.get_cli_commands()]
+    assert names == ["dask"]
