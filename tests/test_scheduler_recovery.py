@@ -225,3 +225,72 @@ def test_scheduler_sigkilled_mid_run_then_restarted(tmp_path: Path) -> None:
     with store.session() as session:
         jobs = session.scalars(select(Job).order_by(Job.id)).all()
     assert [j.state for j in jobs] == ["failed", "success"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_dask_attempts_are_adopted_after_a_scheduler_sigkill(tmp_path: Path) -> None:
+    from dask_support import external_cluster
+
+    home = tmp_path / "home"
+    (home / "dags").mkdir(parents=True)
+    ledger = tmp_path / "ledger"
+    (home / "dags" / "recover.py").write_text(RECOVER_DAG.format(ledger=str(ledger)))
+    with external_cluster(tmp_path) as cluster:
+        cluster.start_worker(nthreads=2)
+        cluster.start_worker(nthreads=2)
+        env = {
+            "AIRDASK__CORE__EXECUTOR": "DaskExecutor",
+            "AIRDASK__DASK__CLUSTER_ADDRESS": cluster.address,
+            "AIRDASK__SCHEDULER__JOB_HEARTBEAT_SEC": "0.2",
+            "AIRDASK__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD": "2",
+            "AIRDASK__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "0.5",
+        }
+        assert (
+            cli("dags", "trigger", "recover", "--run-id", "r1", home=home, env=env).returncode == 0
+        )
+        store = Store.from_config(load_config({"AIRDASK_HOME": str(home)}))
+
+        def scheduler() -> subprocess.Popen[str]:
+            return subprocess.Popen(
+                [*AIRDASK, "scheduler"],
+                env=cli_env(home, env),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+
+        first = scheduler()
+        try:
+            wait_for(
+                lambda: sum(1 for r in read_ledger(str(ledger)) if r[0] == "start") >= 4,
+                timeout=60,
+                what="four tasks to start under the first scheduler",
+            )
+        finally:
+            first.send_signal(signal.SIGKILL)
+            first.communicate(timeout=30)
+        second = scheduler()
+        try:
+            wait_for(
+                lambda: run_state(store, "recover", "r1") in ("success", "failed"),
+                timeout=120,
+                what="the run to finish under the restarted scheduler",
+            )
+        finally:
+            second.send_signal(signal.SIGTERM)
+            _, err = second.communicate(timeout=60)
+    assert second.returncode == 0, err
+    assert run_state(store, "recover", "r1") == "success"
+    tis = tis_of(store, "recover", "r1")
+    assert {ti.state for ti in tis.values()} == {"success"}
+    successes = Counter(e.task_id for e in log_events(store, "recover", event="success"))
+    assert set(successes.values()) == {1} and len(successes) == 10
+    # attempts running on Dask when the scheduler died were adopted, not run again
+    adopted = {e.task_id for e in log_events(store, "recover", event="adopted")}
+    assert adopted, "the restarted scheduler should have adopted the running attempts"
+    assert all(tis[t].try_number == 1 for t in adopted)
+    ends = Counter(name for kind, name, _ in read_ledger(str(ledger)) if kind == "end")
+    starts = Counter(name for kind, name, _ in read_ledger(str(ledger)) if kind == "start")
+    assert set(ends.values()) == {1} and len(ends) == 8
+    assert all(starts[t] == 1 for t in adopted)
