@@ -90,7 +90,13 @@ def _live_log(config: object, ti: TaskInstance, number: int) -> tuple[list[str],
     except Exception as exc:
         return [f"cannot reach the executor for the live log: {exc}"], []
     try:
+        # A fresh executor knows nothing of the attempt: re-attach to it first (the same
+        # public path a restarted scheduler uses), then ask for its live log.
+        if number == ti.try_number:
+            executor.try_adopt_task_instances([ti])
         return executor.get_task_log(ti, number)
+    except Exception as exc:
+        return [f"cannot read the live log through the executor: {exc}"], []
     finally:
         client = getattr(executor, "client", None)
         if client is not None:
