@@ -94,6 +94,7 @@ class DaskExecutor(BaseExecutor):
     :param security: a ``distributed.Security``; ``None`` reads ``[dask] tls_*``.
     :param adoptable: publish each attempt so a new executor can adopt it after a crash
         (one extra scheduler round trip per heartbeat batch).
+    :param resource_ttl: seconds the workers' resources are cached for routing.
     """
 
     is_local = False
@@ -106,6 +107,7 @@ class DaskExecutor(BaseExecutor):
         security: Any | None = None,
         parallelism: int | None = None,
         adoptable: bool = True,
+        resource_ttl: float = 5.0,
         config: Config | None = None,
     ) -> None:
         super().__init__(parallelism, config=config)
@@ -114,6 +116,7 @@ class DaskExecutor(BaseExecutor):
         self.cluster_address = cluster_address
         self.security = security if security is not None else security_from_config(self.config)
         self.adoptable = adoptable
+        self.resource_ttl = resource_ttl
         self.pool_policy = str(self.config.get("dask", "pool_resources"))
         self.log_max_bytes = int(self.config.get("dask", "log_max_bytes"))
         self.base_log_folder = str(self.config.get("logging", "base_log_folder"))
@@ -159,7 +162,7 @@ class DaskExecutor(BaseExecutor):
         )
         client = self._conn.client
         self.scheduler_id = str(client.scheduler_info(n_workers=0)["id"])
-        self._router = ResourceRouter(client, policy=self.pool_policy)
+        self._router = ResourceRouter(client, policy=self.pool_policy, ttl=self.resource_ttl)
         client.subscribe_topic(runner.STARTED_TOPIC, self._track.on_started)
         log.info(
             "DaskExecutor on %s (dashboard: %s)",
@@ -203,6 +206,10 @@ class DaskExecutor(BaseExecutor):
             self.start()
         assert self._router is not None
         priority, pool, pool_slots = self._meta.pop(key, (1, None, 1))
+        if not self._connected():
+            raise ConnectionError(
+                f"not connected to the Dask scheduler (client {self.client.status})"
+            )
         spec = build_spec(
             key,
             command,
@@ -242,15 +249,20 @@ class DaskExecutor(BaseExecutor):
         )
 
     def _publish(self, futures: dict[str, Any]) -> None:
-        if not futures:
+        if not futures or not self._connected():
             return
         try:
             self.client.publish_dataset({dataset_name(k): f for k, f in futures.items()})
         except Exception as exc:  # adoption gets harder, running does not
             log.warning("could not publish %d attempt(s) for adoption: %s", len(futures), exc)
 
+    def _connected(self) -> bool:
+        return self._conn is not None and self._conn.client.status == "running"
+
     def _unpublish(self, keys: list[str]) -> None:
-        if not keys or not self.adoptable:
+        # Without a scheduler there is nothing to remove, and the call would block until
+        # the client's reconnect timeout.
+        if not keys or not self.adoptable or not self._connected():
             return
         try:
             self.client.unpublish_dataset([dataset_name(k) for k in keys])
@@ -380,7 +392,7 @@ class DaskExecutor(BaseExecutor):
 
     def _kill(self, names: list[str], reason: str) -> None:
         """Kill the process groups of running attempts, then cancel all of them."""
-        if not names:
+        if not names or not self._connected():
             return
         for name, address in self._processing_on(names).items():
             try:
