@@ -32,7 +32,7 @@ from datetime import datetime
 from types import FrameType
 from typing import Any
 
-from sqlalchemy import false, func, or_, select, update
+from sqlalchemy import false, or_, select, update
 from sqlalchemy.orm import Session
 
 from airdask.config import Config
@@ -42,12 +42,11 @@ from airdask.executors.base import BaseExecutor
 from airdask.executors.events import EventInfo
 from airdask.scheduler import recovery
 from airdask.scheduler.callbacks import CallbackSink, TaskCallbackRequest
-from airdask.scheduler.events import LIVE, Outcomes, apply_events, set_state, write_back
-from airdask.scheduler.pools import SlotBudget
-from airdask.scheduler.rules import Decision, UpstreamCounts, decision_state, evaluate
+from airdask.scheduler.events import Outcomes, apply_events, set_state
+from airdask.scheduler.ready import evaluate_run, queue_ready
 from airdask.scheduler.runs import fail_run, finish_runs, start_run
 from airdask.state import DagRunState, TaskInstanceKey, TaskInstanceState
-from airdask.store.models import DagRun, Job, Log, Pool, TaskInstance, utcnow
+from airdask.store.models import DagRun, Job, Log, TaskInstance, utcnow
 from airdask.store.session import Store
 
 log = logging.getLogger(__name__)
@@ -299,113 +298,27 @@ class SchedulerJob:
         return len(runs)
 
     def _evaluate_dirty(self, session: Session, runs: set[RunKey]) -> int:
-        """Trigger rules for state-none TIs of changed runs, in topological order, so a
-        skip or upstream_failed cascades within the same pass."""
+        """Trigger rules for the not-yet-started TIs of changed runs (see :mod:`.ready`)."""
         changed = 0
         for dag_id, run_id in runs:
             dag = self._dag_of_run(session, dag_id, run_id)
             if dag is None:
                 continue
-            in_run = (TaskInstance.dag_id == dag_id) & (TaskInstance.run_id == run_id)
-            waiting = {
-                ti.task_id: ti
-                for ti in session.scalars(
-                    select(TaskInstance).where(in_run, TaskInstance.state.is_(None))
-                )
-            }
-            if not waiting:
-                continue
-            upstream_ids = set().union(
-                *(dag.get_task(t).upstream_task_ids for t in waiting if dag.has_task(t))
-            ) - set(waiting)
-            states: dict[str, str | None] = {t: None for t in waiting}
-            if upstream_ids:
-                rows = session.execute(
-                    select(TaskInstance.task_id, TaskInstance.state).where(
-                        in_run, TaskInstance.task_id.in_(upstream_ids)
-                    )
-                )
-                states.update(dict(rows.all()))
-            for task_id in dag.topological_order():
-                ti = waiting.get(task_id)
-                if ti is None:
-                    continue
-                task = dag.get_task(task_id)
-                ups = UpstreamCounts.of(states.get(u) for u in task.upstream_task_ids)
-                decision = evaluate(task.trigger_rule, ups)
-                if decision is Decision.WAIT:
-                    continue
-                new = decision_state(decision)
-                set_state(ti, new)
-                states[task_id] = ti.state
-                changed += 1
-                if decision is not Decision.RUN:
-                    ti.end_date = utcnow()
-                    ti.reason = f"trigger rule {task.trigger_rule}: upstream {_describe(ups)}"
-                    self.dirty.add((dag_id, run_id))
-            for task_id, ti in waiting.items():
-                if not dag.has_task(task_id):
-                    set_state(ti, S.REMOVED)
-                    ti.reason = f"task {task_id!r} is no longer in DAG {dag_id!r}"
-                    changed += 1
+            count, settled = evaluate_run(session, dag, run_id)
+            changed += count
+            if settled:
+                self.dirty.add((dag_id, run_id))
         return changed
-
-    def _open_pool_slots(self, session: Session) -> dict[str, int]:
-        slots = {name: n for name, n in session.execute(select(Pool.name, Pool.slots))}
-        used = session.execute(
-            select(TaskInstance.pool, func.sum(TaskInstance.pool_slots))
-            .where(TaskInstance.state.in_(LIVE))
-            .group_by(TaskInstance.pool)
-        )
-        for pool, n in used:
-            if pool in slots:
-                slots[pool] -= int(n or 0)
-        return slots
 
     def _queue_ready(self, session: Session) -> list[tuple[TaskInstance, Any]]:
         """Mark ready TIs QUEUED (next try) within every limit; return (ti, command)."""
-        budget = SlotBudget(
-            self._open_pool_slots(session),
+        return queue_ready(
+            session,
             total=min(self.executor.slots_available, MAX_TIS_PER_PASS),
+            scope=self._run_scope(),
+            job_id=self.job_id,
+            command_for=self._command_for,
         )
-        if budget.exhausted:
-            return []
-        now = utcnow()
-        ready = (TaskInstance.state == S.SCHEDULED.value) | (
-            (TaskInstance.state == S.UP_FOR_RETRY.value) & (TaskInstance.next_try_at <= now)
-        )
-        stmt = (
-            select(TaskInstance)
-            .join(
-                DagRun,
-                (DagRun.dag_id == TaskInstance.dag_id) & (DagRun.run_id == TaskInstance.run_id),
-            )
-            .where(ready, DagRun.state == DagRunState.RUNNING.value, self._run_scope())
-            .order_by(TaskInstance.priority_weight.desc(), TaskInstance.task_id)
-        )
-        full = budget.full_pools()
-        if full:
-            stmt = stmt.where(TaskInstance.pool.not_in(full))
-        queued: list[tuple[TaskInstance, Any]] = []
-        for ti in session.scalars(stmt.limit(budget.total * 4)).all():
-            if budget.exhausted:
-                break
-            if budget.take(ti.pool, ti.pool_slots) is not None:
-                continue
-            command = self._command_for(session, ti, now)
-            if command is None:
-                continue
-            session.expunge(ti)  # written back in one executemany below
-            set_state(ti, S.QUEUED)
-            ti.try_number += 1
-            ti.queued_dttm = now
-            ti.queued_by_job_id = self.job_id
-            if ti.start_date is not None or ti.hostname is not None:  # a retry
-                ti.start_date = ti.end_date = ti.duration = ti.next_try_at = None
-                ti.external_executor_id = ti.hostname = None
-            queued.append((ti, command))
-        write_back(session, (ti for ti, _ in queued))
-        return queued
 
     def _command_for(self, session: Session, ti: TaskInstance, now: datetime) -> Any:
         dag = self._dag_of_run(session, ti.dag_id, ti.run_id)
@@ -547,17 +460,3 @@ def _in_runs(model: Any, runs: Sequence[RunKey]) -> Any:
     if not runs:
         return false()
     return or_(*[(model.dag_id == d) & (model.run_id == r) for d, r in runs])
-
-
-def _describe(ups: UpstreamCounts) -> str:
-    parts = [
-        f"{n} {name}"
-        for name, n in (
-            ("success", ups.success),
-            ("failed", ups.failed),
-            ("upstream_failed", ups.upstream_failed),
-            ("skipped", ups.skipped),
-        )
-        if n
-    ]
-    return ", ".join(parts) or "none finished"

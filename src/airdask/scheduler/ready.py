@@ -1,0 +1,153 @@
+"""Readiness: trigger rules for a run's waiting task instances, and queueing the ready ones.
+
+Both work on indexed state columns and touch only what is waiting or ready: the task
+instances with no state in one changed run (and their upstream states), and the
+``scheduled``/due ``up_for_retry`` ones, highest ``priority_weight`` first, within the pool
+open slots and the pass's budget.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from airdask.dag import DAG
+from airdask.scheduler.events import LIVE, set_state, write_back
+from airdask.scheduler.pools import SlotBudget
+from airdask.scheduler.rules import Decision, UpstreamCounts, decision_state, evaluate
+from airdask.state import DagRunState, TaskInstanceState
+from airdask.store.models import DagRun, Pool, TaskInstance, utcnow
+
+S = TaskInstanceState
+#: ``command_for(session, ti, now)``: the command, or None after failing the TI with a reason.
+CommandFor = Callable[[Session, TaskInstance, datetime], Any]
+
+
+def evaluate_run(session: Session, dag: DAG, run_id: str) -> tuple[int, bool]:
+    """Apply trigger rules to the run's state-none TIs, in topological order so a skip or
+    upstream_failed cascades at once. Returns (state changes, whether any TI settled
+    without running, i.e. the run must be looked at again)."""
+    in_run = (TaskInstance.dag_id == dag.dag_id) & (TaskInstance.run_id == run_id)
+    waiting = {
+        ti.task_id: ti
+        for ti in session.scalars(select(TaskInstance).where(in_run, TaskInstance.state.is_(None)))
+    }
+    if not waiting:
+        return 0, False
+    upstream_ids = set().union(
+        *(dag.get_task(t).upstream_task_ids for t in waiting if dag.has_task(t))
+    ) - set(waiting)
+    states: dict[str, str | None] = dict.fromkeys(waiting)
+    if upstream_ids:
+        rows = session.execute(
+            select(TaskInstance.task_id, TaskInstance.state).where(
+                in_run, TaskInstance.task_id.in_(upstream_ids)
+            )
+        )
+        states.update(dict(rows.all()))
+    changed, settled = 0, False
+    for task_id in dag.topological_order():
+        ti = waiting.get(task_id)
+        if ti is None:
+            continue
+        task = dag.get_task(task_id)
+        ups = UpstreamCounts.of(states.get(u) for u in task.upstream_task_ids)
+        decision = evaluate(task.trigger_rule, ups)
+        if decision is Decision.WAIT:
+            continue
+        set_state(ti, decision_state(decision))
+        states[task_id] = ti.state
+        changed += 1
+        if decision is not Decision.RUN:
+            ti.end_date = utcnow()
+            ti.reason = f"trigger rule {task.trigger_rule}: upstream {_describe(ups)}"
+            settled = True
+    for task_id, ti in waiting.items():
+        if not dag.has_task(task_id):
+            set_state(ti, S.REMOVED)
+            ti.reason = f"task {task_id!r} is no longer in DAG {dag.dag_id!r}"
+            changed += 1
+    return changed, settled
+
+
+def open_pool_slots(session: Session) -> dict[str, int]:
+    """Open slots per pool: slots minus the pool_slots of its queued and running TIs."""
+    slots = {name: n for name, n in session.execute(select(Pool.name, Pool.slots))}
+    used = session.execute(
+        select(TaskInstance.pool, func.sum(TaskInstance.pool_slots))
+        .where(TaskInstance.state.in_(LIVE))
+        .group_by(TaskInstance.pool)
+    )
+    for pool, n in used:
+        if pool in slots:
+            slots[pool] -= int(n or 0)
+    return slots
+
+
+def queue_ready(
+    session: Session,
+    *,
+    total: int,
+    scope: Any,
+    job_id: int | None,
+    command_for: CommandFor,
+) -> list[tuple[TaskInstance, Any]]:
+    """Mark up to ``total`` ready TIs of runs in ``scope`` QUEUED with the next try_number,
+    within pool open slots, highest priority first; return them with their commands."""
+    budget = SlotBudget(open_pool_slots(session), total=total)
+    if budget.exhausted:
+        return []
+    now = utcnow()
+    ready = (TaskInstance.state == S.SCHEDULED.value) | (
+        (TaskInstance.state == S.UP_FOR_RETRY.value) & (TaskInstance.next_try_at <= now)
+    )
+    stmt = (
+        select(TaskInstance)
+        .join(
+            DagRun,
+            (DagRun.dag_id == TaskInstance.dag_id) & (DagRun.run_id == TaskInstance.run_id),
+        )
+        .where(ready, DagRun.state == DagRunState.RUNNING.value, scope)
+        .order_by(TaskInstance.priority_weight.desc(), TaskInstance.task_id)
+    )
+    full = budget.full_pools()
+    if full:
+        stmt = stmt.where(TaskInstance.pool.not_in(full))
+    queued: list[tuple[TaskInstance, Any]] = []
+    for ti in session.scalars(stmt.limit(budget.total * 4)).all():
+        if budget.exhausted:
+            break
+        if budget.take(ti.pool, ti.pool_slots) is not None:
+            continue
+        command = command_for(session, ti, now)
+        if command is None:
+            continue
+        session.expunge(ti)  # written back in one executemany below
+        set_state(ti, S.QUEUED)
+        ti.try_number += 1
+        ti.queued_dttm = now
+        ti.queued_by_job_id = job_id
+        if ti.start_date is not None or ti.hostname is not None:  # a retry
+            ti.start_date = ti.end_date = ti.duration = ti.next_try_at = None
+            ti.external_executor_id = ti.hostname = None
+        queued.append((ti, command))
+    write_back(session, (ti for ti, _ in queued))
+    return queued
+
+
+def _describe(ups: UpstreamCounts) -> str:
+    parts = [
+        f"{n} {name}"
+        for name, n in (
+            ("success", ups.success),
+            ("failed", ups.failed),
+            ("upstream_failed", ups.upstream_failed),
+            ("skipped", ups.skipped),
+        )
+        if n
+    ]
+    return ", ".join(parts) or "none finished"
