@@ -263,3 +263,43 @@ def test_python_task_and_conf_free_run(store: Store, config: Config, tmp_path: P
     state, _ = run_dag(store, config, dag, executor="LocalExecutor", parallelism=2)
     assert state == "success"
     assert Path(out).read_text() == "hello from a worker\n"
+
+
+def test_edited_dag_file_is_reloaded(store: Store, config: Config) -> None:
+    import os
+
+    from airdask.dagbag import DagBag
+    from sched_support import run_state
+
+    folder = Path(config.get("core", "dags_folder"))
+    folder.mkdir(parents=True)
+    path = folder / "edit.py"
+    body = (
+        "from airdask.dag import DAG, BashTask\nwith DAG('edit') as d:\n    BashTask('a', 'true')\n"
+    )
+    path.write_text(body)
+    executor = load_executor("SequentialExecutor", config=config)
+    job = SchedulerJob(store=store, executor=executor, config=config)
+    job.start()
+
+    def run_to_end() -> str:
+        with store.session() as session:
+            run_id = create_run(session, DagBag.from_path(path).dags["edit"]).run_id
+        for _ in range(50):
+            job.run_once()
+            if run_state(store, "edit", run_id) in ("success", "failed"):
+                break
+        return run_id
+
+    first = run_to_end()
+    path.write_text(body + "    BashTask('b', 'true')\n")
+    stat = path.stat()
+    os.utime(path, (stat.st_atime, stat.st_mtime + 5))
+    job._last_dag_refresh = 0.0
+    second = run_to_end()
+    job.stop()
+    assert set(tis_of(store, "edit", first)) == {"a"}
+    assert {t: ti.state for t, ti in tis_of(store, "edit", second).items()} == {
+        "a": "success",
+        "b": "success",
+    }

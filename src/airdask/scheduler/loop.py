@@ -93,6 +93,9 @@ class SchedulerJob:
         self.run_filter = None if run_filter is None else list(run_filter)
         self.dags: dict[str, DAG] = dict(dags or {})
         self.dag_errors: dict[str, str] = {}
+        #: DAGs this job loaded itself, with their file's mtime: reloaded when it changes.
+        self._loaded: dict[str, tuple[str, float]] = {}
+        self._last_dag_refresh = time.monotonic()
         self.sink = CallbackSink()
         self.job_id: int | None = None
         #: Set when the caller already started the executor (``airdask run`` does, to
@@ -231,6 +234,7 @@ class SchedulerJob:
 
     def run_once(self) -> PassResult:
         result = PassResult()
+        self.refresh_dags()
         with self.store.session() as session:
             result.started_runs = self._start_queued_runs(session)
             evaluated = self._take_dirty()
@@ -275,7 +279,22 @@ class SchedulerJob:
                 self.dag_errors[dag_id] = str(exc)
                 return None
             self.dags[dag_id] = dag
+            if dag.fileloc:
+                self._loaded[dag_id] = (dag.fileloc, _mtime(dag.fileloc))
         return dag
+
+    def refresh_dags(self, *, every: float = 1.0) -> None:
+        """Forget DAGs whose file changed, and load errors, so edits take effect."""
+        now = time.monotonic()
+        if now - self._last_dag_refresh < every:
+            return
+        self._last_dag_refresh = now
+        self.dag_errors.clear()
+        for dag_id, (path, mtime) in list(self._loaded.items()):
+            if _mtime(path) != mtime:
+                log.info("DAG file %s changed: reloading %s", path, dag_id)
+                del self._loaded[dag_id]
+                self.dags.pop(dag_id, None)
 
     def _dag_of_run(self, session: Session, dag_id: str, run_id: str) -> DAG | None:
         if dag_id in self.dags:
@@ -454,6 +473,13 @@ class SchedulerJob:
                     max_reschedules=self.stuck_retries,
                 )
                 self.dirty |= report.runs
+
+
+def _mtime(path: str) -> float:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return -1.0
 
 
 def _in_runs(model: Any, runs: Sequence[RunKey]) -> Any:
