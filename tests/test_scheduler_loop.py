@@ -81,7 +81,7 @@ def test_retry_succeeds_on_second_try_with_delay(
     events = log_events(store, "retry", task_id="flaky")
     assert [e.event for e in events] == ["up_for_retry", "success"]
     gap = (events[1].dttm - events[0].dttm).total_seconds()
-    assert gap >= 0.3  # retry_delay respected
+    assert gap >= 0.25  # retry_delay (0.3 s from the failure) respected
 
 
 def test_pool_of_two_is_never_exceeded(store: Store, config: Config, tmp_path: Path) -> None:
