@@ -295,3 +295,21 @@ def test_sigint_stops_run_cleanly(home: Path, tmp_path: Path) -> None:
     assert job.state == "success" and job.end_date is not None
     # the unfinished run is released for `airdask scheduler` to finish
     assert run.state == "running" and run.scheduled_by_job_id is None
+
+
+def test_pool_in_use_cannot_be_deleted(home: Path) -> None:
+    assert cli("pools", "set", "busy", "1", home=home).returncode == 0
+    store = store_for(home)
+    with store.session() as session:
+        session.add(DagRun(dag_id="d", run_id="r", state="running"))
+        session.flush()
+        session.add(TaskInstance(dag_id="d", task_id="t", run_id="r", pool="busy", state="queued"))
+    refused = cli("pools", "delete", "busy", home=home)
+    assert refused.returncode == 1
+    assert (
+        refused.stderr.strip() == "error: pool 'busy' is in use by 1 task instance(s); not deleted"
+    )
+    listed = cli("pools", "list", home=home).stdout
+    busy_row = next(line for line in listed.splitlines() if "busy" in line)
+    # slots, running, queued, open
+    assert [c.strip() for c in busy_row.split("│")[2:6]] == ["1", "0", "1", "0"]
