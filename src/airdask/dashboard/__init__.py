@@ -1,0 +1,10 @@
+"""The airdask page on the Dask dashboard.
+
+* :mod:`airdask.dashboard.summary`: the summary the airdask scheduler builds from the DB and
+  publishes to the Dask scheduler (no DB access needed on the Dask side).
+* :mod:`airdask.dashboard.page`: the Bokeh page that shows it, refreshed live.
+* :mod:`airdask.dashboard.preload`: the scheduler preload that adds the page.
+* :mod:`airdask.dashboard.html`: rich HTML representations for notebooks.
+
+Importing this package imports neither Bokeh nor the database layer.
+"""
