@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
 import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 
+from airdask.cli import main
 from airdask.config import load_config
 from airdask.store import DagRun, Job, Store, TaskInstance
 from proc_support import wait_for
@@ -131,7 +132,30 @@ def _count_runs(home: Path) -> int:
         return int(session.scalar(select(func.count()).select_from(DagRun)) or 0)
 
 
-def test_typos_are_one_line_errors_and_write_nothing(home: Path, tmp_path: Path) -> None:
+def test_typos_are_one_line_errors_and_write_nothing(
+    home: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """In-process through ``airdask.cli.main`` (the subprocess path is the same code; the
+    other tests run it): ten invocations would cost ten interpreter start-ups."""
+    for name in list(os.environ):
+        if name.startswith("AIRDASK"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AIRDASK_HOME", str(home))
+    for name, value in LOCAL.items():
+        monkeypatch.setenv(name, value)
+
+    def run_cli(*args: str) -> tuple[int, str]:
+        monkeypatch.setattr(sys, "argv", ["airdask", *args])
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        return code, capsys.readouterr().err
+
     dag_file = tmp_path / "typo.py"
     dag_file.write_text(
         "from airdask.dag import DAG, BashTask\n"
@@ -154,16 +178,15 @@ def test_typos_are_one_line_errors_and_write_nothing(home: Path, tmp_path: Path)
         (["pools", "delete", "default_pool"], "default_pool cannot be deleted"),
         (["tasks", "states", "typo", "run1"], "has no runs"),
     ]
-    if importlib.util.find_spec("airdask.executors.dask") is not None:
-        cases.append((["run", str(ok_file), "--cluster", "tcp://127.0.0.1:1"], "tcp://127.0.0.1:1"))
+    # an unreachable --cluster: tests/test_run_e2e_dask.py (it needs a short connect timeout)
     oversized = (["run", str(dag_file)], "needs 3 slots of pool 'tiny', which has only 2")
     for args, message in [*cases, oversized]:
         if args is oversized[0]:
-            assert cli("pools", "set", "tiny", "2", home=home).returncode == 0
-        result = cli(*args, home=home, env=LOCAL)
-        assert result.returncode != 0, args
-        lines = result.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("error: "), (args, result.stderr)
+            assert run_cli("pools", "set", "tiny", "2")[0] == 0
+        code, stderr = run_cli(*args)
+        assert code != 0, args
+        lines = stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), (args, stderr)
         assert message in lines[0], (args, lines[0])
     assert _count_runs(home) == 0
 
