@@ -17,11 +17,19 @@ Outcomes (``EventInfo.kind``)
     ``worker_died`` (``KilledWorker``), ``killed`` (revoked/terminated by us, or cancelled by
     Dask), ``no_worker`` (a queue/pool no worker offers) and ``connection_lost`` (the Dask
     scheduler went away: the outcome is unknown, not a task failure).
+
+Logs
+    The runner returns the tail of each attempt's log (``[dask] log_max_bytes``); it is
+    written to ``[logging] base_log_folder`` on a background thread, so the file appears
+    shortly after the event. ``get_task_log`` waits for it, and ``end()``/``terminate()``
+    flush every pending write.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import cloudpickle
@@ -35,16 +43,18 @@ from airdask.executors.dask_harvest import (
     OUR_CANCEL_PREFIX,
     DoneQueue,
     Harvested,
+    LogWriter,
     classify_batch,
 )
 from airdask.executors.dask_routing import NoWorkerError, ResourceRouter
 from airdask.executors.dask_tracking import Tracker
 from airdask.executors.events import EventInfo, timestamp
-from airdask.logs import read_log, write_log
+from airdask.logs import read_log
+from airdask.runner import TaskSpec
 from airdask.state import TaskInstanceKey, TaskInstanceState
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterator, Sequence
 
     import click
 
@@ -71,6 +81,14 @@ def shipped(func: Callable[..., Any]) -> Callable[..., Any]:
 
     call.__name__ = func.__name__
     return call
+
+
+@dataclass
+class _Pending:
+    key: TaskInstanceKey
+    spec: TaskSpec
+    priority: int
+    resources: dict[str, float] | None
 
 
 def dataset_name(key: str) -> str:
@@ -125,8 +143,9 @@ class DaskExecutor(BaseExecutor):
         self._router: ResourceRouter | None = None
         self._done = DoneQueue()
         self._track = Tracker()
+        self._logs = LogWriter(self.base_log_folder)
         self._meta: dict[TaskInstanceKey, tuple[int, str | None, int]] = {}
-        self._to_publish: dict[str, Any] | None = None
+        self._pending: list[_Pending] | None = None
         self.scheduler_id: str | None = None
 
     # ---- connection --------------------------------------------------------------------
@@ -182,18 +201,32 @@ class DaskExecutor(BaseExecutor):
             if entry is not None:
                 _, priority, _, ti = entry
                 self.remember_task(key, priority, ti.pool, ti.pool_slots)
-        self._to_publish = {}
-        try:
+        with self.batch():
             super()._process_tasks(task_tuples)
-        finally:
-            batch, self._to_publish = self._to_publish, None
-            self._publish(batch)
 
     def remember_task(
         self, key: TaskInstanceKey, priority: int, pool: str | None, pool_slots: int
     ) -> None:
         """Priority and pool of an attempt about to reach ``execute_async``."""
         self._meta[key] = (priority, pool, pool_slots)
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Submit the attempts that ``execute_async`` gets inside the block together.
+
+        One ``client.map`` per (priority, resources) group: the runner, shipped by value, is
+        serialised once per group instead of once per attempt, and the scheduler gets one
+        message. Outside a block each attempt is submitted at once.
+        """
+        if self._pending is not None:
+            yield
+            return
+        self._pending = []
+        try:
+            yield
+        finally:
+            pending, self._pending = self._pending, None
+            self._submit(pending)
 
     def execute_async(
         self,
@@ -224,29 +257,49 @@ class DaskExecutor(BaseExecutor):
             log.warning("cannot run %s: %s", key, exc)
             self.fail(key, EventInfo(str(exc), kind="no_worker"))
             return
-        name = spec["key"]
-        future = self.client.submit(
-            self._run_task,
-            spec,
-            key=name,
-            pure=False,
-            retries=0,
-            priority=priority,
-            resources=resources,
-        )
-        self._track.add(name, key, future)
-        future.add_done_callback(self._done.callback_for(name))
+        item = _Pending(key, spec, priority, resources)
+        if self._pending is None:
+            self._submit([item])
+        else:
+            self._pending.append(item)
+
+    def _submit(self, pending: list[_Pending]) -> None:
+        groups: dict[tuple[int, tuple[tuple[str, float], ...]], list[_Pending]] = {}
+        for item in pending:
+            group = (item.priority, tuple(sorted((item.resources or {}).items())))
+            groups.setdefault(group, []).append(item)
+        published: dict[str, Any] = {}
+        for (priority, resources), items in groups.items():
+            try:
+                futures = self.client.map(
+                    self._run_task,
+                    [item.spec for item in items],
+                    key=[item.spec["key"] for item in items],
+                    pure=False,
+                    retries=0,
+                    priority=priority,
+                    resources=dict(resources) or None,
+                )
+            except Exception as exc:  # one failed group must not stop the others
+                log.warning("could not submit %d attempt(s): %s", len(items), exc)
+                for item in items:
+                    self.fail(item.key, self._submit_error_info(exc))
+                continue
+            for item, future in zip(items, futures, strict=True):
+                name = item.spec["key"]
+                self._track.add(name, item.key, future)
+                future.add_done_callback(self._done.callback_for(name))
+                published[name] = future
+                self.queued(
+                    item.key,
+                    EventInfo(
+                        "submitted to dask",
+                        kind="queued",
+                        external_executor_id=self._external_id(name),
+                    ),
+                )
         if self.adoptable:
-            if self._to_publish is None:
-                self._publish({name: future})
-            else:
-                self._to_publish[name] = future
-        self.queued(
-            key,
-            EventInfo(
-                "submitted to dask", kind="queued", external_executor_id=self._external_id(name)
-            ),
-        )
+            self._publish(published)
 
     def _publish(self, futures: dict[str, Any]) -> None:
         if not futures or not self._connected():
@@ -331,10 +384,7 @@ class DaskExecutor(BaseExecutor):
         text = harvested.log_text
         if text is None:
             text = f"[airdask] {harvested.info.reason}\n"
-        try:
-            write_log(self.base_log_folder, key, text)
-        except OSError as exc:
-            log.warning("could not write the log of %s: %s", key, exc)
+        self._logs.submit(key, text)
 
     # ---- stopping ----------------------------------------------------------------------
 
@@ -363,6 +413,7 @@ class DaskExecutor(BaseExecutor):
         self._close()
 
     def _close(self) -> None:
+        self._logs.close()
         conn, self._conn = self._conn, None
         if conn is None:
             return
@@ -440,6 +491,7 @@ class DaskExecutor(BaseExecutor):
             live = self._live_log(name)
             if live is not None:
                 return live
+        self._logs.wait(key)
         return read_log(self.base_log_folder, key)
 
     def _live_log(self, name: str) -> tuple[list[str], list[str]] | None:

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import logging
 import queue
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from airdask.executors.events import EventInfo, info_from_outcome
-from airdask.state import TaskInstanceState
+from airdask.logs import log_path
+from airdask.state import TaskInstanceKey, TaskInstanceState
 
 log = logging.getLogger(__name__)
 
@@ -166,3 +170,48 @@ def _one_result(future: Any) -> Any:
         return future.result(timeout=30)
     except BaseException as exc:
         return _Failed(exc)
+
+
+class LogWriter:
+    """Writes harvested task logs to ``[logging] base_log_folder`` on one background thread,
+    so that a slow disk does not stall ``sync()`` (and with it the scheduler loop)."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+        self._lock = threading.Lock()
+        self._pending: dict[TaskInstanceKey, Future[None]] = {}
+        self._dirs: set[Path] = set()
+        self._pool: ThreadPoolExecutor | None = None
+
+    def submit(self, key: TaskInstanceKey, text: str) -> None:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="airdask-task-logs")
+            self._pending[key] = self._pool.submit(self._write, key, text)
+
+    def _write(self, key: TaskInstanceKey, text: str) -> None:
+        path = log_path(self.folder, key)
+        try:
+            if path.parent not in self._dirs:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._dirs.add(path.parent)
+            path.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            log.warning("could not write the log of %s: %s", key, exc)
+        finally:
+            with self._lock:
+                self._pending.pop(key, None)
+
+    def wait(self, key: TaskInstanceKey) -> None:
+        """Return once the log of ``key`` (if one is being written) is on disk."""
+        with self._lock:
+            future = self._pending.get(key)
+        if future is not None:
+            future.result()
+
+    def close(self) -> None:
+        """Write everything still pending, then stop the thread."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)

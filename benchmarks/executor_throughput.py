@@ -1,0 +1,181 @@
+"""DaskExecutor throughput against raw Dask on the same cluster, and the cost of sync().
+
+Throughput: N trivial attempts (argv ``true``, and a no-op PythonCommand) through
+DaskExecutor (queue_command, then heartbeat until every terminal event is in) and through
+raw ``client.map`` + ``gather`` of the same work on the same LocalCluster, in one run:
+
+* "raw, same work" maps the runner over the very specs the executor builds (same
+  process supervision and log capture), so the ratio is the executor's own overhead;
+* "raw, bare" maps ``subprocess.run(["true"])`` / a no-op function, for reference.
+
+sync(): the cost of one ``sync()`` with 10k, 50k and 100k attempts really submitted to a
+Dask scheduler that has no worker (so none can finish), measured as the median of many calls.
+
+Run: ``python benchmarks/executor_throughput.py [--tasks N] [--skip-sync]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import tempfile
+import time
+from typing import Any
+
+import cloudpickle
+
+from airdask import PythonCommand, runner
+from airdask.commands import build_spec
+from airdask.config import load_config
+from airdask.executors.dask import DaskExecutor, shipped
+from airdask.state import TaskInstanceState
+from airdask.store import TaskInstance
+
+TERMINAL = (TaskInstanceState.SUCCESS, TaskInstanceState.FAILED)
+
+
+def noop() -> None:
+    return None
+
+
+def bare_true(_: int) -> int:
+    return subprocess.run(["true"], check=False).returncode
+
+
+def bare_noop(_: int) -> None:
+    return None
+
+
+def tis(prefix: str, n: int) -> list[TaskInstance]:
+    return [
+        TaskInstance(dag_id="bench", task_id=f"{prefix}{i}", run_id=prefix, try_number=1)
+        for i in range(n)
+    ]
+
+
+def through_executor(client: Any, config: Any, label: str, n: int, command: Any) -> float:
+    ex = DaskExecutor(client=client, config=config, parallelism=0)
+    ex.start()
+    todo = tis(f"{label}-ex", n)
+    start = time.perf_counter()
+    for ti in todo:
+        ex.queue_command(ti, command)
+    done = 0
+    failed = 0
+    while done < n:
+        ex.heartbeat()
+        for _, (state, _) in ex.get_event_buffer().items():
+            if state in TERMINAL:
+                done += 1
+                failed += state is TaskInstanceState.FAILED
+        time.sleep(0.001)
+    elapsed = time.perf_counter() - start
+    ex.end()
+    if failed:
+        raise SystemExit(f"{failed} of {n} {label} attempts failed")
+    return n / elapsed
+
+
+def raw_same_work(client: Any, label: str, n: int, command: Any) -> float:
+    specs = [
+        build_spec(ti.key, command, log_root=None, return_log=True) for ti in tis(f"{label}-raw", n)
+    ]
+    run = shipped(runner.run_task)
+    start = time.perf_counter()
+    futures = client.map(run, specs, key=[s["key"] for s in specs], pure=False)
+    results = client.gather(futures)
+    elapsed = time.perf_counter() - start
+    del futures
+    assert all(r["state"] == "success" for r in results)
+    return n / elapsed
+
+
+def raw_bare(client: Any, n: int, func: Any) -> float:
+    start = time.perf_counter()
+    futures = client.map(func, range(n), pure=False)
+    client.gather(futures)
+    elapsed = time.perf_counter() - start
+    del futures
+    return n / elapsed
+
+
+def sync_cost(config: Any, levels: list[int]) -> list[tuple[int, float, float]]:
+    """Median and max µs of sync() with ``level`` attempts in flight on a worker-less cluster."""
+    from distributed import Client, LocalCluster
+
+    rows = []
+    with (
+        LocalCluster(n_workers=0, processes=True, dashboard_address=None) as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
+        ex = DaskExecutor(client=client, config=config, parallelism=0)
+        ex.start()
+        submitted = 0
+        for level in levels:
+            batch = tis(f"sync{level}-", level - submitted)
+            for ti in batch:
+                ex.queue_command(ti, ["true"])
+            ex.trigger_tasks(len(batch))
+            submitted = level
+            ex.get_event_buffer()
+            assert len(ex.running) == level
+            samples = []
+            for _ in range(500):
+                t0 = time.perf_counter()
+                ex.sync()
+                samples.append((time.perf_counter() - t0) * 1e6)
+            rows.append((level, statistics.median(samples), max(samples)))
+            assert not any(s in TERMINAL for s, _ in ex.get_event_buffer().values())
+        ex.terminate()
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=1000, help="attempts per measurement")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--skip-sync", action="store_true")
+    args = parser.parse_args()
+    os.environ.setdefault("AIRDASK_HOME", tempfile.mkdtemp(prefix="airdask-bench-"))
+    config = load_config()
+    cloudpickle.register_pickle_by_value(runner)
+
+    from distributed import Client, LocalCluster
+
+    n = args.tasks
+    print(f"LocalCluster: {args.workers} process workers x {args.threads} threads, {n} tasks")
+    with (
+        LocalCluster(
+            n_workers=args.workers,
+            threads_per_worker=args.threads,
+            processes=True,
+            dashboard_address=None,
+        ) as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
+        # warm up imports and the by-value runner on every worker
+        raw_same_work(client, "warm", 50, ["true"])
+        for label, command, bare in (
+            ("argv true", ["true"], bare_true),
+            ("no-op PythonCommand", PythonCommand(noop), bare_noop),
+        ):
+            tag = label.split()[0].replace("-", "")
+            ex_rate = through_executor(client, config, tag, n, command)
+            raw_rate = raw_same_work(client, tag, n, command)
+            bare_rate = raw_bare(client, n, bare)
+            print(
+                f"{label:22s} executor {ex_rate:7.0f}/s | raw client.map same work "
+                f"{raw_rate:7.0f}/s | ratio {ex_rate / raw_rate:4.2f} | raw bare "
+                f"{bare_rate:7.0f}/s (ratio {ex_rate / bare_rate:4.2f})"
+            )
+    if not args.skip_sync:
+        print("sync() with attempts in flight and none finished (worker-less cluster):")
+        for level, median, worst in sync_cost(config, [10_000, 50_000, 100_000]):
+            print(f"  {level:>7,d} in flight: median {median:7.1f} µs, max {worst:8.1f} µs")
+
+
+if __name__ == "__main__":
+    main()
