@@ -11,7 +11,9 @@ import asyncio
 import base64
 import contextlib
 import json
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -99,6 +101,9 @@ class Browser:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            # Its own process group: Debian's `chromium` is a wrapper script, and the browser
+            # and its helpers must all go when the test ends.
+            start_new_session=True,
         )
         port_file = profile / "DevToolsActivePort"
         deadline = time.monotonic() + 30
@@ -140,16 +145,29 @@ class Browser:
                     self.send("Browser.close", session=False)
                 self._ws.close()
         finally:
-            if self._proc is not None and self._proc.poll() is None:
-                self._proc.terminate()
-                try:
-                    self._proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    self._proc.kill()
-                    self._proc.wait(10)
+            if self._proc is not None:
+                self._end_group(self._proc)
             self._loop.close()
             shutil.rmtree(self._profile.name, ignore_errors=True)
             self._profile.cleanup()
+
+    @staticmethod
+    def _end_group(proc: subprocess.Popen[bytes]) -> None:
+        """SIGTERM the browser's process group, SIGKILL it if still there after 10 s."""
+        pgid = proc.pid
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(pgid, sig)
+            except ProcessLookupError:
+                return
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                proc.poll()  # reap the leader: a zombie would still count as the group
+                try:
+                    os.killpg(pgid, 0)
+                except ProcessLookupError:
+                    return
+                time.sleep(0.05)
 
     def send(self, method: str, params: dict[str, Any] | None = None, session: bool = True) -> Any:
         """One DevTools command; returns its result, raises :class:`BrowserError` on error."""
