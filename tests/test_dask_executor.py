@@ -349,3 +349,32 @@ def test_cli_info_lists_workers_and_resources(
 def test_cli_group_is_offered_by_the_executor() -> None:
     names = [c.name for c in DaskExecutor.get_cli_commands()]
     assert names == ["dask"]
+
+
+def test_cli_worker_joins_with_pool_resources(home: Path, config: Config, tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+
+    from distributed import Client
+
+    store = Store.from_config(config)
+    init_db(store)
+    with store.session() as session:
+        session.add(Pool(name="io_pool", slots=2))
+    store.dispose()
+    with external_cluster(tmp_path) as cl:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "airdask", "dask", "worker", cl.address,
+             "--nthreads", "1", "--no-nanny", "--host", "127.0.0.1"],
+            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            with Client(cl.address, set_as_default=False) as client:
+                client.wait_for_workers(1, timeout=60)
+                workers = client.scheduler_info(n_workers=-1)["workers"]
+                assert [w["resources"] for w in workers.values()] == [{"io_pool": 2.0}]
+                assert [w["nthreads"] for w in workers.values()] == [1]
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)

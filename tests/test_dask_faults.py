@@ -133,6 +133,8 @@ def test_stuck_task_on_a_vanished_resource_is_cleaned_up(config: Config, tmp_pat
         )
         ex.heartbeat()
         assert stuck.key not in ex.get_event_buffer()
+        messages, _ = ex.get_task_log(first, 1)  # its worker is gone, its log is not
+        assert messages[0].startswith("log file")
         ex.end()
 
 

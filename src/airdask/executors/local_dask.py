@@ -66,7 +66,9 @@ class LocalDaskExecutor(BaseExecutor):
             if entry is not None:
                 _, priority, _, ti = entry
                 self.dask_executor.remember_task(key, priority, ti.pool, ti.pool_slots)
-        super()._process_tasks(task_tuples)
+        with self.dask_executor.batch():
+            super()._process_tasks(task_tuples)
+        self._move_events()
 
     def execute_async(
         self,
@@ -84,7 +86,6 @@ class LocalDaskExecutor(BaseExecutor):
         except Exception:
             child.running.discard(key)
             raise
-        self._move_events()
 
     def sync(self) -> None:
         for child in self.children:
