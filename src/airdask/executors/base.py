@@ -146,6 +146,27 @@ class BaseExecutor:
             f"queued={len(self.queued_tasks)} running={len(self.running)}>"
         )
 
+    def _html_fields(self) -> dict[str, Any]:
+        """Keyword arguments for :func:`airdask.dashboard.html.executor_html` (status,
+        dashboard_link, scheduler_address, workers, resources, counts); subclasses may extend
+        the dict. The base fills in what every executor knows."""
+        counts = {"queued": len(self.queued_tasks), "running": len(self.running)}
+        for state, _ in self.event_buffer.values():  # outcomes not yet handed over
+            name = state.value if state is not None else "none"
+            counts[name] = counts.get(name, 0) + 1
+        busy = len(self.running) + len(self.queued_tasks)
+        return {
+            "status": f"busy ({busy} attempts)" if busy else "idle",
+            "dashboard_link": getattr(self, "dashboard_link", None),
+            "counts": counts,
+        }
+
+    def _repr_html_(self) -> str:
+        """Jupyter's rich display, as a ``distributed.Client`` has one."""
+        from airdask.dashboard.html import executor_html
+
+        return executor_html(name=type(self).__name__, **self._html_fields())
+
     # ---- the part the scheduler drives; do not override ------------------------------
 
     def start(self) -> None:
