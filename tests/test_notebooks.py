@@ -15,6 +15,17 @@ from nbclient import NotebookClient
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
 KERNEL = "python3"
+#: Text each executed notebook must show (in its printed or displayed outputs): what the
+#: notebook is about actually happened, not merely "no cell raised".
+EXPECTED = {
+    "01-quickstart": [
+        "Dask dashboard: http://",  # the dashboard link
+        "DAG run quickstart",  # the run's rich HTML table
+        "part 2: transformed 2000 rows",  # one task's log
+    ],
+    "02-pools-and-resources": ["gpu pool respected", "gpu-worker"],
+    "03-write-your-own-executor": ["exit code 3: oops", "<b>InlineExecutor</b>"],
+}
 
 
 @pytest.fixture(scope="session")
@@ -72,6 +83,14 @@ def test_notebook_runs_top_to_bottom(
         if out.output_type == "error"
     ]
     assert not errors
+    shown = "\n".join(
+        str(out.get("text", "")) + "".join(str(v) for v in out.get("data", {}).values())
+        for cell in nb.cells
+        if cell.cell_type == "code"
+        for out in cell.outputs
+    )
+    missing = [text for text in EXPECTED[path.stem] if text not in shown]
+    assert not missing, f"{path.name} did not show {missing}"
     assert elapsed < 180, f"{path.name} took {elapsed:.0f} s"
     # The notebook used the test's AIRDASK_HOME, not the reader's.
     assert (home / "airdask.db").exists()
