@@ -186,8 +186,9 @@ def test_install_without_a_dashboard_says_so() -> None:
         LocalCluster(
             n_workers=0,
             processes=True,
-            dashboard_address=None,
-            scheduler_kwargs={"dashboard": False},
+            dashboard_address="127.0.0.1:0",
+            # The HTTP server still starts (on a random port); no Bokeh dashboard in it.
+            scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
         ) as cluster,
         Client(cluster) as c,
     ):
