@@ -24,7 +24,12 @@ from distributed.utils import key_split
 
 from airdask.commands import dask_key
 from airdask.dashboard import preload
-from airdask.dashboard.summary import SummaryPublisher, publish_summary, read_summary
+from airdask.dashboard.summary import (
+    SummaryPublisher,
+    dask_client_of,
+    publish_summary,
+    read_summary,
+)
 from airdask.state import TaskInstanceKey
 from airdask.store import Store, init_db
 from proc_support import wait_for
@@ -125,6 +130,27 @@ def test_publisher_sends_real_summaries_and_survives_a_closed_client(
     assert publisher.maybe_publish(store.session, client) is True
     assert client.run_on_scheduler(read_summary)["seq"] == 2
     store.dispose()
+
+
+def test_dask_client_of_finds_the_executors_client(client: Client, tmp_path: Path) -> None:
+    from airdask.config import load_config
+    from airdask.executors import load_executor
+
+    config = load_config({"AIRDASK_HOME": str(tmp_path)})
+    dask = load_executor("DaskExecutor", config=config, client=client)
+    assert dask_client_of(dask) is None  # not started
+    dask.start()
+    try:
+        assert dask_client_of(dask) is client
+    finally:
+        dask.end()
+    both = load_executor("LocalDaskExecutor", config=config, client=client)
+    both.start()
+    try:
+        assert dask_client_of(both) is client
+    finally:
+        both.end()
+    assert dask_client_of(load_executor("SequentialExecutor", config=config)) is None
 
 
 def _start_dask_scheduler(folder: Path, *extra: str) -> tuple[subprocess.Popen[bytes], Path]:

@@ -148,6 +148,23 @@ def read_summary(dask_scheduler: Any) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+def dask_client_of(executor: Any) -> Any | None:
+    """The ``distributed.Client`` an executor runs on, or None: its ``client`` (DaskExecutor,
+    once started), else that of one of its ``children`` (LocalDaskExecutor). Duck-typed, so
+    the dashboard imports no executor."""
+    try:
+        client = executor.client
+    except (AttributeError, RuntimeError):  # no Dask, or not started yet
+        client = None
+    if client is not None:
+        return client
+    for child in getattr(executor, "children", ()):
+        found = dask_client_of(child)
+        if found is not None:
+            return found
+    return None
+
+
 class SummaryPublisher:
     """Publishes a fresh summary at most every ``interval`` seconds; for a scheduler loop.
 
