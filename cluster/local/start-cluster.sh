@@ -123,7 +123,9 @@ case "$address" in "$protocol://"*) ;; *) die "unexpected scheduler address '$ad
 worker_args=(--nthreads "$nthreads" --nworkers 1 --dashboard-address "$host:0" --host "$host")
 [ -z "$resources" ] || worker_args+=(--resources "$resources")
 for i in $(seq 1 "$workers"); do
-    launch "worker-$i" env "${worker_env[@]}" airdask dask worker "$address" \
+    # INFO logging: the "Registered to:" line below is how this script knows a worker is up.
+    launch "worker-$i" env "${worker_env[@]}" DASK_DISTRIBUTED__LOGGING__DISTRIBUTED=info \
+        airdask dask worker "$address" \
         --name "worker-$i" "${worker_args[@]}"
 done
 
