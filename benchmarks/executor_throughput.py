@@ -20,6 +20,7 @@ import argparse
 import os
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from typing import Any
@@ -101,34 +102,49 @@ def raw_bare(client: Any, n: int, func: Any) -> float:
     return n / elapsed
 
 
-def sync_cost(config: Any, levels: list[int]) -> list[tuple[int, float, float]]:
-    """Median and max µs of sync() with ``level`` attempts in flight on a worker-less cluster."""
-    from distributed import Client, LocalCluster
+def sync_cost(config: Any, levels: list[int]) -> list[tuple[int, float, float, float]]:
+    """Median and max µs of sync() with ``level`` attempts in flight, on a ``dask scheduler``
+    subprocess that has no worker (so none can finish), and the submit time per attempt."""
+    from distributed import Client
 
+    folder = tempfile.mkdtemp(prefix="airdask-bench-sched-")
+    sched_file = os.path.join(folder, "scheduler.json")
+    scheduler = subprocess.Popen(
+        [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+         "--port", "0", "--no-dashboard", "--scheduler-file", sched_file],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
     rows = []
-    with (
-        LocalCluster(n_workers=0, processes=True, dashboard_address=None) as cluster,
-        Client(cluster, set_as_default=False) as client,
-    ):
-        ex = DaskExecutor(client=client, config=config, parallelism=0)
-        ex.start()
-        submitted = 0
-        for level in levels:
-            batch = tis(f"sync{level}-", level - submitted)
-            for ti in batch:
-                ex.queue_command(ti, ["true"])
-            ex.trigger_tasks(len(batch))
-            submitted = level
-            ex.get_event_buffer()
-            assert len(ex.running) == level
-            samples = []
-            for _ in range(500):
+    try:
+        deadline = time.monotonic() + 60
+        while not (os.path.exists(sched_file) and os.path.getsize(sched_file)):
+            if time.monotonic() > deadline:
+                raise SystemExit("dask scheduler did not start")
+            time.sleep(0.05)
+        with Client(scheduler_file=sched_file, set_as_default=False) as client:
+            ex = DaskExecutor(client=client, config=config, parallelism=0)
+            ex.start()
+            submitted = 0
+            for level in levels:
+                batch = tis(f"sync{level}-", level - submitted)
                 t0 = time.perf_counter()
-                ex.sync()
-                samples.append((time.perf_counter() - t0) * 1e6)
-            rows.append((level, statistics.median(samples), max(samples)))
-            assert not any(s in TERMINAL for s, _ in ex.get_event_buffer().values())
-        ex.terminate()
+                for ti in batch:
+                    ex.queue_command(ti, ["true"])
+                ex.trigger_tasks(len(batch))
+                per_task_us = (time.perf_counter() - t0) / len(batch) * 1e6
+                submitted = level
+                assert len(ex.running) == level
+                assert not any(s in TERMINAL for s, _ in ex.get_event_buffer().values())
+                samples = []
+                for _ in range(500):
+                    t1 = time.perf_counter()
+                    ex.sync()
+                    samples.append((time.perf_counter() - t1) * 1e6)
+                assert not ex.event_buffer  # nothing finished
+                rows.append((level, statistics.median(samples), max(samples), per_task_us))
+    finally:
+        scheduler.kill()
+        scheduler.wait(10)
     return rows
 
 
@@ -173,8 +189,11 @@ def main() -> None:
             )
     if not args.skip_sync:
         print("sync() with attempts in flight and none finished (worker-less cluster):")
-        for level, median, worst in sync_cost(config, [10_000, 50_000, 100_000]):
-            print(f"  {level:>7,d} in flight: median {median:7.1f} µs, max {worst:8.1f} µs")
+        for level, median, worst, submit in sync_cost(config, [10_000, 50_000, 100_000]):
+            print(
+                f"  {level:>7,d} in flight: median {median:7.1f} µs, max {worst:8.1f} µs "
+                f"(queue_command + trigger_tasks: {submit:5.0f} µs per attempt)"
+            )
 
 
 if __name__ == "__main__":

@@ -65,6 +65,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DATASET_PREFIX = "airdask/"
+#: Most attempts per ``client.map`` message (keeps each graph message around 1 MB).
+SUBMIT_CHUNK = 1000
 
 
 def shipped(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -268,8 +270,13 @@ class DaskExecutor(BaseExecutor):
         for item in pending:
             group = (item.priority, tuple(sorted((item.resources or {}).items())))
             groups.setdefault(group, []).append(item)
+        chunks = [
+            (group, items[i : i + SUBMIT_CHUNK])
+            for group, items in groups.items()
+            for i in range(0, len(items), SUBMIT_CHUNK)
+        ]
         published: dict[str, Any] = {}
-        for (priority, resources), items in groups.items():
+        for (priority, resources), items in chunks:
             try:
                 futures = self.client.map(
                     self._run_task,
