@@ -46,14 +46,17 @@ def _scheduler_state(client: Any, name: str) -> str | None:
 
 
 @pytest.mark.timeout(120)
-def test_worker_sigkilled_mid_task_leaves_no_orphan(config: Config, tmp_path: Path) -> None:
+@pytest.mark.parametrize("allowed_failures", [0, 1])
+def test_worker_sigkilled_mid_task_leaves_no_orphan(
+    config: Config, tmp_path: Path, allowed_failures: int
+) -> None:
     pids, marker, runs = tmp_path / "pids", tmp_path / "marker", tmp_path / "runs"
     script = (
         f"echo run >> {runs}; "
         f"if [ -e {marker} ]; then echo second-run; exit 0; fi; touch {marker}; "
         f"sleep 60 & echo $! >> {pids}; echo $$ >> {pids}; wait"
     )
-    with local_cluster(n_workers=2, threads=1, allowed_failures=1) as cluster:
+    with local_cluster(n_workers=2, threads=1, allowed_failures=allowed_failures) as cluster:
         ex = DaskExecutor(cluster.scheduler_address, config=config)
         ex.start()
         ti = make_ti("victim")
@@ -71,11 +74,16 @@ def test_worker_sigkilled_mid_task_leaves_no_orphan(config: Config, tmp_path: Pa
         # The reaper kills the command's whole process group when its worker dies.
         wait_for(lambda: not any(map(pid_alive, read_pids(pids))), timeout=15, what="no orphan")
         state, info = drain(ex, [ti.key], timeout=60)[ti.key]
-        # Dask reran it once (allowed-failures=1); the rerun ran to its end exactly once.
-        assert state is S.SUCCESS, info
-        assert runs.read_text().count("run") == 2
-        _, lines = ex.get_task_log(ti, 1)
-        assert "second-run" in lines
+        if allowed_failures == 0:
+            assert state is S.FAILED and info.kind == "worker_died", info
+            assert "KilledWorker" in str(info)
+            assert runs.read_text().count("run") == 1
+        else:
+            # Dask reran it once; the rerun ran to its end exactly once.
+            assert state is S.SUCCESS, info
+            assert runs.read_text().count("run") == 2
+            _, lines = ex.get_task_log(ti, 1)
+            assert "second-run" in lines
         ex.end()
 
 
