@@ -248,3 +248,21 @@ def test_task_stream_and_progress_name_tasks_dag_dot_task(client: Client) -> Non
     prefixes = client.run_on_scheduler(lambda dask_scheduler: sorted(dask_scheduler.task_prefixes))
     assert expected <= set(prefixes)
     del futures
+
+
+def test_the_scheduler_loop_publishes_its_summary(client: Client, config: Any) -> None:
+    """No hand-driven publisher: a DAG run through the scheduler leaves its final state on
+    the Dask scheduler, where the airdask page reads it."""
+    from airdask.api import run_dag
+    from airdask.dag import DAG, BashTask
+    from airdask.executors.dask import DaskExecutor
+
+    with DAG("published") as dag:
+        BashTask("a", "true") >> BashTask("b", "true")
+    result = run_dag(dag, executor=DaskExecutor(client=client, config=config), timeout=120)
+    assert result.state == "success"
+    summary = client.run_on_scheduler(read_summary)
+    assert summary is not None
+    assert summary["runs"] == {"success": 1}
+    assert summary["states"] == {"success": 2}
+    assert {e["task_id"] for e in summary["events"] if e["dag_id"] == "published"} >= {"a", "b"}

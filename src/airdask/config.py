@@ -94,6 +94,9 @@ OPTIONS: dict[str, dict[str, Option]] = {
         "task_queued_timeout": Option(
             float, "600", "Seconds a task instance may stay queued before it is revoked."
         ),
+        "dashboard_summary_interval": Option(
+            float, "2", "Seconds between summaries published to the airdask dashboard page."
+        ),
         "num_stuck_in_queued_retries": Option(
             int, "2", "Times a stuck-in-queued task instance is rescheduled before it fails."
         ),

@@ -207,6 +207,9 @@ class SummaryPublisher:
                 return False
             self._last = now
             try:
+                status = getattr(client, "status", "running")
+                if status != "running":  # a round trip to a lost scheduler would stall us
+                    raise ConnectionError(f"the Dask client is {status}")
                 with session_factory() as session:
                     summary = build_summary(session, max_events=self.max_events)
                 summary["seq"] = self.seq + 1

@@ -38,6 +38,7 @@ from sqlalchemy.orm import Session
 from airdask.config import Config
 from airdask.dag import DAG
 from airdask.dagbag import load_dag
+from airdask.dashboard.summary import SummaryPublisher, dask_client_of
 from airdask.executors.base import BaseExecutor
 from airdask.executors.events import EventInfo
 from airdask.scheduler import recovery
@@ -115,6 +116,9 @@ class SchedulerJob:
         self.stuck_retries = int(config.get(sched, "num_stuck_in_queued_retries"))
         self.loop_interval = float(config.get(sched, "loop_interval"))
         self.dags_folder = str(config.get("core", "dags_folder"))
+        self.summary_publisher = SummaryPublisher(
+            interval=float(config.get(sched, "dashboard_summary_interval"))
+        )
 
     # ---- lifecycle ---------------------------------------------------------------------
 
@@ -150,6 +154,8 @@ class SchedulerJob:
     def stop(self, *, state: str = "success") -> None:
         """``executor.end()`` (waits for running attempts), persist their outcomes, mark the
         Job row finished."""
+        # Before end(): an embedded cluster (and its dashboard) closes with the executor.
+        self._publish_summary(force=True)
         try:
             self.executor.end()
         except NotImplementedError:
@@ -252,7 +258,14 @@ class SchedulerJob:
         self._run_callbacks()
         self._heartbeat_job()
         self._recover()
+        self._publish_summary()
         return result
+
+    def _publish_summary(self, *, force: bool = False) -> None:
+        """Feed the airdask page of the Dask dashboard (a no-op without a Dask client)."""
+        self.summary_publisher.maybe_publish(
+            self.store.session, dask_client_of(self.executor), force=force
+        )
 
     def _take_dirty(self) -> set[RunKey]:
         dirty, self.dirty = self.dirty, set()
