@@ -40,6 +40,21 @@ LIVE = (S.QUEUED.value, S.RUNNING.value)
 CHUNK = 400
 
 
+def add_ti_log(session: Session, ti: TaskInstance, event: str, extra: str | None) -> None:
+    """Add one Log row about ``ti``'s current try (the single-row twin of :class:`LogRows`)."""
+    session.add(
+        Log(
+            event=event,
+            dag_id=ti.dag_id,
+            task_id=ti.task_id,
+            run_id=ti.run_id,
+            map_index=ti.map_index,
+            try_number=ti.try_number,
+            extra=extra,
+        )
+    )
+
+
 def set_state(ti: TaskInstance, new: TaskInstanceState | None) -> None:
     """Change a TI's state through the transition table (raises on a forbidden change)."""
     check_transition(ti.ti_state, new)

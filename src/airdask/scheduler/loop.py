@@ -43,7 +43,7 @@ from airdask.executors.base import BaseExecutor
 from airdask.executors.events import EventInfo
 from airdask.scheduler import recovery
 from airdask.scheduler.callbacks import CallbackSink, TaskCallbackRequest
-from airdask.scheduler.events import Outcomes, apply_events, set_state
+from airdask.scheduler.events import Outcomes, add_ti_log, apply_events, set_state
 from airdask.scheduler.ready import evaluate_run, queue_ready
 from airdask.scheduler.runs import fail_run, finish_runs, start_run
 from airdask.state import DagRunState, TaskInstanceKey, TaskInstanceState
@@ -366,16 +366,7 @@ class SchedulerJob:
                 reason = f"cannot build the command: {type(exc).__name__}: {exc}"
         set_state(ti, S.FAILED)
         ti.end_date, ti.reason = now, reason
-        session.add(
-            Log(
-                event="failed",
-                dag_id=ti.dag_id,
-                task_id=ti.task_id,
-                run_id=ti.run_id,
-                try_number=ti.try_number,
-                extra=reason,
-            )
-        )
+        add_ti_log(session, ti, "failed", reason)
         self.dirty.add((ti.dag_id, ti.run_id))
         return None
 

@@ -23,7 +23,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from airdask.executors.base import BaseExecutor, NotSupportedError
-from airdask.scheduler.events import set_state
+from airdask.scheduler.events import add_ti_log, set_state
 from airdask.state import DagRunState, TaskInstanceState
 from airdask.store.models import DagRun, Job, Log, TaskInstance, utcnow
 
@@ -40,20 +40,6 @@ class RecoveryReport:
     rescheduled: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     runs: set[tuple[str, str]] = field(default_factory=set)
-
-
-def _log(session: Session, ti: TaskInstance, event: str, extra: str) -> None:
-    session.add(
-        Log(
-            event=event,
-            dag_id=ti.dag_id,
-            task_id=ti.task_id,
-            run_id=ti.run_id,
-            map_index=ti.map_index,
-            try_number=ti.try_number,
-            extra=extra,
-        )
-    )
 
 
 def mark_dead_jobs(session: Session, *, job_id: int, threshold: float, now: datetime) -> list[int]:
@@ -133,9 +119,11 @@ def adopt_or_reset_orphans(
             old = ti.queued_by_job_id
             ti.queued_by_job_id = job_id
             report.adopted.append(str(ti.key))
-            _log(session, ti, "adopted", f"from scheduler job {old} by job {job_id}")
+            add_ti_log(session, ti, "adopted", f"from scheduler job {old} by job {job_id}")
             continue
-        _log(session, ti, "orphan_reset", f"was {ti.state} (job {ti.queued_by_job_id}); reset")
+        add_ti_log(
+            session, ti, "orphan_reset", f"was {ti.state} (job {ti.queued_by_job_id}); reset"
+        )
         set_state(ti, None)
         ti.max_tries += 1
         ti.queued_dttm = None
@@ -192,7 +180,7 @@ def handle_stuck_queued(
             ti.end_date = now
             ti.reason = f"{what}, {ti.stuck_in_queued_count} times; giving up"
             report.failed.append(str(ti.key))
-            _log(session, ti, "stuck_in_queued_failed", ti.reason)
+            add_ti_log(session, ti, "stuck_in_queued_failed", ti.reason)
         else:
             set_state(ti, S.SCHEDULED)
             ti.max_tries += 1
@@ -200,5 +188,5 @@ def handle_stuck_queued(
             ti.external_executor_id = None
             ti.reason = f"{what}: revoked and rescheduled ({ti.stuck_in_queued_count})"
             report.rescheduled.append(str(ti.key))
-            _log(session, ti, "stuck_in_queued_rescheduled", ti.reason)
+            add_ti_log(session, ti, "stuck_in_queued_rescheduled", ti.reason)
     return report
