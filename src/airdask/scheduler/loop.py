@@ -36,7 +36,7 @@ from sqlalchemy import false, or_, select, update
 from sqlalchemy.orm import Session
 
 from airdask.config import Config
-from airdask.dag import DAG
+from airdask.dag import DAG, BaseTask
 from airdask.dagbag import load_dag
 from airdask.dashboard.summary import SummaryPublisher, dask_client_of
 from airdask.executors.base import BaseExecutor
@@ -390,18 +390,22 @@ class SchedulerJob:
             self._send_callbacks(session, outcomes)
         return len(events)
 
-    def _retry_delay(self, ti: TaskInstance) -> float:
+    def _task_of(self, ti: TaskInstance) -> BaseTask | None:
+        """``ti``'s task in a DAG already loaded, or None (DAG not loaded, task removed)."""
         dag = self.dags.get(ti.dag_id)
         if dag is None or not dag.has_task(ti.task_id):
-            return 0.0
-        return dag.get_task(ti.task_id).retry_delay or 0.0
+            return None
+        return dag.get_task(ti.task_id)
+
+    def _retry_delay(self, ti: TaskInstance) -> float:
+        task = self._task_of(ti)
+        return (task.retry_delay or 0.0) if task is not None else 0.0
 
     def _send_callbacks(self, session: Session, outcomes: Outcomes) -> None:
         for ti in outcomes.finished:
-            dag = self.dags.get(ti.dag_id)
-            if dag is None or not dag.has_task(ti.task_id):
+            task = self._task_of(ti)
+            if task is None:
                 continue
-            task = dag.get_task(ti.task_id)
             wanted = task.on_success_callback if ti.state == "success" else task.on_failure_callback
             if wanted is None:
                 continue
