@@ -295,7 +295,7 @@ def test_edited_dag_file_is_reloaded(store: Store, config: Config) -> None:
     path.write_text(body + "    BashTask('b', 'true')\n")
     stat = path.stat()
     os.utime(path, (stat.st_atime, stat.st_mtime + 5))
-    job._last_dag_refresh = 0.0
+    job.dag_cache.refresh(every=0.0)
     second = run_to_end()
     job.stop()
     assert set(tis_of(store, "edit", first)) == {"a"}

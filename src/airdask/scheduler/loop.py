@@ -37,12 +37,12 @@ from sqlalchemy.orm import Session
 
 from airdask.config import Config
 from airdask.dag import DAG, BaseTask
-from airdask.dagbag import load_dag
 from airdask.dashboard.summary import SummaryPublisher, dask_client_of
 from airdask.executors.base import BaseExecutor
 from airdask.executors.events import EventInfo
 from airdask.scheduler import recovery
 from airdask.scheduler.callbacks import CallbackSink, TaskCallbackRequest
+from airdask.scheduler.dagcache import DagCache
 from airdask.scheduler.events import Outcomes, add_ti_log, apply_events, set_state
 from airdask.scheduler.ready import evaluate_run, queue_ready
 from airdask.scheduler.runs import fail_run, finish_runs, start_run
@@ -92,11 +92,9 @@ class SchedulerJob:
         self.executor = executor
         self.config = config
         self.run_filter = None if run_filter is None else list(run_filter)
-        self.dags: dict[str, DAG] = dict(dags or {})
-        self.dag_errors: dict[str, str] = {}
-        #: DAGs this job loaded itself, with their file's mtime: reloaded when it changes.
-        self._loaded: dict[str, tuple[str, float]] = {}
-        self._last_dag_refresh = time.monotonic()
+        self.dag_cache = DagCache(dags, dags_folder=str(config.get("core", "dags_folder")))
+        #: The cache's DAGs by id (the same dict).
+        self.dags = self.dag_cache.dags
         self.sink = CallbackSink()
         self.job_id: int | None = None
         #: Set when the caller already started the executor (``airdask run`` does, to
@@ -115,7 +113,6 @@ class SchedulerJob:
         self.queued_timeout = float(config.get(sched, "task_queued_timeout"))
         self.stuck_retries = int(config.get(sched, "num_stuck_in_queued_retries"))
         self.loop_interval = float(config.get(sched, "loop_interval"))
-        self.dags_folder = str(config.get("core", "dags_folder"))
         self.summary_publisher = SummaryPublisher(
             interval=float(config.get(sched, "dashboard_summary_interval"))
         )
@@ -240,7 +237,7 @@ class SchedulerJob:
 
     def run_once(self) -> PassResult:
         result = PassResult()
-        self.refresh_dags()
+        self.dag_cache.refresh()
         with self.store.session() as session:
             result.started_runs = self._start_queued_runs(session)
             evaluated = self._take_dirty()
@@ -282,47 +279,20 @@ class SchedulerJob:
         )
         return list(session.execute(stmt))
 
-    def dag_for(self, dag_id: str, dag_file: str | None = None) -> DAG | None:
-        """The DAG (cached); None when it cannot be loaded (the error is in dag_errors)."""
-        dag = self.dags.get(dag_id)
-        if dag is None and dag_id not in self.dag_errors:
-            try:
-                dag = load_dag(dag_id, dag_file=dag_file, dags_folder=self.dags_folder)
-            except LookupError as exc:
-                self.dag_errors[dag_id] = str(exc)
-                return None
-            self.dags[dag_id] = dag
-            if dag.fileloc:
-                self._loaded[dag_id] = (dag.fileloc, _mtime(dag.fileloc))
-        return dag
-
-    def refresh_dags(self, *, every: float = 1.0) -> None:
-        """Forget DAGs whose file changed, and load errors, so edits take effect."""
-        now = time.monotonic()
-        if now - self._last_dag_refresh < every:
-            return
-        self._last_dag_refresh = now
-        self.dag_errors.clear()
-        for dag_id, (path, mtime) in list(self._loaded.items()):
-            if _mtime(path) != mtime:
-                log.info("DAG file %s changed: reloading %s", path, dag_id)
-                del self._loaded[dag_id]
-                self.dags.pop(dag_id, None)
-
     def _dag_of_run(self, session: Session, dag_id: str, run_id: str) -> DAG | None:
         if dag_id in self.dags:
             return self.dags[dag_id]
         run = session.get(DagRun, (dag_id, run_id))
-        return self.dag_for(dag_id, run.dag_file if run is not None else None)
+        return self.dag_cache.get(dag_id, run.dag_file if run is not None else None)
 
     def _start_queued_runs(self, session: Session) -> int:
         runs = session.scalars(
             select(DagRun).where(DagRun.state == DagRunState.QUEUED.value, self._run_scope())
         ).all()
         for run in runs:
-            dag = self.dag_for(run.dag_id, run.dag_file)
+            dag = self.dag_cache.get(run.dag_id, run.dag_file)
             if dag is None:
-                fail_run(session, run, self.dag_errors[run.dag_id])
+                fail_run(session, run, self.dag_cache.errors[run.dag_id])
                 continue
             count = start_run(session, run, dag, job_id=self.job_id)
             log.info("started run %s of %s (%d task instances)", run.run_id, run.dag_id, count)
@@ -356,7 +326,7 @@ class SchedulerJob:
         dag = self._dag_of_run(session, ti.dag_id, ti.run_id)
         reason = None
         if dag is None:
-            reason = self.dag_errors.get(ti.dag_id, f"DAG {ti.dag_id!r} cannot be loaded")
+            reason = self.dag_cache.errors.get(ti.dag_id, f"DAG {ti.dag_id!r} cannot be loaded")
         elif not dag.has_task(ti.task_id):
             reason = f"task {ti.task_id!r} is no longer in DAG {ti.dag_id!r}"
         else:
@@ -481,13 +451,6 @@ class SchedulerJob:
                     max_reschedules=self.stuck_retries,
                 )
                 self.dirty |= report.runs
-
-
-def _mtime(path: str) -> float:
-    try:
-        return os.stat(path).st_mtime
-    except OSError:
-        return -1.0
 
 
 def _in_runs(model: Any, runs: Sequence[RunKey]) -> Any:
