@@ -30,7 +30,8 @@ import cloudpickle
 from airdask import PythonCommand, runner
 from airdask.commands import build_spec
 from airdask.config import load_config
-from airdask.executors.dask import DaskExecutor, shipped
+from airdask.executors.dask import DaskExecutor
+from airdask.executors.dask_remote import shipped
 from airdask.state import TaskInstanceState
 from airdask.store import TaskInstance
 

@@ -15,7 +15,8 @@ from click.testing import CliRunner
 from airdask import PythonCommand
 from airdask.commands import dask_key
 from airdask.config import Config
-from airdask.executors.dask import DaskExecutor, split_external_id
+from airdask.executors.dask import DaskExecutor
+from airdask.executors.dask_remote import split_external_id
 from airdask.executors.events import EventInfo
 from airdask.logs import log_path
 from airdask.state import TaskInstanceKey, TaskInstanceState

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import cloudpickle
@@ -46,15 +45,22 @@ from airdask.executors.dask_harvest import (
     LogWriter,
     classify_batch,
 )
+from airdask.executors.dask_remote import (
+    Pending,
+    chunked_groups,
+    processing_on,
+    publish,
+    shipped,
+    unpublish,
+)
 from airdask.executors.dask_routing import NoWorkerError, ResourceRouter
 from airdask.executors.dask_tracking import Tracker
 from airdask.executors.events import EventInfo, timestamp
 from airdask.logs import read_log
-from airdask.runner import TaskSpec
 from airdask.state import TaskInstanceKey, TaskInstanceState
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Sequence
+    from collections.abc import Iterator, Sequence
 
     import click
 
@@ -63,46 +69,6 @@ if TYPE_CHECKING:
     from airdask.store.models import TaskInstance
 
 log = logging.getLogger(__name__)
-
-DATASET_PREFIX = "airdask/"
-#: Most attempts per ``client.map`` message (keeps each graph message around 1 MB).
-SUBMIT_CHUNK = 1000
-
-
-def shipped(func: Callable[..., Any]) -> Callable[..., Any]:
-    """``func`` wrapped so that it reaches workers by value.
-
-    Dask serialises a task with plain ``pickle`` first, which would send an importable
-    function by reference (and a worker without airdask could not load it). A local
-    function cannot be pickled that way, so Dask falls back to cloudpickle, which ships the
-    wrapper and ``airdask.runner`` (registered with ``register_pickle_by_value``) by value.
-    """
-
-    def call(*args: Any, **kwargs: Any) -> Any:
-        return func(*args, **kwargs)
-
-    call.__name__ = func.__name__
-    return call
-
-
-@dataclass
-class _Pending:
-    key: TaskInstanceKey
-    spec: TaskSpec
-    priority: int
-    resources: dict[str, float] | None
-
-
-def dataset_name(key: str) -> str:
-    return DATASET_PREFIX + key
-
-
-def split_external_id(external_id: str | None) -> tuple[str, str] | None:
-    """``(scheduler id, dask key)`` from an external id this executor wrote, else None."""
-    if not external_id or "/" not in external_id:
-        return None
-    scheduler_id, _, key = external_id.partition("/")
-    return (scheduler_id, key) if scheduler_id and key else None
 
 
 class DaskExecutor(BaseExecutor):
@@ -147,7 +113,7 @@ class DaskExecutor(BaseExecutor):
         self._track = Tracker()
         self._logs = LogWriter(self.base_log_folder)
         self._meta: dict[TaskInstanceKey, tuple[int, str | None, int]] = {}
-        self._pending: list[_Pending] | None = None
+        self._pending: list[Pending] | None = None
         self.scheduler_id: str | None = None
 
     # ---- connection --------------------------------------------------------------------
@@ -259,24 +225,15 @@ class DaskExecutor(BaseExecutor):
             log.warning("cannot run %s: %s", key, exc)
             self.fail(key, EventInfo(str(exc), kind="no_worker"))
             return
-        item = _Pending(key, spec, priority, resources)
+        item = Pending(key, spec, priority, resources)
         if self._pending is None:
             self._submit([item])
         else:
             self._pending.append(item)
 
-    def _submit(self, pending: list[_Pending]) -> None:
-        groups: dict[tuple[int, tuple[tuple[str, float], ...]], list[_Pending]] = {}
-        for item in pending:
-            group = (item.priority, tuple(sorted((item.resources or {}).items())))
-            groups.setdefault(group, []).append(item)
-        chunks = [
-            (group, items[i : i + SUBMIT_CHUNK])
-            for group, items in groups.items()
-            for i in range(0, len(items), SUBMIT_CHUNK)
-        ]
+    def _submit(self, pending: list[Pending]) -> None:
         published: dict[str, Any] = {}
-        for (priority, resources), items in chunks:
+        for priority, resources, items in chunked_groups(pending):
             try:
                 futures = self.client.map(
                     self._run_task,
@@ -285,7 +242,7 @@ class DaskExecutor(BaseExecutor):
                     pure=False,
                     retries=0,
                     priority=priority,
-                    resources=dict(resources) or None,
+                    resources=resources,
                 )
             except Exception as exc:  # one failed group must not stop the others
                 log.warning("could not submit %d attempt(s): %s", len(items), exc)
@@ -308,26 +265,18 @@ class DaskExecutor(BaseExecutor):
         if self.adoptable:
             self._publish(published)
 
-    def _publish(self, futures: dict[str, Any]) -> None:
-        if not futures or not self._connected():
-            return
-        try:
-            self.client.publish_dataset({dataset_name(k): f for k, f in futures.items()})
-        except Exception as exc:  # adoption gets harder, running does not
-            log.warning("could not publish %d attempt(s) for adoption: %s", len(futures), exc)
-
     def _connected(self) -> bool:
         return self._conn is not None and self._conn.client.status == "running"
+
+    def _publish(self, futures: dict[str, Any]) -> None:
+        if futures and self._connected():
+            publish(self.client, futures)
 
     def _unpublish(self, keys: list[str]) -> None:
         # Without a scheduler there is nothing to remove, and the call would block until
         # the client's reconnect timeout.
-        if not keys or not self.adoptable or not self._connected():
-            return
-        try:
-            self.client.unpublish_dataset([dataset_name(k) for k in keys])
-        except Exception as exc:
-            log.warning("could not unpublish %d attempt(s): %s", len(keys), exc)
+        if keys and self.adoptable and self._connected():
+            unpublish(self.client, keys)
 
     # ---- harvesting --------------------------------------------------------------------
 
@@ -430,29 +379,11 @@ class DaskExecutor(BaseExecutor):
             log.debug("could not unsubscribe", exc_info=True)
         conn.close()
 
-    def _processing_on(self, names: list[str]) -> dict[str, str]:
-        """``{dask key: worker address}`` of those attempts that a worker is running."""
-        wanted = set(names)
-
-        def where(dask_scheduler: Any) -> dict[str, str]:
-            found = {}
-            for name in wanted:
-                ts = dask_scheduler.tasks.get(name)
-                if ts is not None and ts.processing_on is not None:
-                    found[name] = ts.processing_on.address
-            return found
-
-        try:
-            return dict(self.client.run_on_scheduler(where))
-        except Exception as exc:
-            log.warning("could not ask the Dask scheduler where tasks run: %s", exc)
-            return {}
-
     def _kill(self, names: list[str], reason: str) -> None:
         """Kill the process groups of running attempts, then cancel all of them."""
         if not names or not self._connected():
             return
-        for name, address in self._processing_on(names).items():
+        for name, address in processing_on(self.client, names).items():
             try:
                 self.client.run(self._kill_task, name, reason, workers=[address])
             except Exception as exc:

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 def adopt(executor: DaskExecutor, tis: Sequence[TaskInstance]) -> list[TaskInstance]:
     """Adopt what can be found; return the task instances that could not be."""
-    from airdask.executors.dask import dataset_name, split_external_id
+    from airdask.executors.dask_remote import dataset_name, split_external_id
 
     not_adopted: list[TaskInstance] = []
     candidates: list[tuple[TaskInstance, str]] = []

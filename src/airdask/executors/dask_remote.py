@@ -1,0 +1,105 @@
+"""What DaskExecutor sends to the cluster: the by-value wrapper for functions that run on
+workers, submission groups, the datasets that make attempts adoptable, and the scheduler
+query that finds where attempts run."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from airdask.runner import TaskSpec
+from airdask.state import TaskInstanceKey
+
+log = logging.getLogger(__name__)
+
+#: Each attempt's future is published as the dataset ``airdask/<dask key>``.
+DATASET_PREFIX = "airdask/"
+#: Most attempts per ``client.map`` message (keeps each graph message around 1 MB).
+SUBMIT_CHUNK = 1000
+
+
+def shipped(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``func`` wrapped so that it reaches workers by value.
+
+    Dask serialises a task with plain ``pickle`` first, which would send an importable
+    function by reference (and a worker without airdask could not load it). A local
+    function cannot be pickled that way, so Dask falls back to cloudpickle, which ships the
+    wrapper and ``airdask.runner`` (registered with ``register_pickle_by_value``) by value.
+    """
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return func(*args, **kwargs)
+
+    call.__name__ = func.__name__
+    return call
+
+
+@dataclass
+class Pending:
+    """An attempt accepted by ``execute_async`` and not yet handed to Dask."""
+
+    key: TaskInstanceKey
+    spec: TaskSpec
+    priority: int
+    resources: dict[str, float] | None
+
+
+def chunked_groups(
+    pending: list[Pending],
+) -> Iterator[tuple[int, dict[str, float] | None, list[Pending]]]:
+    """``(priority, resources, attempts)`` per ``client.map`` call, in submission order."""
+    groups: dict[tuple[int, tuple[tuple[str, float], ...]], list[Pending]] = {}
+    for item in pending:
+        group = (item.priority, tuple(sorted((item.resources or {}).items())))
+        groups.setdefault(group, []).append(item)
+    for (priority, resources), items in groups.items():
+        for start in range(0, len(items), SUBMIT_CHUNK):
+            yield priority, dict(resources) or None, items[start : start + SUBMIT_CHUNK]
+
+
+def dataset_name(key: str) -> str:
+    return DATASET_PREFIX + key
+
+
+def split_external_id(external_id: str | None) -> tuple[str, str] | None:
+    """``(scheduler id, dask key)`` from an external id DaskExecutor wrote, else None."""
+    if not external_id or "/" not in external_id:
+        return None
+    scheduler_id, _, key = external_id.partition("/")
+    return (scheduler_id, key) if scheduler_id and key else None
+
+
+def publish(client: Any, futures: dict[str, Any]) -> None:
+    """Publish attempts (one request) so that a new client can adopt them."""
+    try:
+        client.publish_dataset({dataset_name(k): f for k, f in futures.items()})
+    except Exception as exc:  # adoption gets harder, running does not
+        log.warning("could not publish %d attempt(s) for adoption: %s", len(futures), exc)
+
+
+def unpublish(client: Any, keys: list[str]) -> None:
+    try:
+        client.unpublish_dataset([dataset_name(k) for k in keys])
+    except Exception as exc:
+        log.warning("could not unpublish %d attempt(s): %s", len(keys), exc)
+
+
+def processing_on(client: Any, names: list[str]) -> dict[str, str]:
+    """``{dask key: worker address}`` of those attempts that a worker is running."""
+    wanted = set(names)
+
+    def where(dask_scheduler: Any) -> dict[str, str]:
+        found = {}
+        for name in wanted:
+            ts = dask_scheduler.tasks.get(name)
+            if ts is not None and ts.processing_on is not None:
+                found[name] = ts.processing_on.address
+        return found
+
+    try:
+        return dict(client.run_on_scheduler(where))
+    except Exception as exc:
+        log.warning("could not ask the Dask scheduler where tasks run: %s", exc)
+        return {}
