@@ -258,7 +258,8 @@ class BaseTask:
         self.task_id = task_id
         self.dag = dag
         self.retries = int(_pick(retries, d, "retries", 0))
-        delay: float | timedelta = _pick(retry_delay, d, "retry_delay", 300.0)  # type: ignore[assignment]
+        default_delay: float | timedelta = 300.0
+        delay = _pick(retry_delay, d, "retry_delay", default_delay)
         self.retry_delay = _seconds(delay, f"{where}: retry_delay")
         self.pool = str(_pick(pool, d, "pool", DEFAULT_POOL))
         self.pool_slots = int(_pick(pool_slots, d, "pool_slots", 1))
