@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from distributed import Client, LocalCluster
 
 from airdask.config import Config
 from airdask.executors import BaseExecutor
@@ -190,3 +191,27 @@ def local_dask_factory(
     return LocalDaskExecutor(
         cluster_address=cluster.scheduler_address, config=config, parallelism=parallelism
     )
+
+
+@contextlib.contextmanager
+def preloaded_dashboard_client(*, threads_per_worker: int) -> Iterator[Client]:
+    """A Client of a one-worker LocalCluster whose dashboard (random port) has the airdask
+    page (scheduler preload)."""
+    from airdask.dashboard import preload
+
+    with (
+        LocalCluster(
+            n_workers=1,
+            threads_per_worker=threads_per_worker,
+            processes=True,
+            dashboard_address="127.0.0.1:0",
+            scheduler_kwargs={"preload": [preload.PRELOAD]},
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+def dashboard_root(client: Client) -> str:
+    """``http://127.0.0.1:PORT`` of ``client``'s Dask dashboard."""
+    return f"http://127.0.0.1:{client.scheduler_info()['services']['dashboard']}"

@@ -32,6 +32,7 @@ from airdask.dashboard.summary import (
 )
 from airdask.state import TaskInstanceKey
 from airdask.store import Store, init_db
+from dask_support import dashboard_root, preloaded_dashboard_client
 from proc_support import wait_for
 
 BIN = Path(sys.executable).parent
@@ -45,23 +46,9 @@ def http_get(url: str) -> tuple[int, str]:
         return exc.code, ""
 
 
-def dashboard_root(client: Client) -> str:
-    port = client.scheduler_info()["services"]["dashboard"]
-    return f"http://127.0.0.1:{port}"
-
-
 @pytest.fixture(scope="module")
 def client() -> Iterator[Client]:
-    with (
-        LocalCluster(
-            n_workers=1,
-            threads_per_worker=2,
-            processes=True,
-            dashboard_address="127.0.0.1:0",
-            scheduler_kwargs={"preload": [preload.PRELOAD]},
-        ) as cluster,
-        Client(cluster) as c,
-    ):
+    with preloaded_dashboard_client(threads_per_worker=2) as c:
         yield c
 
 

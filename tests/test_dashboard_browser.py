@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from distributed import Client, LocalCluster
+from distributed import Client
 from sqlalchemy import select, update
 
 from airdask.config import Config
@@ -28,6 +28,7 @@ from airdask.scheduler.runs import create_run
 from airdask.store import DagRun, Log, Pool, Store, TaskInstance, init_db
 from browser_support import Browser, find_chromium
 from conftest import skip_or_fail
+from dask_support import dashboard_root, preloaded_dashboard_client
 from proc_support import wait_for
 
 pytestmark = pytest.mark.timeout(180)
@@ -45,21 +46,8 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[Client]:
-    with (
-        LocalCluster(
-            n_workers=1,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address="127.0.0.1:0",
-            scheduler_kwargs={"preload": [preload.PRELOAD]},
-        ) as cluster,
-        Client(cluster) as c,
-    ):
+    with preloaded_dashboard_client(threads_per_worker=1) as c:
         yield c
-
-
-def dashboard_root(client: Client) -> str:
-    return f"http://127.0.0.1:{client.scheduler_info()['services']['dashboard']}"
 
 
 def _lines(text: str) -> list[str]:
