@@ -5,6 +5,7 @@ airdask)."""
 from __future__ import annotations
 
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -254,9 +255,29 @@ def test_embedded_cluster_offers_the_pools_table(home: Path, config: Config) -> 
         assert drain(ex, [ti.key])[ti.key][0] is S.SUCCESS
         cluster = ex._conn.cluster if ex._conn else None
         assert cluster is not None
+        page = urllib.request.urlopen(f"{ex.dashboard_link.rsplit('/', 1)[0]}/airdask", timeout=30)
+        assert page.status == 200  # the embedded cluster installs the airdask page
     finally:
         ex.end()
     assert cluster.status.name == "closed"
+
+
+def test_a_notebooks_current_client_is_reused(client: Any, config: Config) -> None:
+    """With neither address nor client, the process's default Client (a notebook's) is
+    used rather than a new embedded cluster, and is left open."""
+    from distributed import Client
+
+    with Client(client.scheduler.address) as current:  # becomes the default client
+        ex = DaskExecutor(config=config)
+        ex.start()
+        assert ex.client is current and ex._conn is not None and ex._conn.cluster is None
+        ti = make_ti("t")
+        ex.queue_command(ti, ["true"])
+        assert drain(ex, [ti.key])[ti.key][0] is S.SUCCESS
+        ex.end()
+        assert current.status == "running"
+        opted_out = DaskExecutor(config=config, reuse_current_client=False)
+        assert opted_out.reuse_current_client is False
 
 
 @pytest.fixture(scope="module")

@@ -75,9 +75,12 @@ class DaskExecutor(BaseExecutor):
     """Runs attempts on a Dask cluster (attached by address, via a Client, or embedded).
 
     :param cluster_address: ``tcp://`` or ``tls://`` address; ``None`` reads
-        ``[dask] cluster_address``; empty means an embedded LocalCluster.
+        ``[dask] cluster_address``; empty means the current Client, else an embedded cluster.
     :param client: an existing ``distributed.Client`` to reuse (never closed by us).
     :param security: a ``distributed.Security``; ``None`` reads ``[dask] tls_*``.
+    :param reuse_current_client: with neither address nor client, use this process's
+        current ``distributed.Client`` if there is one (a notebook's) before starting an
+        embedded cluster.
     :param adoptable: publish each attempt so a new executor can adopt it after a crash
         (one extra scheduler round trip per heartbeat batch).
     :param resource_ttl: seconds the workers' resources are cached for routing.
@@ -93,6 +96,7 @@ class DaskExecutor(BaseExecutor):
         security: Any | None = None,
         parallelism: int | None = None,
         adoptable: bool = True,
+        reuse_current_client: bool = True,
         resource_ttl: float = 5.0,
         config: Config | None = None,
     ) -> None:
@@ -102,6 +106,7 @@ class DaskExecutor(BaseExecutor):
         self.cluster_address = cluster_address
         self.security = security if security is not None else security_from_config(self.config)
         self.adoptable = adoptable
+        self.reuse_current_client = reuse_current_client
         self.resource_ttl = resource_ttl
         self.pool_policy = str(self.config.get("dask", "pool_resources"))
         self.log_max_bytes = int(self.config.get("dask", "log_max_bytes"))
@@ -146,6 +151,7 @@ class DaskExecutor(BaseExecutor):
             address=self.cluster_address,
             client=self._given_client,
             security=self.security,
+            reuse_current_client=self.reuse_current_client,
         )
         client = self._conn.client
         self.scheduler_id = str(client.scheduler_info(n_workers=0)["id"])

@@ -99,13 +99,33 @@ def embedded_cluster(config: Config, *, resources: dict[str, float] | None = Non
             processes=True,
             dashboard_address=str(config.get("dask", "dashboard_address")) or None,
             resources=resources or None,
+            # A string, not an import: importing the preload loads Bokeh and adds the page.
+            scheduler_kwargs={"preload": ["airdask.dashboard.preload"]},
         )
 
 
+def current_client() -> Any | None:
+    """The running default ``distributed.Client`` of this process (a notebook's), or None."""
+    from distributed import Client
+
+    try:
+        found = Client.current(allow_global=True)  # type: ignore[no-untyped-call]
+    except ValueError:  # no client in this process
+        return None
+    return found if getattr(found, "status", None) == "running" else None
+
+
 def connect(
-    config: Config, *, address: str | None, client: Any | None, security: Any | None
+    config: Config,
+    *,
+    address: str | None,
+    client: Any | None,
+    security: Any | None,
+    reuse_current_client: bool = True,
 ) -> Connection:
-    """Reuse ``client``, else attach to ``address``, else start an embedded cluster."""
+    """Reuse ``client``, else attach to ``address``, else reuse the process's current Client
+    (the notebook case), else start an embedded cluster. Clients we did not create are
+    never closed by us."""
     if client is not None:
         return Connection(client, None, owns_client=False)
     from distributed import Client
@@ -116,6 +136,10 @@ def connect(
             return Connection(new, None, owns_client=True)
         except Exception as exc:
             raise DaskConnectError(f"cannot connect to Dask scheduler {address}: {exc}") from exc
+    current = current_client() if reuse_current_client else None
+    if current is not None:
+        log.info("reusing this process's Dask client (scheduler %s)", current.scheduler.address)
+        return Connection(current, None, owns_client=False)
     cluster = embedded_cluster(config)
     try:
         new = Client(cluster, set_as_default=False)  # type: ignore[no-untyped-call]
