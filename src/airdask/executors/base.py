@@ -54,6 +54,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from airdask.executors.events import EventInfo
 from airdask.state import TaskInstanceKey, TaskInstanceState
 
 if TYPE_CHECKING:
@@ -234,10 +235,9 @@ class BaseExecutor:
         A key that is queued while the executor still counts it as running (its previous
         report not yet harvested) stays queued for a while and is then dropped, as in Airflow.
         """
-        sorted_queue = self.order_queued_tasks_by_priority()
         task_tuples: list[TaskTuple] = []
-        for _ in range(min(max(open_slots, 0), len(self.queued_tasks))):
-            key, (command, _, queue, ti) = sorted_queue.pop(0)
+        first = self.order_queued_tasks_by_priority()[: max(open_slots, 0)]
+        for key, (command, _, queue, ti) in first:
             if key in self.running:
                 attempt = self.attempts.setdefault(key, RunningRetryAttemptType())
                 if attempt.can_try_again():
@@ -269,9 +269,7 @@ class BaseExecutor:
                 log.warning("could not start %s: %s", key, exc, exc_info=log.isEnabledFor(10))
                 self.fail(key, self._submit_error_info(exc))
 
-    def _submit_error_info(self, exc: Exception) -> Any:
-        from airdask.executors.events import EventInfo
-
+    def _submit_error_info(self, exc: Exception) -> EventInfo:
         return EventInfo(f"could not start: {type(exc).__name__}: {exc}", kind="submit_error")
 
     def change_state(
