@@ -30,11 +30,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import FrameType
-from typing import Any
 
-from sqlalchemy import false, or_, select, update
+from sqlalchemy import ColumnElement, false, or_, select, update
 from sqlalchemy.orm import Session
 
+from airdask.commands import Command
 from airdask.config import Config
 from airdask.dag import DAG, BaseTask
 from airdask.dashboard.summary import SummaryPublisher, dask_client_of
@@ -268,9 +268,9 @@ class SchedulerJob:
         dirty, self.dirty = self.dirty, set()
         return dirty
 
-    def _run_scope(self) -> Any:
+    def _run_scope(self) -> ColumnElement[bool]:
         if self.run_filter is not None:
-            return _in_runs(DagRun, self.run_filter)
+            return _in_runs(self.run_filter)
         return DagRun.scheduled_by_job_id.is_(None) | (DagRun.scheduled_by_job_id == self.job_id)
 
     def _running_runs(self, session: Session) -> list[RunKey]:
@@ -312,7 +312,7 @@ class SchedulerJob:
                 self.dirty.add((dag_id, run_id))
         return changed
 
-    def _queue_ready(self, session: Session) -> list[tuple[TaskInstance, Any]]:
+    def _queue_ready(self, session: Session) -> list[tuple[TaskInstance, Command]]:
         """Mark ready TIs QUEUED (next try) within every limit; return (ti, command)."""
         return queue_ready(
             session,
@@ -322,7 +322,7 @@ class SchedulerJob:
             command_for=self._command_for,
         )
 
-    def _command_for(self, session: Session, ti: TaskInstance, now: datetime) -> Any:
+    def _command_for(self, session: Session, ti: TaskInstance, now: datetime) -> Command | None:
         dag = self._dag_of_run(session, ti.dag_id, ti.run_id)
         reason = None
         if dag is None:
@@ -453,7 +453,7 @@ class SchedulerJob:
                 self.dirty |= report.runs
 
 
-def _in_runs(model: Any, runs: Sequence[RunKey]) -> Any:
+def _in_runs(runs: Sequence[RunKey]) -> ColumnElement[bool]:
     if not runs:
         return false()
-    return or_(*[(model.dag_id == d) & (model.run_id == r) for d, r in runs])
+    return or_(*[(DagRun.dag_id == d) & (DagRun.run_id == r) for d, r in runs])

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
+from airdask.commands import Command
 from airdask.dag import DAG
 from airdask.scheduler.events import LIVE, set_state, write_back
 from airdask.scheduler.pools import SlotBudget
@@ -24,7 +24,7 @@ from airdask.store.models import DagRun, Pool, TaskInstance, utcnow
 
 S = TaskInstanceState
 #: ``command_for(session, ti, now)``: the command, or None after failing the TI with a reason.
-CommandFor = Callable[[Session, TaskInstance, datetime], Any]
+CommandFor = Callable[[Session, TaskInstance, datetime], Command | None]
 
 
 def evaluate_run(session: Session, dag: DAG, run_id: str) -> tuple[int, bool]:
@@ -92,10 +92,10 @@ def queue_ready(
     session: Session,
     *,
     total: int,
-    scope: Any,
+    scope: ColumnElement[bool],
     job_id: int | None,
     command_for: CommandFor,
-) -> list[tuple[TaskInstance, Any]]:
+) -> list[tuple[TaskInstance, Command]]:
     """Mark up to ``total`` ready TIs of runs in ``scope`` QUEUED with the next try_number,
     within pool open slots, highest priority first; return them with their commands."""
     budget = SlotBudget(open_pool_slots(session), total=total)
@@ -117,7 +117,7 @@ def queue_ready(
     full = budget.full_pools()
     if full:
         stmt = stmt.where(TaskInstance.pool.not_in(full))
-    queued: list[tuple[TaskInstance, Any]] = []
+    queued: list[tuple[TaskInstance, Command]] = []
     for ti in session.scalars(stmt.limit(budget.total * 4)).all():
         if budget.exhausted:
             break
