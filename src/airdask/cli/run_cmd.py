@@ -20,7 +20,7 @@ from airdask.cli.sched_common import (
     ti_table,
 )
 from airdask.scheduler.loop import PassResult, SchedulerJob
-from airdask.scheduler.runs import RunError, create_run
+from airdask.scheduler.runs import create_run
 from airdask.state import DagRunState
 from airdask.store import DagRun, TaskInstance
 
@@ -57,7 +57,7 @@ def run_command(
                 session, dag, conf=conf, dag_file=dag_file, scheduled_by_job_id=job.job_id
             )
             run_id = run.run_id
-    except (RunError, Exception) as exc:
+    except Exception as exc:  # RunError and database errors alike: the job row ends failed
         job.stop(state="failed")
         raise CliError(str(exc)) from None
     job.run_filter = [(dag.dag_id, run_id)]
