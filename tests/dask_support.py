@@ -127,10 +127,6 @@ class ExternalCluster:
                 self.scheduler.wait(5)
 
 
-def wait_workers(client: object, count: int, timeout: float = 60) -> None:
-    client.wait_for_workers(count, timeout=timeout)  # type: ignore[attr-defined]
-
-
 @contextlib.contextmanager
 def external_cluster(folder: Path, **kwargs: object) -> Iterator[ExternalCluster]:
     cluster = ExternalCluster(folder)

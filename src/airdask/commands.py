@@ -83,12 +83,6 @@ def check_command(command: object) -> Command:
     )
 
 
-def describe(command: Command) -> str:
-    if isinstance(command, PythonCommand):
-        return repr(command)
-    return " ".join(command)
-
-
 def dask_key(key: TaskInstanceKey) -> str:
     """A deterministic, distinctive Dask key per attempt, grouped as ``dag_id.task_id``.
 

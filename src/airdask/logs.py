@@ -32,10 +32,3 @@ def read_log(base_log_folder: str | Path, key: TaskInstanceKey) -> tuple[list[st
     except FileNotFoundError:
         return [f"no log file at {path}"], []
     return [f"log file: {path}"], text.splitlines()
-
-
-def write_log(base_log_folder: str | Path, key: TaskInstanceKey, text: str) -> Path:
-    path = log_path(base_log_folder, key)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    return path

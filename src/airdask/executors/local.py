@@ -44,7 +44,6 @@ class _Worker:
     process: subprocess.Popen[bytes]
     conn: Connection
     key: TaskInstanceKey | None = None
-    spec_key: str | None = None
     started: float = field(default_factory=time.monotonic)
 
 
@@ -129,7 +128,7 @@ class LocalExecutor(BaseExecutor):
                 self._pending.appendleft((key, spec))
                 self._collect(timeout=0)
                 continue
-            worker.key, worker.spec_key, worker.started = key, spec["key"], time.monotonic()
+            worker.key, worker.started = key, time.monotonic()
 
     def _idle_worker(self) -> _Worker | None:
         """An idle pool worker, a new one while the pool is below ``parallelism``, or None."""
@@ -153,7 +152,7 @@ class LocalExecutor(BaseExecutor):
             except (EOFError, OSError):
                 self._worker_died(worker)
                 continue
-            key, worker.key, worker.spec_key = worker.key, None, None
+            key, worker.key = worker.key, None
             assert key is not None
             report_outcome(self, key, outcome)
             if self.parallelism == 0:
