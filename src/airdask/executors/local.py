@@ -14,9 +14,8 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import TYPE_CHECKING, Any
 
@@ -44,7 +43,6 @@ class _Worker:
     process: subprocess.Popen[bytes]
     conn: Connection
     key: TaskInstanceKey | None = None
-    started: float = field(default_factory=time.monotonic)
 
 
 def _join(process: subprocess.Popen[bytes], timeout: float) -> None:
@@ -128,7 +126,7 @@ class LocalExecutor(BaseExecutor):
                 self._pending.appendleft((key, spec))
                 self._collect(timeout=0)
                 continue
-            worker.key, worker.started = key, time.monotonic()
+            worker.key = key
 
     def _idle_worker(self) -> _Worker | None:
         """An idle pool worker, a new one while the pool is below ``parallelism``, or None."""
