@@ -24,8 +24,7 @@ from datetime import timedelta
 from typing import Any, TypeVar, Union
 
 from airdask.commands import Command, PythonCommand
-
-DEFAULT_POOL = "default_pool"
+from airdask.state import DEFAULT_POOL as DEFAULT_POOL
 
 #: Trigger rules: when a task may run, given its upstream tasks' states (Airflow's meaning).
 TRIGGER_RULES = (

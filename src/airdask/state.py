@@ -9,6 +9,9 @@ from __future__ import annotations
 from enum import Enum
 from typing import NamedTuple
 
+#: The pool every task is in unless it names another (Airflow's ``default_pool``).
+DEFAULT_POOL = "default_pool"
+
 
 class TaskInstanceKey(NamedTuple):
     """Identifies one attempt of one task instance (Airflow's ``TaskInstanceKey``)."""

@@ -6,10 +6,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import inspect, select, text
 
+from airdask.state import DEFAULT_POOL as DEFAULT_POOL
 from airdask.store.models import Base, Pool
 from airdask.store.session import Store
-
-DEFAULT_POOL = "default_pool"
 
 
 class DatabaseError(RuntimeError):

@@ -13,7 +13,7 @@ from sqlalchemy import JSON, DateTime, Float, ForeignKeyConstraint, Index, Integ
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-from airdask.state import DagRunState, TaskInstanceKey, TaskInstanceState
+from airdask.state import DEFAULT_POOL, DagRunState, TaskInstanceKey, TaskInstanceState
 
 
 def utcnow() -> datetime:
@@ -75,7 +75,7 @@ class TaskInstance(Base):
     try_number: Mapped[int] = mapped_column(Integer, default=0)
     max_tries: Mapped[int] = mapped_column(Integer, default=0)
     state: Mapped[str | None] = mapped_column(String(20), default=None)
-    pool: Mapped[str] = mapped_column(String(256), default="default_pool")
+    pool: Mapped[str] = mapped_column(String(256), default=DEFAULT_POOL)
     pool_slots: Mapped[int] = mapped_column(Integer, default=1)
     queue: Mapped[str | None] = mapped_column(String(256), default=None)
     priority_weight: Mapped[int] = mapped_column(Integer, default=1)
@@ -100,7 +100,7 @@ class TaskInstance(Base):
             "map_index": -1,
             "try_number": 0,
             "max_tries": 0,
-            "pool": "default_pool",
+            "pool": DEFAULT_POOL,
             "pool_slots": 1,
             "priority_weight": 1,
             "stuck_in_queued_count": 0,
