@@ -4,7 +4,6 @@ attached to by a Client, ``airdask dask info`` and the DaskExecutor."""
 from __future__ import annotations
 
 import subprocess
-import time
 import urllib.request
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from cluster_support import (
     script_cluster,
     script_env,
 )
+from executor_support import drain
 from proc_support import pid_alive
 
 __all__ = ["script_cluster"]  # the fixture, for pytest
@@ -68,18 +68,10 @@ def test_dask_executor_attaches_to_the_script_cluster(
     try:
         ti = TaskInstance(dag_id="attach", task_id="hello", run_id="r1", try_number=1)
         executor.queue_command(ti, ["bash", "-c", "echo attached"], priority=1)
-        deadline = time.monotonic() + 60
-        outcome = None
-        while outcome is None:
-            assert time.monotonic() < deadline, f"no outcome for {ti.key}"
-            executor.heartbeat()
-            for key, (state, info) in executor.get_event_buffer().items():
-                if key == ti.key and state not in (S.QUEUED, S.RUNNING):
-                    outcome = (state, info)
-            time.sleep(0.05)
+        state, info = drain(executor, [ti.key])[ti.key]
     finally:
         executor.end()
-    assert outcome[0] is S.SUCCESS, outcome[1]
+    assert state is S.SUCCESS, info
 
 
 def test_tls_cluster_needs_the_certificates(home: Path, tmp_path: Path) -> None:
