@@ -78,6 +78,8 @@ UNFINISHED_STATES: frozenset[TaskInstanceState | None] = frozenset(
 )
 #: States that hold an executor slot and a pool slot.
 OCCUPYING_STATES: frozenset[TaskInstanceState] = frozenset({S.QUEUED, S.RUNNING})
+#: :data:`OCCUPYING_STATES` as stored in the database (the live attempts).
+LIVE_VALUES: tuple[str, ...] = (S.QUEUED.value, S.RUNNING.value)
 
 #: The allowed transitions, source state -> reachable states. ``None`` is "no state".
 #: Clearing (-> None) is allowed from every state, as Airflow's ``clear`` does.

@@ -21,10 +21,10 @@ from airdask.cli.sched_common import (
 )
 from airdask.scheduler.loop import PassResult, SchedulerJob
 from airdask.scheduler.runs import create_run
-from airdask.state import DagRunState
+from airdask.state import FINISHED_STATES, DagRunState
 from airdask.store import DagRun, TaskInstance
 
-FINISHED = ("success", "failed", "skipped", "upstream_failed", "removed")
+FINISHED = [s.value for s in FINISHED_STATES]
 
 
 @click.command("run")

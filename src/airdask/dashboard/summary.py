@@ -34,7 +34,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from airdask.state import TaskInstanceState
+from airdask.state import LIVE_VALUES, TaskInstanceState
 from airdask.store.models import DagRun, Log, Pool, TaskInstance, utcnow
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,6 @@ SUMMARY_VERSION = 1
 MAX_REASON_CHARS = 500
 
 _S = TaskInstanceState
-_LIVE = (_S.RUNNING.value, _S.QUEUED.value)
 
 
 def _iso(value: Any) -> str | None:
@@ -57,7 +56,7 @@ def _pools(session: Session) -> list[dict[str, Any]]:
     used: dict[tuple[str, str], int] = {}
     for pool_name, state, slots in session.execute(
         select(TaskInstance.pool, TaskInstance.state, func.sum(TaskInstance.pool_slots))
-        .where(TaskInstance.state.in_(_LIVE))
+        .where(TaskInstance.state.in_(LIVE_VALUES))
         .group_by(TaskInstance.pool, TaskInstance.state)
     ):
         used[(str(pool_name), str(state))] = int(slots or 0)

@@ -31,12 +31,11 @@ from sqlalchemy.orm import Session
 
 from airdask.executors.events import EventInfo, reason_of
 from airdask.scheduler.rules import should_retry
-from airdask.state import TaskInstanceKey, TaskInstanceState, check_transition
+from airdask.state import LIVE_VALUES, TaskInstanceKey, TaskInstanceState, check_transition
 from airdask.store.models import Log, TaskInstance, utcnow
 
 log = logging.getLogger(__name__)
 S = TaskInstanceState
-LIVE = (S.QUEUED.value, S.RUNNING.value)
 CHUNK = 400
 
 
@@ -206,7 +205,7 @@ def apply_events(
             log.warning("event %s for %s: not a state an executor reports; ignored", state, key)
             out.ignored += 1
             continue
-        if ti.try_number != key.try_number or ti.state not in LIVE:
+        if ti.try_number != key.try_number or ti.state not in LIVE_VALUES:
             late_success = (
                 state == S.SUCCESS
                 and ti.try_number == key.try_number
@@ -232,7 +231,7 @@ def apply_events(
 def _apply_progress(
     ti: TaskInstance, key: TaskInstanceKey, state: TaskInstanceState, info: EventInfo
 ) -> bool:
-    if ti.try_number != key.try_number or ti.state not in LIVE:
+    if ti.try_number != key.try_number or ti.state not in LIVE_VALUES:
         return False
     if info.external_executor_id:
         ti.external_executor_id = info.external_executor_id

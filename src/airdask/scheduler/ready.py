@@ -16,10 +16,10 @@ from sqlalchemy.orm import Session
 
 from airdask.commands import Command
 from airdask.dag import DAG
-from airdask.scheduler.events import LIVE, set_state, write_back
+from airdask.scheduler.events import set_state, write_back
 from airdask.scheduler.pools import SlotBudget
 from airdask.scheduler.rules import Decision, UpstreamCounts, decision_state, evaluate
-from airdask.state import DagRunState, TaskInstanceState
+from airdask.state import LIVE_VALUES, DagRunState, TaskInstanceState
 from airdask.store.models import DagRun, Pool, TaskInstance, utcnow
 
 S = TaskInstanceState
@@ -79,7 +79,7 @@ def open_pool_slots(session: Session) -> dict[str, int]:
     slots = {name: n for name, n in session.execute(select(Pool.name, Pool.slots))}
     used = session.execute(
         select(TaskInstance.pool, func.sum(TaskInstance.pool_slots))
-        .where(TaskInstance.state.in_(LIVE))
+        .where(TaskInstance.state.in_(LIVE_VALUES))
         .group_by(TaskInstance.pool)
     )
     for pool, n in used:

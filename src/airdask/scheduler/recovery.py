@@ -24,12 +24,11 @@ from sqlalchemy.orm import Session
 
 from airdask.executors.base import BaseExecutor, NotSupportedError
 from airdask.scheduler.events import add_ti_log, set_state
-from airdask.state import DagRunState, TaskInstanceState
+from airdask.state import LIVE_VALUES, DagRunState, TaskInstanceState
 from airdask.store.models import DagRun, Job, Log, TaskInstance, utcnow
 
 log = logging.getLogger(__name__)
 S = TaskInstanceState
-LIVE = (S.QUEUED.value, S.RUNNING.value)
 
 
 @dataclass
@@ -89,7 +88,7 @@ def adopt_or_reset_orphans(
         )
     alive = select(Job.id).where(Job.state == "running")
     stmt = select(TaskInstance).where(
-        TaskInstance.state.in_(LIVE),
+        TaskInstance.state.in_(LIVE_VALUES),
         TaskInstance.queued_by_job_id.is_(None) | TaskInstance.queued_by_job_id.not_in(alive),
     )
     orphans = list(session.scalars(stmt))
