@@ -1,4 +1,4 @@
-"""The pure parts of the scheduler: trigger rules, readiness, retries, run outcome, pools."""
+"""The pure parts of the scheduler: trigger rules, readiness, retries, pools."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from airdask.scheduler.rules import (
     UpstreamCounts,
     decision_state,
     evaluate,
-    run_outcome,
     should_retry,
 )
 from airdask.state import TaskInstanceState
@@ -85,13 +84,6 @@ def test_retry_eligibility_follows_try_number() -> None:
     assert should_retry(1, 1)
     assert not should_retry(2, 1)
     assert not should_retry(1, 0)
-
-
-def test_run_outcome_from_leaves() -> None:
-    assert run_outcome(["success", "skipped"], 0) == "success"
-    assert run_outcome(["success", "upstream_failed"], 0) == "failed"
-    assert run_outcome(["failed"], 0) == "failed"
-    assert run_outcome(["success"], 2) is None
 
 
 def test_pool_open_slots_count_running_and_queued() -> None:

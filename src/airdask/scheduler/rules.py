@@ -116,17 +116,6 @@ def decision_state(decision: Decision) -> TaskInstanceState | None:
     }[decision]
 
 
-def run_outcome(leaf_states: Iterable[str | None], unfinished: int) -> str | None:
-    """A DagRun's end state from its leaves (Airflow): ``failed`` if a leaf failed or is
-    upstream_failed, ``success`` otherwise; ``None`` while any task instance is unfinished."""
-    if unfinished:
-        return None
-    states = list(leaf_states)
-    if any(s in (S.FAILED.value, S.UPSTREAM_FAILED.value) for s in states):
-        return "failed"
-    return "success"
-
-
 def should_retry(try_number: int, max_tries: int) -> bool:
     """Whether a failed attempt ``try_number`` gets another try (Airflow:
     ``try_number <= max_tries``, where ``max_tries`` is the task's ``retries``)."""

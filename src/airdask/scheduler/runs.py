@@ -16,7 +16,6 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from airdask.dag import DAG
-from airdask.scheduler.rules import run_outcome
 from airdask.state import UNFINISHED_STATES, DagRunState, TaskInstanceState
 from airdask.store.models import DagRun, Log, Pool, TaskInstance, utcnow
 
@@ -152,7 +151,10 @@ _UNFINISHED = [s.value for s in UNFINISHED_STATES if s is not None]
 def finish_runs(
     session: Session, runs: Iterable[tuple[str, str]], dags: Mapping[str, DAG]
 ) -> dict[tuple[str, str], str]:
-    """Finish each running run whose task instances are all finished; return new states."""
+    """Finish each running run whose task instances are all finished; return new states.
+
+    As in Airflow, a run fails when one of its leaves failed or is upstream_failed, and
+    succeeds otherwise (skipped leaves included)."""
     finished: dict[tuple[str, str], str] = {}
     for dag_id, run_id in runs:
         run = session.get(DagRun, (dag_id, run_id))
@@ -176,8 +178,7 @@ def finish_runs(
             leaf_failed = any(t in leaves for t in session.scalars(failures))
         else:
             leaf_failed = session.scalar(failures.limit(1)) is not None
-        outcome = run_outcome(["failed"] if leaf_failed else [], 0)
-        assert outcome is not None
+        outcome = DagRunState.FAILED.value if leaf_failed else DagRunState.SUCCESS.value
         run.state = outcome
         run.end_date = utcnow()
         session.add(Log(event=f"run_{outcome}", dag_id=dag_id, run_id=run_id))
