@@ -67,6 +67,14 @@ def test_dependencies_retries_and_upstream_failed(store: Store, config: Config) 
     assert tis["after_after"].try_number == 0  # never ran
 
 
+def test_only_leaves_decide_the_run_state(store: Store, config: Config) -> None:
+    with DAG("leaves") as dag:
+        BashTask("bad", "exit 1") >> BashTask("cleanup", "true", trigger_rule="all_done")
+    state, tis = run_dag(store, config, dag)
+    assert (tis["bad"].state, tis["cleanup"].state) == ("failed", "success")
+    assert state == "success"  # a failed task that is not a leaf does not fail the run
+
+
 def test_retry_succeeds_on_second_try_with_delay(
     store: Store, config: Config, tmp_path: Path
 ) -> None:
