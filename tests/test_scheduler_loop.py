@@ -311,3 +311,29 @@ def test_edited_dag_file_is_reloaded(store: Store, config: Config) -> None:
         "a": "success",
         "b": "success",
     }
+
+
+def test_dag_cache_reloads_an_edited_file_at_once(tmp_path: Path) -> None:
+    import os
+
+    from airdask.scheduler.dagcache import DagCache
+
+    path = tmp_path / "edit.py"
+    body = "from airdask.dag import DAG, BashTask\n"
+    body += "with DAG('edit') as d:\n    BashTask('a', 'true')\n"
+
+    def write(text: str, bump: float) -> None:
+        path.write_text(text)
+        stat = path.stat()
+        os.utime(path, (stat.st_atime, stat.st_mtime + bump))
+
+    write(body, 0)
+    cache = DagCache(dags_folder=str(tmp_path))
+    assert cache.get("edit") is not None
+    write(body + "    BashTask('b', 'true')\n", 5)
+    cache.refresh(every=0.0)
+    # no window in which readers of ``dags`` find the DAG missing
+    assert cache.dags["edit"].has_task("b")
+    write("raise RuntimeError('broken')\n", 10)
+    cache.refresh(every=0.0)
+    assert "edit" not in cache.dags and "broken" in cache.errors["edit"]

@@ -1,9 +1,8 @@
 """The scheduler's DAGs by id: given ones, and ones loaded on demand, reloaded when edited.
 
 A DAG the scheduler loaded itself is remembered with its file's mtime; :meth:`DagCache.refresh`
-(at most once per ``every`` seconds) forgets it when the file changed, so the next lookup
-imports the edited file. Load errors are kept (so a broken DAG is not re-imported for every
-task instance) until the next refresh.
+(at most once per ``every`` seconds) imports the file again when it changed. Load errors are
+kept (so a broken DAG is not re-imported for every task instance) until the next refresh.
 """
 
 from __future__ import annotations
@@ -47,7 +46,7 @@ class DagCache:
         return dag
 
     def refresh(self, *, every: float = 1.0) -> None:
-        """Forget DAGs whose file changed, and load errors, so edits take effect."""
+        """Reload DAGs whose file changed, and forget load errors, so edits take effect."""
         now = time.monotonic()
         if now - self._last_refresh < every:
             return
@@ -58,6 +57,10 @@ class DagCache:
                 log.info("DAG file %s changed: reloading %s", path, dag_id)
                 del self._loaded[dag_id]
                 self.dags.pop(dag_id, None)
+                # Now rather than at the next lookup: the scheduler also reads ``dags``
+                # directly (retry delays, callbacks, the leaf rule) and must not find the DAG
+                # missing meanwhile. A file that no longer loads leaves its error instead.
+                self.get(dag_id, path)
 
 
 def _mtime(path: str) -> float:
