@@ -43,6 +43,15 @@ def test_command_not_found(tmp_path: Path) -> None:
     assert out["kind"] == "not_found" and "no-such-command-xyz" in out["reason"]
 
 
+def test_a_log_that_cannot_be_opened_is_a_failed_outcome(tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    out = runner.run_task(spec_for(["touch", str(tmp_path / "ran")], not_a_dir))
+    assert (out["state"], out["kind"]) == ("failed", "error")
+    assert "cannot open the task log" in out["reason"] and str(not_a_dir) in out["reason"]
+    assert not (tmp_path / "ran").exists()
+
+
 def test_no_shell_for_argv(tmp_path: Path) -> None:
     out = runner.run_task(spec_for(["echo", "$HOME", ";", "true"], tmp_path))
     assert "$HOME ; true" in (out["log"] or "")

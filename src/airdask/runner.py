@@ -314,21 +314,17 @@ def run_task(spec: TaskSpec) -> Outcome:
                 },
             )
     path = os.path.join(_log_root(spec, worker), spec["log_relpath"])
-    os.makedirs(os.path.dirname(path), exist_ok=True)
     with rt.lock:
         rt.log_paths[spec["key"]] = path
     try:
-        with open(path, "a", buffering=1, encoding="utf-8", errors="replace") as log:
-            try:
-                if spec["argv"] is not None:
-                    kind, reason, code = _run_argv(spec, rt, log)
-                else:
-                    kind, reason, code = _call(spec, rt, log)
-            except Exception as exc:  # a runner fault still yields an outcome
-                traceback.print_exc(file=log)
-                kind, reason, code = "error", f"runner error: {type(exc).__name__}: {exc}", None
-            if kind != "success":
-                log.write(f"[airdask] task failed: {reason}\n")
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            log = open(path, "a", buffering=1, encoding="utf-8", errors="replace")  # noqa: SIM115
+        except OSError as exc:  # not run: without its log, nobody could see what it did
+            kind, reason, code = "error", f"cannot open the task log {path}: {exc}", None
+        else:
+            with log:
+                kind, reason, code = _run_with_log(spec, rt, log)
     finally:
         with rt.lock:
             rt.log_paths.pop(spec["key"], None)
@@ -346,6 +342,20 @@ def run_task(spec: TaskSpec) -> Outcome:
         log_path=path,
         log=_read_tail(path, spec["log_max_bytes"]) if spec["return_log"] else None,
     )
+
+
+def _run_with_log(spec: TaskSpec, rt: Any, log: Any) -> tuple[str, str, int | None]:
+    try:
+        if spec["argv"] is not None:
+            kind, reason, code = _run_argv(spec, rt, log)
+        else:
+            kind, reason, code = _call(spec, rt, log)
+    except Exception as exc:  # a runner fault still yields an outcome
+        traceback.print_exc(file=log)
+        kind, reason, code = "error", f"runner error: {type(exc).__name__}: {exc}", None
+    if kind != "success":
+        log.write(f"[airdask] task failed: {reason}\n")
+    return kind, reason, code
 
 
 def kill_task(key: str, reason: str = "revoked") -> bool:
