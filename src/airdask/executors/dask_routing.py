@@ -7,7 +7,8 @@
   pool), ``strict`` (fail) or ``off`` (never constrain by pool).
 
 The resources the workers offer are asked from the scheduler and cached for ``ttl`` seconds;
-a resource missing from the cache triggers one refresh (at most every ``min_refresh``).
+a resource missing from the cache triggers a refresh (miss-triggered refreshes at most every
+``min_refresh`` seconds, so a queue no worker offers does not hammer the scheduler).
 """
 
 from __future__ import annotations
@@ -56,12 +57,17 @@ class ResourceRouter:
         self.min_refresh = min_refresh
         self._offered: dict[str, float] = {}  # largest amount any one worker offers
         self._fetched_at = float("-inf")
+        # Only refreshes caused by a miss are rate-limited: the first miss after any fetch
+        # (e.g. the one at start, before the workers joined) always asks again.
+        self._miss_refreshed_at = float("-inf")
         self._warned_pools: set[str] = set()
 
     def offered(self, *, refresh: bool = False) -> dict[str, float]:
         now = time.monotonic()
-        age = now - self._fetched_at
-        if age > self.ttl or (refresh and age > self.min_refresh):
+        retry = refresh and now - self._miss_refreshed_at > self.min_refresh
+        if retry:
+            self._miss_refreshed_at = now
+        if retry or now - self._fetched_at > self.ttl:
             largest: dict[str, float] = {}
             for resources in worker_resources(self.client).values():
                 for name, amount in resources.items():
