@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 
 from airdask.config import Config, load_config
 from airdask.dag import DAG
-from airdask.dashboard.html import dag_run_html, table_html
+from airdask.display import dag_run_html, table_html
 from airdask.executors import BaseExecutor, load_executor
 from airdask.logs import read_log
 from airdask.scheduler.loop import PassResult, SchedulerJob

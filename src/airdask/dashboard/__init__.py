@@ -4,7 +4,7 @@
   publishes to the Dask scheduler (no DB access needed on the Dask side).
 * :mod:`airdask.dashboard.page`: the Bokeh page that shows it, refreshed live.
 * :mod:`airdask.dashboard.preload`: the scheduler preload that adds the page.
-* :mod:`airdask.dashboard.html`: rich HTML representations for notebooks.
+* rich HTML for notebooks lives in :mod:`airdask.display` (pure, no Bokeh).
 
 Importing this package imports neither Bokeh nor the database layer.
 """

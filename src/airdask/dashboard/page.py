@@ -13,44 +13,14 @@ from datetime import datetime, timezone
 from typing import Any
 
 from airdask.dashboard.summary import read_summary
+from airdask.display import STATE_COLORS, STATE_ORDER
 
 #: Milliseconds between two looks at the published summary.
 REFRESH_MS = 1000
 #: A summary older than this many seconds is shown as stale (its scheduler may be gone).
 STALE_AFTER = 30.0
 
-#: Airflow's colours for task instance states, so the page reads like Airflow's UI.
-STATE_COLORS: dict[str, str] = {
-    "success": "#008000",
-    "running": "#32cd32",
-    "queued": "#808080",
-    "scheduled": "#d2b48c",
-    "up_for_retry": "#ffd700",
-    "up_for_reschedule": "#40e0d0",
-    "failed": "#ff0000",
-    "upstream_failed": "#ffa500",
-    "skipped": "#ff69b4",
-    "removed": "#d3d3d3",
-    "restarting": "#ee82ee",
-    "deferred": "#9370db",
-    "none": "#e0e0e0",
-}
-#: The order of states on the chart: work ahead, work under way, outcomes.
-STATE_ORDER = (
-    "none",
-    "scheduled",
-    "queued",
-    "running",
-    "up_for_retry",
-    "up_for_reschedule",
-    "deferred",
-    "restarting",
-    "success",
-    "failed",
-    "upstream_failed",
-    "skipped",
-    "removed",
-)
+#: Pool bars: slots running, queued and open.
 POOL_PARTS = ("running", "queued", "open")
 POOL_COLORS = ("#32cd32", "#808080", "#c6dbef")
 

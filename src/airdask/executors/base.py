@@ -148,7 +148,7 @@ class BaseExecutor:
         )
 
     def _html_fields(self) -> dict[str, Any]:
-        """Keyword arguments for :func:`airdask.dashboard.html.executor_html` (status,
+        """Keyword arguments for :func:`airdask.display.executor_html` (status,
         dashboard_link, scheduler_address, workers, resources, counts); subclasses may extend
         the dict. The base fills in what every executor knows."""
         counts = {"queued": len(self.queued_tasks), "running": len(self.running)}
@@ -164,7 +164,7 @@ class BaseExecutor:
 
     def _repr_html_(self) -> str:
         """Jupyter's rich display, as a ``distributed.Client`` has one."""
-        from airdask.dashboard.html import executor_html
+        from airdask.display import executor_html
 
         return executor_html(name=type(self).__name__, **self._html_fields())
 

@@ -17,10 +17,11 @@ import logging
 import time
 from typing import Any
 
+from airdask.state import DEFAULT_POOL
+
 log = logging.getLogger(__name__)
 
 DEFAULT_QUEUES = (None, "", "default")
-DEFAULT_POOL = "default_pool"
 POLICIES = ("auto", "strict", "off")
 
 

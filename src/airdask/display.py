@@ -10,7 +10,38 @@ import html
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from airdask.dashboard.page import STATE_COLORS, STATE_ORDER
+#: Airflow's colours for task instance states, so pages read like Airflow's UI.
+STATE_COLORS: dict[str, str] = {
+    "success": "#008000",
+    "running": "#32cd32",
+    "queued": "#808080",
+    "scheduled": "#d2b48c",
+    "up_for_retry": "#ffd700",
+    "up_for_reschedule": "#40e0d0",
+    "failed": "#ff0000",
+    "upstream_failed": "#ffa500",
+    "skipped": "#ff69b4",
+    "removed": "#d3d3d3",
+    "restarting": "#ee82ee",
+    "deferred": "#9370db",
+    "none": "#e0e0e0",
+}
+#: The order of states on the chart: work ahead, work under way, outcomes.
+STATE_ORDER = (
+    "none",
+    "scheduled",
+    "queued",
+    "running",
+    "up_for_retry",
+    "up_for_reschedule",
+    "deferred",
+    "restarting",
+    "success",
+    "failed",
+    "upstream_failed",
+    "skipped",
+    "removed",
+)
 
 _TABLE_STYLE = "border-collapse:collapse;text-align:left;font-size:90%"
 _CELL = "padding:2px 8px;border-bottom:1px solid #ddd"

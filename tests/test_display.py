@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from airdask.dashboard.html import counts_html, dag_run_html, executor_html, table_html
+from airdask.display import counts_html, dag_run_html, executor_html, table_html
 
 
 def test_executor_html_shows_status_link_resources_and_counts() -> None:
