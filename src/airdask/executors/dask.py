@@ -35,7 +35,7 @@ import cloudpickle
 
 from airdask import runner
 from airdask.commands import build_spec, dask_key
-from airdask.executors.base import BaseExecutor, TaskTuple
+from airdask.executors.base import BaseExecutor, QueuedTaskInstanceType, TaskTuple
 from airdask.executors.common import execution_timeout
 from airdask.executors.dask_connect import Connection, connect, security_from_config
 from airdask.executors.dask_harvest import (
@@ -60,7 +60,7 @@ from airdask.logs import read_log
 from airdask.state import TaskInstanceKey, TaskInstanceState
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Iterator, Mapping, Sequence
 
     import click
 
@@ -169,20 +169,22 @@ class DaskExecutor(BaseExecutor):
     # ---- submitting --------------------------------------------------------------------
 
     def _process_tasks(self, task_tuples: list[TaskTuple]) -> None:
-        # The base class drops queued_tasks[key] before execute_async: keep what Dask needs.
-        for key, *_ in task_tuples:
-            entry = self.queued_tasks.get(key)
-            if entry is not None:
-                _, priority, _, ti = entry
-                self.remember_task(key, priority, ti.pool, ti.pool_slots)
+        self.remember_queued(self.queued_tasks, task_tuples)
         with self.batch():
             super()._process_tasks(task_tuples)
 
-    def remember_task(
-        self, key: TaskInstanceKey, priority: int, pool: str | None, pool_slots: int
+    def remember_queued(
+        self,
+        queued_tasks: Mapping[TaskInstanceKey, QueuedTaskInstanceType],
+        task_tuples: list[TaskTuple],
     ) -> None:
-        """Priority and pool of an attempt about to reach ``execute_async``."""
-        self._meta[key] = (priority, pool, pool_slots)
+        """Keep the priority and pool of attempts about to reach ``execute_async``: the base
+        class drops their ``queued_tasks`` entries (which alone hold them) before the call."""
+        for key, *_ in task_tuples:
+            entry = queued_tasks.get(key)
+            if entry is not None:
+                _, priority, _, ti = entry
+                self._meta[key] = (priority, ti.pool, ti.pool_slots)
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:

@@ -60,12 +60,7 @@ class LocalDaskExecutor(BaseExecutor):
             child.start()
 
     def _process_tasks(self, task_tuples: list[TaskTuple]) -> None:
-        # The Dask side needs each TI's priority and pool, which only queued_tasks holds.
-        for key, *_ in task_tuples:
-            entry = self.queued_tasks.get(key)
-            if entry is not None:
-                _, priority, _, ti = entry
-                self.dask_executor.remember_task(key, priority, ti.pool, ti.pool_slots)
+        self.dask_executor.remember_queued(self.queued_tasks, task_tuples)
         with self.dask_executor.batch():
             super()._process_tasks(task_tuples)
         self._move_events()
