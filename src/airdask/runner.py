@@ -150,17 +150,25 @@ def _route_output(rt: Any, target: Any, *, tee: bool) -> tuple[Any, Any]:
     return proxies
 
 
+def _ensure_reaper(rt: Any) -> None:
+    """Start this process's reaper if it is not running. Called before a command starts, so
+    that registering the command is a single pipe write, not an interpreter start-up during
+    which the command would run unregistered."""
+    with rt.lock:
+        if rt.reaper is None or rt.reaper.poll() is not None:
+            rt.reaper = subprocess.Popen(
+                [sys.executable, "-I", "-S", "-c", _REAPER_SOURCE],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+
+
 def _reaper_send(rt: Any, line: str) -> None:
     with rt.lock:
         for _ in range(2):
-            if rt.reaper is None or rt.reaper.poll() is not None:
-                rt.reaper = subprocess.Popen(
-                    [sys.executable, "-I", "-S", "-c", _REAPER_SOURCE],
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                    start_new_session=True,
-                )
+            _ensure_reaper(rt)
             try:
                 rt.reaper.stdin.write(line.encode() + b"\n")
                 rt.reaper.stdin.flush()
@@ -215,6 +223,7 @@ def _signal_name(num: int) -> str:
 def _run_argv(spec: TaskSpec, rt: Any, log: Any) -> tuple[str, str, int | None]:
     argv = spec["argv"] or []
     log.flush()
+    _ensure_reaper(rt)
     try:
         proc = subprocess.Popen(
             argv,
@@ -227,10 +236,10 @@ def _run_argv(spec: TaskSpec, rt: Any, log: Any) -> tuple[str, str, int | None]:
         return "not_found", f"command not found: {argv[0]!r}", None
     except PermissionError as exc:
         return "not_found", f"command not executable: {argv[0]!r} ({exc.strerror})", None
+    _reaper_send(rt, f"+{proc.pid}")  # first: until then a dying host would orphan it
     key = spec["key"]
     with rt.lock:
         rt.procs[key] = proc
-    _reaper_send(rt, f"+{proc.pid}")
     try:
         if key in rt.revoked:  # revoked between submit and start
             _killpg(proc.pid, signal.SIGKILL)
