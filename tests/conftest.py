@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from airdask.config import Config, load_config
+from airdask.store import Store
 
 PG_DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
@@ -66,6 +67,21 @@ def pg_url() -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """An empty store on each backend: a SQLite file in a folder that does not exist yet (the
+    store creates it), then a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/sub/airdask.db"
+    else:
+        url = request.getfixturevalue("pg_url")
+    store = Store.from_url(url)
+    try:
+        yield store
+    finally:
+        store.dispose()
 
 
 def pytest_configure(config: pytest.Config) -> None:

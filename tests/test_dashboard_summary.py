@@ -4,9 +4,7 @@ page's pure data conversions."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 
@@ -21,18 +19,10 @@ from airdask.dashboard.summary import MAX_REASON_CHARS, SummaryPublisher, build_
 from airdask.store import DagRun, Log, Pool, Store, TaskInstance, init_db
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path}/airdask.db"
-    else:
-        url = request.getfixturevalue("pg_url")
-    s = Store.from_url(url)
-    init_db(s, default_pool_slots=16)
-    try:
-        yield s
-    finally:
-        s.dispose()
+@pytest.fixture
+def store(any_store: Store) -> Store:
+    init_db(any_store, default_pool_slots=16)
+    return any_store
 
 
 def _fill(store: Store) -> None:

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -28,17 +27,9 @@ from airdask.store import (
 )
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path}/sub/airdask.db"
-    else:
-        url = request.getfixturevalue("pg_url")
-    s = Store.from_url(url)
-    try:
-        yield s
-    finally:
-        s.dispose()
+@pytest.fixture
+def store(any_store: Store) -> Store:
+    return any_store
 
 
 def test_ti_without_session_has_key() -> None:
