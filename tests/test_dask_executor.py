@@ -288,14 +288,21 @@ def subprocess_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ext
         yield cl
 
 
-def test_attach_by_address_to_subprocess_cluster(
-    subprocess_cluster: ExternalCluster, config: Config
-) -> None:
-    ex = DaskExecutor(subprocess_cluster.address, config=config)
+def attached(
+    cluster: ExternalCluster, config: Config, *, offering: str
+) -> tuple[DaskExecutor, str]:
+    """A started executor on the subprocess cluster, and the worker offering ``offering``."""
+    ex = DaskExecutor(cluster.address, config=config)
     ex.start()
     ex.client.wait_for_workers(2, timeout=60)
     workers = ex.client.scheduler_info(n_workers=-1)["workers"]
-    gpu_worker = next(a for a, w in workers.items() if w["resources"].get("gpu"))
+    return ex, next(a for a, w in workers.items() if w["resources"].get(offering))
+
+
+def test_attach_by_address_to_subprocess_cluster(
+    subprocess_cluster: ExternalCluster, config: Config
+) -> None:
+    ex, gpu_worker = attached(subprocess_cluster, config, offering="gpu")
     gpu = make_ti("gpu", queue="gpu")
     plain = make_ti("plain")
     ex.queue_command(gpu, ["bash", "-c", "echo on-gpu"], queue="gpu")
@@ -310,11 +317,7 @@ def test_attach_by_address_to_subprocess_cluster(
 def test_runs_on_a_worker_that_cannot_import_airdask(
     subprocess_cluster: ExternalCluster, config: Config
 ) -> None:
-    ex = DaskExecutor(subprocess_cluster.address, config=config)
-    ex.start()
-    ex.client.wait_for_workers(2, timeout=60)
-    workers = ex.client.scheduler_info(n_workers=-1)["workers"]
-    blocked = next(a for a, w in workers.items() if w["resources"].get("noairdask"))
+    ex, blocked = attached(subprocess_cluster, config, offering="noairdask")
 
     def can_import() -> str:
         try:
