@@ -51,8 +51,12 @@ def bare_noop(_: int) -> None:
 
 
 def tis(prefix: str, n: int) -> list[TaskInstance]:
+    """One task mapped ``n`` times: its attempts share the Dask key prefix ``bench.<prefix>``,
+    as the bare work's keys share theirs. (Dask's occupancy estimate walks every key prefix
+    in flight on each transition, so n distinct task ids would slow Dask itself down,
+    raw or not.)"""
     return [
-        TaskInstance(dag_id="bench", task_id=f"{prefix}{i}", run_id=prefix, try_number=1)
+        TaskInstance(dag_id="bench", task_id=prefix, run_id="r", map_index=i, try_number=1)
         for i in range(n)
     ]
 

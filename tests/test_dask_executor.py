@@ -132,6 +132,34 @@ def _wait_event(name: str) -> None:
         raise TimeoutError("gate never opened")
 
 
+def test_small_outcomes_are_pushed_large_ones_gathered(
+    client: Any, config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airdask import runner
+
+    ex = DaskExecutor(client=client, config=config)
+    ex.start()
+    gathered: list[str] = []
+    real_gather = client.gather
+
+    def counting_gather(futures: Any, *args: Any, **kwargs: Any) -> Any:
+        gathered.extend(f.key for f in futures)
+        return real_gather(futures, *args, **kwargs)
+
+    monkeypatch.setattr(client, "gather", counting_gather)
+    small, large = make_ti("small"), make_ti("large")
+    big_text = "x" * (runner.PUSH_LOG_MAX + 1000)
+    ex.queue_command(small, PythonCommand(say, "short"))
+    ex.queue_command(large, PythonCommand(say, big_text))
+    events = drain(ex, [small.key, large.key])
+    assert events[small.key][0] is S.SUCCESS and events[large.key][0] is S.SUCCESS
+    ex.end()
+    folder = config.get("logging", "base_log_folder")
+    assert "short" in log_path(folder, small.key).read_text()
+    assert big_text in log_path(folder, large.key).read_text()
+    assert gathered == [dask_key(large.key)]  # the small outcome came with its event
+
+
 def test_priority_reaches_dask(client: Any, config: Config) -> None:
     ex = DaskExecutor(client=client, config=config)
     ex.start()

@@ -35,6 +35,11 @@ from typing import Any, TypedDict
 
 RUNTIME_MODULE = "_airdask_runtime"
 STARTED_TOPIC = "airdask-task-started"
+#: Outcomes are also pushed on this topic, so the executor need not fetch each result with
+#: a round trip to the worker; only outcomes whose log is at most PUSH_LOG_MAX characters
+#: (the scheduler keeps the last events of a topic in memory).
+FINISHED_TOPIC = "airdask-task-finished"
+PUSH_LOG_MAX = 16 * 1024
 KILL_GRACE_SECONDS = 2.0
 
 _REAPER_SOURCE = """
@@ -327,8 +332,7 @@ def run_task(spec: TaskSpec) -> Outcome:
         rt.log_paths[spec["key"]] = path
     try:
         try:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            log = open(path, "a", buffering=1, encoding="utf-8", errors="replace")  # noqa: SIM115
+            log = _open_log(path)
         except OSError as exc:  # not run: without its log, nobody could see what it did
             kind, reason, code = "error", f"cannot open the task log {path}: {exc}", None
         else:
@@ -338,7 +342,7 @@ def run_task(spec: TaskSpec) -> Outcome:
         with rt.lock:
             rt.log_paths.pop(spec["key"], None)
             rt.revoked.pop(spec["key"], None)
-    return Outcome(
+    outcome = Outcome(
         key=spec["key"],
         state="success" if kind == "success" else "failed",
         kind=kind,
@@ -351,6 +355,18 @@ def run_task(spec: TaskSpec) -> Outcome:
         log_path=path,
         log=_read_tail(path, spec["log_max_bytes"]) if spec["return_log"] else None,
     )
+    if worker is not None and len(outcome["log"] or "") <= PUSH_LOG_MAX:
+        with contextlib.suppress(Exception):  # the result itself still carries the outcome
+            worker.log_event(FINISHED_TOPIC, dict(outcome))
+    return outcome
+
+
+def _open_log(path: str) -> Any:
+    try:
+        return open(path, "a", buffering=1, encoding="utf-8", errors="replace")
+    except FileNotFoundError:  # first attempt in this folder
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        return open(path, "a", buffering=1, encoding="utf-8", errors="replace")
 
 
 def _run_with_log(spec: TaskSpec, rt: Any, log: Any) -> tuple[str, str, int | None]:

@@ -157,6 +157,7 @@ class DaskExecutor(BaseExecutor):
         self.scheduler_id = str(client.scheduler_info(n_workers=0)["id"])
         self._router = ResourceRouter(client, policy=self.pool_policy, ttl=self.resource_ttl)
         client.subscribe_topic(runner.STARTED_TOPIC, self._track.on_started)
+        client.subscribe_topic(runner.FINISHED_TOPIC, self._track.on_finished)
         log.info(
             "DaskExecutor on %s (dashboard: %s)",
             client.scheduler.address,
@@ -316,7 +317,7 @@ class DaskExecutor(BaseExecutor):
             return
         ext = {name: self._external_id(name) for name, _ in mine}
         try:
-            outcomes = classify_batch(self.client, mine, ext)
+            outcomes = classify_batch(self.client, mine, ext, self._track.pushed_outcome)
         except Exception as exc:  # the loop must go on: report each as an error
             log.exception("could not classify %d finished attempt(s)", len(mine))
             outcomes = {
@@ -383,6 +384,7 @@ class DaskExecutor(BaseExecutor):
             return
         try:
             conn.client.unsubscribe_topic(runner.STARTED_TOPIC)
+            conn.client.unsubscribe_topic(runner.FINISHED_TOPIC)
         except Exception:
             log.debug("could not unsubscribe", exc_info=True)
         conn.close()

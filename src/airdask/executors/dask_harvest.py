@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,9 +119,13 @@ def from_cancel(reason: str | None, msg: str | None, external_id: str) -> Harves
 
 
 def classify_batch(
-    client: Any, items: list[tuple[str, Any]], ext: dict[str, str]
+    client: Any,
+    items: list[tuple[str, Any]],
+    ext: dict[str, str],
+    pushed: Callable[[str], dict[str, Any] | None] = lambda _: None,
 ) -> dict[str, Harvested]:
-    """Classify finished futures; results of successful ones are gathered in one request."""
+    """Classify finished futures. An outcome the runner pushed (``pushed(name)``) is used as
+    it is; the results of the other successful futures are gathered in one request."""
     from distributed.client import FutureCancelledError
 
     out: dict[str, Harvested] = {}
@@ -129,7 +134,11 @@ def classify_batch(
         external_id = ext.get(dask_key, dask_key)
         status = future.status
         if status == "finished":
-            finished.append((dask_key, future))
+            outcome = pushed(dask_key)
+            if outcome is not None:
+                out[dask_key] = from_result(outcome, external_id)
+            else:
+                finished.append((dask_key, future))
         elif status == "error":
             try:
                 exc = future.exception(timeout=5)

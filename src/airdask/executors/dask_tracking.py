@@ -1,7 +1,8 @@
 """What DaskExecutor holds per attempt in flight: its TI key, its future, its worker.
 
-Started events arrive on Dask's event loop (``subscribe_topic``); the handler only pushes
-them onto a thread-safe queue that ``sync()`` drains.
+Started and finished events arrive on Dask's event loop (``subscribe_topic``); the handlers
+only push them onto thread-safe queues that ``sync()`` drains. A finished event carries the
+runner's outcome, so harvesting it needs no round trip to the worker that holds the result.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ class Tracker:
         self._futures: dict[str, Any] = {}
         self._workers: dict[str, str] = {}
         self._started: queue.SimpleQueue[tuple[str, dict[str, Any]]] = queue.SimpleQueue()
+        self._finished: queue.SimpleQueue[tuple[str, dict[str, Any]]] = queue.SimpleQueue()
+        self._outcomes: dict[str, dict[str, Any]] = {}
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -42,6 +45,7 @@ class Tracker:
     def forget(self, name: str) -> TaskInstanceKey | None:
         """Drop every reference to the attempt (releasing its future) and return its key."""
         self._workers.pop(name, None)
+        self._outcomes.pop(name, None)
         future = self._futures.pop(name, None)
         if future is not None:
             with contextlib.suppress(Exception):  # already released, or the client closed
@@ -50,9 +54,22 @@ class Tracker:
 
     def on_started(self, event: Any) -> None:
         """``subscribe_topic`` handler: ``event`` is ``(timestamp, message)``."""
-        message = event[1] if isinstance(event, tuple) and len(event) == 2 else event
-        if isinstance(message, dict) and "key" in message:
-            self._started.put((str(message["key"]), message))
+        _put_event(self._started, event)
+
+    def on_finished(self, event: Any) -> None:
+        """``subscribe_topic`` handler for the runner's pushed outcomes."""
+        _put_event(self._finished, event)
+
+    def pushed_outcome(self, name: str) -> dict[str, Any] | None:
+        """The outcome the runner pushed for ``name``, if it arrived (else gather it)."""
+        while True:
+            try:
+                other, message = self._finished.get_nowait()
+            except queue.Empty:
+                break
+            if other in self._keys:  # other executors on the cluster see these events too
+                self._outcomes[other] = message
+        return self._outcomes.get(name)
 
     def drain_started(self) -> list[tuple[str, dict[str, Any]]]:
         items: list[tuple[str, dict[str, Any]]] = []
@@ -65,3 +82,9 @@ class Tracker:
                 if message.get("worker"):
                     self._workers[name] = str(message["worker"])
                 items.append((name, message))
+
+
+def _put_event(target: queue.SimpleQueue[tuple[str, dict[str, Any]]], event: Any) -> None:
+    message = event[1] if isinstance(event, tuple) and len(event) == 2 else event
+    if isinstance(message, dict) and "key" in message:
+        target.put((str(message["key"]), message))
