@@ -125,6 +125,36 @@ def test_running_event_names_the_worker(client: Any, config: Config, tmp_path: P
     ex.end()
 
 
+def test_a_quick_attempt_is_reported_once_with_its_worker_and_start(
+    client: Any, config: Config
+) -> None:
+    from airdask import runner
+
+    ex = DaskExecutor(client=client, config=config)
+    ex.start()
+    ti = make_ti("quick")
+    ex.queue_command(ti, PythonCommand(say, "quick"))
+    ex.trigger_tasks(1)
+    got: list[tuple[S, Any]] = []
+
+    def finished() -> bool:
+        ex.sync()
+        events_of(ex, ti.key, got)
+        return any(s is S.SUCCESS for s, _ in got)
+
+    wait_for(finished, timeout=30, what="the outcome")
+    info = got[-1][1]
+    workers = set(client.scheduler_info(n_workers=-1)["workers"])
+    assert info.worker in workers and info.started_at is not None and info.hostname
+    ran = (info.ended_at - info.started_at).total_seconds()
+    # (the queued event may have been replaced in the buffer by the outcome)
+    if ran < runner.START_REPORT_DELAY:  # not guaranteed on a loaded machine
+        started = client.get_events(runner.STARTED_TOPIC)
+        assert not [m for _, m in started if m["key"] == dask_key(ti.key)]
+        assert S.RUNNING not in [s for s, _ in got]
+    ex.end()
+
+
 def _wait_event(name: str) -> None:
     from distributed import Event, get_client
 

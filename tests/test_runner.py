@@ -31,6 +31,19 @@ def test_argv_success_and_log(tmp_path: Path) -> None:
     assert out["log_path"] == str(log) and "err" in log.read_text()
 
 
+def test_a_scratch_log_is_flat_and_removed_once_returned(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))  # the scratch folder's base
+    spec = build_spec(KEY, ["bash", "-c", "echo scratch"], log_root=None, return_log=True)
+    out = runner.run_task(spec)
+    assert out["state"] == "success" and "scratch" in (out["log"] or "")
+    assert Path(out["log_path"]).parent == tmp_path / "airdask-logs"
+    assert not Path(out["log_path"]).exists()
+    kept = runner.run_task({**spec, "return_log": False})  # nobody took it: it stays
+    assert Path(kept["log_path"]).read_text() == "scratch\n"
+
+
 def test_nonzero_exit_and_signal(tmp_path: Path) -> None:
     out = runner.run_task(spec_for(["bash", "-c", "exit 3"], tmp_path))
     assert (out["state"], out["kind"], out["reason"]) == ("failed", "exit_code", "exit code 3")

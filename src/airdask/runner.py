@@ -19,9 +19,11 @@ by-value copy of this module gets globals of its own.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import io
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -33,8 +35,11 @@ import traceback
 import types
 from typing import Any, TypedDict
 
-RUNTIME_MODULE = "_airdask_runtime"
+RUNTIME_MODULE = "_airdask_runtime_2"  # bumped when the runtime's shape changes
 STARTED_TOPIC = "airdask-task-started"
+#: An attempt's start is reported only once it has run this long: a shorter attempt is
+#: reported once, by its outcome (which carries its start time and worker as well).
+START_REPORT_DELAY = 0.1
 #: Outcomes are also pushed on this topic, so the executor need not fetch each result with
 #: a round trip to the worker; only outcomes whose log is at most PUSH_LOG_MAX characters
 #: (the scheduler keeps the last events of a topic in memory).
@@ -83,6 +88,7 @@ class Outcome(TypedDict):
     reason: str
     exit_code: int | None
     hostname: str
+    worker: str | None  # the Dask worker's address, when run by one
     pid: int
     started_at: float
     ended_at: float
@@ -101,8 +107,54 @@ def _runtime() -> Any:
         rt.reaper = None
         rt.stdout_proxy = None
         rt.stderr_proxy = None
+        rt.starts = _StartReporter()
         rt = sys.modules.setdefault(RUNTIME_MODULE, rt)
     return rt
+
+
+class _StartReporter:
+    """Sends an attempt's started event when it is still running ``START_REPORT_DELAY``
+    after it began. One daemon thread per process, woken once per due attempt at most:
+    the delay is constant, so new attempts never fall due before those already waiting."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.due: collections.deque[tuple[float, str]] = collections.deque()
+        self.waiting: dict[str, tuple[Any, dict[str, Any]]] = {}
+        self.thread: threading.Thread | None = None
+
+    def add(self, key: str, worker: Any, message: dict[str, Any]) -> None:
+        with self.cond:
+            self.waiting[key] = (worker, message)
+            self.due.append((time.monotonic() + START_REPORT_DELAY, key))
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(
+                    target=self._run, name="airdask-start-reporter", daemon=True
+                )
+                self.thread.start()
+            elif len(self.due) == 1:
+                self.cond.notify()
+
+    def discard(self, key: str) -> None:
+        with self.cond:
+            self.waiting.pop(key, None)  # its due entry is skipped when it comes up
+
+    def _run(self) -> None:
+        while True:
+            with self.cond:
+                if not self.due:
+                    self.cond.wait()
+                    continue
+                deadline, key = self.due[0]
+                delay = deadline - time.monotonic()
+                if delay > 0:
+                    self.cond.wait(delay)
+                    continue
+                self.due.popleft()
+                entry = self.waiting.pop(key, None)
+                if entry is not None:  # under the lock: so it precedes the outcome's event
+                    with contextlib.suppress(Exception):
+                        entry[0].log_event(STARTED_TOPIC, entry[1])
 
 
 class _ThreadRoutedStream(io.TextIOBase):
@@ -196,11 +248,15 @@ def _worker() -> Any:
         return None
 
 
-def _log_root(spec: TaskSpec, worker: Any) -> str:
+def _log_file(spec: TaskSpec, worker: Any) -> str:
+    """Where the attempt writes its log: under ``log_root`` in the shared layout, or, with
+    no root, a scratch file in one flat worker-local folder (a folder per attempt would cost
+    a mkdir each time; the executor files the returned log in its own layout)."""
     if spec["log_root"]:
-        return spec["log_root"]
+        return os.path.join(spec["log_root"], spec["log_relpath"])
     base = getattr(worker, "local_directory", None) or tempfile.gettempdir()
-    return os.path.join(base, "airdask-logs")
+    name = re.sub(r"[^A-Za-z0-9._=+-]", "_", spec["key"])  # the key ends with a digest
+    return os.path.join(base, "airdask-logs", name + ".log")
 
 
 def _read_tail(path: str, max_bytes: int) -> str:
@@ -317,17 +373,14 @@ def run_task(spec: TaskSpec) -> Outcome:
     worker = _worker()
     started = time.time()
     if worker is not None:
-        with contextlib.suppress(Exception):  # reporting the start is best effort
-            worker.log_event(
-                STARTED_TOPIC,
-                {
-                    "key": spec["key"],
-                    "worker": worker.address,
-                    "hostname": socket.gethostname(),
-                    "started_at": started,
-                },
-            )
-    path = os.path.join(_log_root(spec, worker), spec["log_relpath"])
+        message = {
+            "key": spec["key"],
+            "worker": worker.address,
+            "hostname": socket.gethostname(),
+            "started_at": started,
+        }
+        rt.starts.add(spec["key"], worker, message)
+    path = _log_file(spec, worker)
     with rt.lock:
         rt.log_paths[spec["key"]] = path
     try:
@@ -339,6 +392,7 @@ def run_task(spec: TaskSpec) -> Outcome:
             with log:
                 kind, reason, code = _run_with_log(spec, rt, log)
     finally:
+        rt.starts.discard(spec["key"])
         with rt.lock:
             rt.log_paths.pop(spec["key"], None)
             rt.revoked.pop(spec["key"], None)
@@ -349,12 +403,16 @@ def run_task(spec: TaskSpec) -> Outcome:
         reason=reason,
         exit_code=code,
         hostname=socket.gethostname(),
+        worker=getattr(worker, "address", None),
         pid=os.getpid(),
         started_at=started,
         ended_at=time.time(),
         log_path=path,
         log=_read_tail(path, spec["log_max_bytes"]) if spec["return_log"] else None,
     )
+    if spec["return_log"] and not spec["log_root"]:
+        with contextlib.suppress(OSError):  # returned: a scratch file would only fill the disk
+            os.unlink(path)
     if worker is not None and len(outcome["log"] or "") <= PUSH_LOG_MAX:
         with contextlib.suppress(Exception):  # the result itself still carries the outcome
             worker.log_event(FINISHED_TOPIC, dict(outcome))

@@ -60,6 +60,7 @@ def info_from_outcome(outcome: Any, *, external_executor_id: str | None = None) 
         kind=outcome["kind"],
         external_executor_id=external_executor_id,
         hostname=outcome["hostname"],
+        worker=outcome.get("worker"),
         started_at=timestamp(outcome["started_at"]),
         ended_at=timestamp(outcome["ended_at"]),
         exit_code=outcome["exit_code"],
