@@ -32,3 +32,16 @@ def test_a_worker_that_joins_after_the_first_fetch_is_found_at_once(tmp_path: Pa
         client.wait_for_workers(2, timeout=60)
         with pytest.raises(NoWorkerError):
             router.resources_for(queue="tpu", pool=None)
+
+
+def test_unpublish_batches_by_size_and_age() -> None:
+    from airdask.executors.dask_remote import UnpublishBatch
+
+    batch = UnpublishBatch(max_keys=3, max_delay=3600)
+    assert batch.add(["a"]) == [] and batch.add(["b"]) == []
+    assert batch.add(["c", "d"]) == ["a", "b", "c", "d"]
+    assert batch.take() == []
+    aged = UnpublishBatch(max_keys=1000, max_delay=0.0)
+    assert aged.add(["x"]) == ["x"]  # waited long enough: flushed at once
+    batch.add(["e"])
+    assert batch.take() == ["e"]  # what stopping the executor flushes

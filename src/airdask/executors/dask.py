@@ -9,8 +9,9 @@ External id
     ``external_executor_id`` is ``"<dask scheduler id>/<dask key>"``. Each attempt's future
     is also published as the dataset ``airdask/<dask key>`` on the scheduler, so that after
     the scheduler process died a new executor re-attaches to it (``get_dataset``) instead of
-    running it again; the dataset is removed as soon as the outcome is harvested. Adoption
-    happens only on the same Dask scheduler (same id).
+    running it again; datasets of harvested attempts are removed in batches (at least every
+    0.5 s, and when the executor stops). Adoption happens only on the same Dask scheduler
+    (same id).
 
 Outcomes (``EventInfo.kind``)
     the runner's kinds (``success``, ``exit_code``, ``exception``, ``timeout``, ...),
@@ -47,6 +48,7 @@ from airdask.executors.dask_harvest import (
 )
 from airdask.executors.dask_remote import (
     Pending,
+    UnpublishBatch,
     chunked_groups,
     processing_on,
     publish,
@@ -117,6 +119,7 @@ class DaskExecutor(BaseExecutor):
         self._done = DoneQueue()
         self._track = Tracker()
         self._logs = LogWriter(self.base_log_folder)
+        self._unpublish_batch = UnpublishBatch()
         self._meta: dict[TaskInstanceKey, tuple[int, str | None, int]] = {}
         self._pending: list[Pending] | None = None
         self.scheduler_id: str | None = None
@@ -343,7 +346,8 @@ class DaskExecutor(BaseExecutor):
                 self.success(key, harvested.info)
             else:
                 self.fail(key, harvested.info)
-        self._unpublish(list(outcomes))
+        if self.adoptable:
+            self._unpublish(self._unpublish_batch.add(list(outcomes)))
 
     def _write_log(self, key: TaskInstanceKey, harvested: Harvested) -> None:
         text = harvested.log_text
@@ -378,6 +382,7 @@ class DaskExecutor(BaseExecutor):
         self._close()
 
     def _close(self) -> None:
+        self._unpublish(self._unpublish_batch.take())
         self._logs.close()
         conn, self._conn = self._conn, None
         if conn is None:

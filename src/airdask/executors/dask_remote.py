@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -113,6 +114,33 @@ def unpublish(client: Any, keys: list[str]) -> None:
         client.unpublish_dataset([dataset_name(k) for k in keys])
     except Exception as exc:
         log.warning("could not unpublish %d attempt(s): %s", len(keys), exc)
+
+
+class UnpublishBatch:
+    """Harvested attempts whose datasets are still to be removed, sent in batches.
+
+    Removing them one heartbeat at a time cost a scheduler round trip per heartbeat. A
+    dataset kept a little longer is harmless: it holds only a small finished result, and
+    adopting an attempt that was harvested but not yet recorded recovers its outcome."""
+
+    def __init__(self, *, max_keys: int = 1000, max_delay: float = 0.5) -> None:
+        self.max_keys = max_keys
+        self.max_delay = max_delay
+        self._keys: list[str] = []
+        self._since = 0.0
+
+    def add(self, keys: list[str]) -> list[str]:
+        """Queue ``keys``; return the batch to remove now (empty while it may wait)."""
+        if not self._keys:
+            self._since = time.monotonic()
+        self._keys.extend(keys)
+        if len(self._keys) >= self.max_keys or time.monotonic() - self._since >= self.max_delay:
+            return self.take()
+        return []
+
+    def take(self) -> list[str]:
+        keys, self._keys = self._keys, []
+        return keys
 
 
 def processing_on(client: Any, names: list[str]) -> dict[str, str]:
