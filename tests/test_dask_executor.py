@@ -190,6 +190,32 @@ def test_small_outcomes_are_pushed_large_ones_gathered(
     assert gathered == [dask_key(large.key)]  # the small outcome came with its event
 
 
+def test_tasks_carry_a_digest_and_a_worker_that_lost_it_fetches_it(
+    client: Any, config: Config
+) -> None:
+    import cloudpickle
+
+    ex = DaskExecutor(client=client, config=config)
+    ex.start()
+    _, blob = ex._run_task.args
+    assert blob is None and len(cloudpickle.dumps(ex._run_task)) < 4000  # runner: ~11 KB
+
+    def forget_shipped() -> int:
+        import sys
+
+        functions = sys.modules["_airdask_shipped"].functions
+        count = len(functions)
+        functions.clear()
+        return count
+
+    assert all(n >= 1 for n in client.run(forget_shipped).values())
+    ti = make_ti("refetched")
+    ex.queue_command(ti, PythonCommand(say, "again"))
+    state, info = drain(ex, [ti.key])[ti.key]
+    assert state is S.SUCCESS, info
+    ex.end()
+
+
 def test_priority_reaches_dask(client: Any, config: Config) -> None:
     ex = DaskExecutor(client=client, config=config)
     ex.start()

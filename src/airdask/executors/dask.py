@@ -3,7 +3,8 @@
 One Dask task per attempt, keyed by :func:`airdask.commands.dask_key` (unique per attempt,
 grouped as ``dag_id.task_id`` on the dashboard), submitted with ``pure=False``, ``retries=0``
 and ``priority=priority_weight``. The function that runs on the worker is
-:func:`airdask.runner.run_task`, shipped by value, so workers need not have airdask.
+:func:`airdask.runner.run_task`, shipped by value (:mod:`airdask.executors.dask_shipping`),
+so workers need not have airdask.
 
 External id
     ``external_executor_id`` is ``"<dask scheduler id>/<dask key>"``. Each attempt's future
@@ -52,10 +53,10 @@ from airdask.executors.dask_remote import (
     chunked_groups,
     processing_on,
     publish,
-    shipped,
     unpublish,
 )
 from airdask.executors.dask_routing import NoWorkerError, ResourceRouter
+from airdask.executors.dask_shipping import install, light, shipped
 from airdask.executors.dask_tracking import Tracker
 from airdask.executors.events import EventInfo, timestamp
 from airdask.logs import read_log
@@ -157,6 +158,8 @@ class DaskExecutor(BaseExecutor):
             reuse_current_client=self.reuse_current_client,
         )
         client = self._conn.client
+        if install(client, [self._run_task, self._kill_task, self._read_live_log]):
+            self._run_task = light(self._run_task)  # the other two are rare: keep their blobs
         self.scheduler_id = str(client.scheduler_info(n_workers=0)["id"])
         self._router = ResourceRouter(client, policy=self.pool_policy, ttl=self.resource_ttl)
         client.subscribe_topic(runner.STARTED_TOPIC, self._track.on_started)

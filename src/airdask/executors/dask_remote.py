@@ -1,15 +1,11 @@
-"""What DaskExecutor sends to the cluster: the by-value wrapper for functions that run on
-workers, submission groups, the datasets that make attempts adoptable, and the scheduler
-query that finds where attempts run."""
+"""What DaskExecutor sends to the cluster: submission groups, the datasets that make
+attempts adoptable, and the scheduler query that finds where attempts run."""
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import logging
 import time
-import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,48 +18,6 @@ log = logging.getLogger(__name__)
 DATASET_PREFIX = "airdask/"
 #: Most attempts per ``client.map`` message (keeps each graph message around 1 MB).
 SUBMIT_CHUNK = 1000
-
-
-def _make_cached_call() -> Callable[..., Any]:
-    # A local function: plain pickle refuses it, so Dask ships it (and only it) by value.
-    def call_cached(digest: str, blob: bytes, *args: Any, **kwargs: Any) -> Any:
-        import pickle
-        import sys
-        import types
-        import zlib
-
-        cache: Any = sys.modules.get("_airdask_shipped")
-        if cache is None:
-            fresh = types.ModuleType("_airdask_shipped")
-            fresh.functions = {}  # type: ignore[attr-defined]
-            cache = sys.modules.setdefault("_airdask_shipped", fresh)
-        func = cache.functions.get(digest)
-        if func is None:
-            func = cache.functions.setdefault(digest, pickle.loads(zlib.decompress(blob)))
-        return func(*args, **kwargs)
-
-    return call_cached
-
-
-_CALL_CACHED = _make_cached_call()
-
-
-def shipped(func: Callable[..., Any]) -> Callable[..., Any]:
-    """``func`` as a small callable that reaches workers by value and is unpickled once per
-    worker process.
-
-    Dask serialises a task with plain ``pickle`` first, which would send an importable
-    function by reference (and a worker without airdask could not load it). So ``func`` (with
-    ``airdask.runner``, registered with ``register_pickle_by_value``) is cloudpickled here,
-    once, and travels as compressed bytes beside a tiny loader that keeps the unpickled
-    function per digest in the worker process. Shipping the function itself instead made the
-    Dask scheduler re-pickle the whole runner module for every task (~0.4 ms) and each worker
-    unpickle it for every task (~0.2 ms), which capped throughput well below raw Dask's.
-    """
-    import cloudpickle
-
-    blob = zlib.compress(cloudpickle.dumps(func), 1)
-    return functools.partial(_CALL_CACHED, hashlib.sha256(blob).hexdigest(), blob)
 
 
 @dataclass
