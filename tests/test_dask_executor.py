@@ -155,6 +155,38 @@ def test_a_quick_attempt_is_reported_once_with_its_worker_and_start(
     ex.end()
 
 
+def test_two_executors_on_one_client_each_get_their_events(
+    client: Any, config: Config, tmp_path: Path
+) -> None:
+    from distributed import Event
+
+    first, second = DaskExecutor(client=client, config=config), DaskExecutor(client=client,
+                                                                            config=config)  # fmt: skip
+    first.start()
+    second.start()
+
+    def running_of(ex: DaskExecutor, tag: str) -> Any:
+        gate = Event(f"gate-{tmp_path.name}-{tag}", client=client)
+        ti = make_ti(tag)
+        ex.queue_command(ti, PythonCommand(_wait_event, gate.name))
+        got: list[tuple[S, Any]] = []
+
+        def running() -> bool:
+            ex.heartbeat()
+            events_of(ex, ti.key, got)
+            return any(s is S.RUNNING for s, _ in got)
+
+        wait_for(running, timeout=30, what=f"a running event for {tag}")
+        gate.set()
+        return drain(ex, [ti.key])[ti.key]
+
+    assert running_of(first, "one")[0] is S.SUCCESS
+    assert running_of(second, "two")[0] is S.SUCCESS
+    first.end()  # must not take the second executor's subscriptions with it
+    assert running_of(second, "three")[0] is S.SUCCESS
+    second.end()
+
+
 def _wait_event(name: str) -> None:
     from distributed import Event, get_client
 

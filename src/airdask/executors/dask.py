@@ -57,7 +57,7 @@ from airdask.executors.dask_remote import (
 )
 from airdask.executors.dask_routing import NoWorkerError, ResourceRouter
 from airdask.executors.dask_shipping import install, light, shipped
-from airdask.executors.dask_tracking import Tracker
+from airdask.executors.dask_tracking import Tracker, subscribe, unsubscribe
 from airdask.executors.events import EventInfo, timestamp
 from airdask.logs import read_log
 from airdask.state import TaskInstanceKey, TaskInstanceState
@@ -162,8 +162,8 @@ class DaskExecutor(BaseExecutor):
             self._run_task = light(self._run_task)  # the other two are rare: keep their blobs
         self.scheduler_id = str(client.scheduler_info(n_workers=0)["id"])
         self._router = ResourceRouter(client, policy=self.pool_policy, ttl=self.resource_ttl)
-        client.subscribe_topic(runner.STARTED_TOPIC, self._track.on_started)
-        client.subscribe_topic(runner.FINISHED_TOPIC, self._track.on_finished)
+        subscribe(client, runner.STARTED_TOPIC, self._track.on_started)
+        subscribe(client, runner.FINISHED_TOPIC, self._track.on_finished)
         log.info(
             "DaskExecutor on %s (dashboard: %s)",
             client.scheduler.address,
@@ -391,8 +391,8 @@ class DaskExecutor(BaseExecutor):
         if conn is None:
             return
         try:
-            conn.client.unsubscribe_topic(runner.STARTED_TOPIC)
-            conn.client.unsubscribe_topic(runner.FINISHED_TOPIC)
+            unsubscribe(conn.client, runner.STARTED_TOPIC, self._track.on_started)
+            unsubscribe(conn.client, runner.FINISHED_TOPIC, self._track.on_finished)
         except Exception:
             log.debug("could not unsubscribe", exc_info=True)
         conn.close()

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import threading
+import weakref
+from collections.abc import Callable
 from typing import Any
 
 from airdask.state import TaskInstanceKey
@@ -88,3 +91,38 @@ def _put_event(target: queue.SimpleQueue[tuple[str, dict[str, Any]]], event: Any
     message = event[1] if isinstance(event, tuple) and len(event) == 2 else event
     if isinstance(message, dict) and "key" in message:
         target.put((str(message["key"]), message))
+
+
+# A Dask client keeps one handler per topic: a second executor on the same client (two in
+# one notebook, say) would silently take the first one's events, and the first to stop
+# would unsubscribe both. So handlers are fanned out per (client, topic).
+_fanout: weakref.WeakKeyDictionary[Any, dict[str, list[Callable[[Any], None]]]] = (
+    weakref.WeakKeyDictionary()
+)
+_fanout_lock = threading.Lock()
+
+
+def subscribe(client: Any, topic: str, handler: Callable[[Any], None]) -> None:
+    with _fanout_lock:
+        topics = _fanout.setdefault(client, {})
+        handlers = topics.get(topic)
+        if handlers is None:
+            handlers = topics[topic] = []
+
+            def dispatch(event: Any, handlers: list[Callable[[Any], None]] = handlers) -> None:
+                for each in list(handlers):
+                    each(event)
+
+            client.subscribe_topic(topic, dispatch)
+        handlers.append(handler)
+
+
+def unsubscribe(client: Any, topic: str, handler: Callable[[Any], None]) -> None:
+    with _fanout_lock:
+        topics = _fanout.get(client, {})
+        handlers = topics.get(topic, [])
+        if handler in handlers:
+            handlers.remove(handler)
+        if not handlers and topic in topics:
+            del topics[topic]
+            client.unsubscribe_topic(topic)
