@@ -35,7 +35,7 @@ METADATA_KEY = "airdask-shipped"
 
 def _make_loaders() -> tuple[Callable[..., Any], Callable[..., Any]]:
     # Local functions: plain pickle refuses them, so Dask ships them (only they) by value.
-    def cached(digest: str, blob: bytes | None) -> Any:
+    def cached(digest: str, blob: bytes) -> Any:
         import pickle
         import sys
         import types
@@ -48,34 +48,57 @@ def _make_loaders() -> tuple[Callable[..., Any], Callable[..., Any]]:
             cache = sys.modules.setdefault("_airdask_shipped", fresh)
         func = cache.functions.get(digest)
         if func is None:
-            if blob is None:
-                blob = fetch(digest)
             func = cache.functions.setdefault(digest, pickle.loads(zlib.decompress(blob)))
         return func
 
-    def fetch(digest: str) -> bytes:
-        from distributed import get_worker
-        from distributed.utils import sync
-
-        worker = get_worker()
-        blob = sync(
-            worker.loop, worker.scheduler.get_metadata, keys=["airdask-shipped", digest],
-            default=None,
-        )  # fmt: skip
-        if blob is None:
-            raise RuntimeError(
-                f"airdask function {digest[:12]} is neither installed on this worker nor "
-                "recorded on the scheduler (was the executor that submitted it restarted?)"
-            )
-        return bytes(blob)
-
-    def call_cached(digest: str, blob: bytes | None, *args: Any, **kwargs: Any) -> Any:
+    def call_cached(digest: str, blob: bytes, *args: Any, **kwargs: Any) -> Any:
         return cached(digest, blob)(*args, **kwargs)
 
     return cached, call_cached
 
 
 _CACHED, _CALL_CACHED = _make_loaders()
+
+
+def _make_light_call() -> Callable[..., Any]:
+    # Pickled by value with every task, so it has no closure: once installed (the usual
+    # case) a call is a dictionary lookup; the rest is the fallback of a worker that
+    # missed the plugin.
+    def call_installed(digest: str, *args: Any, **kwargs: Any) -> Any:
+        import sys
+
+        shipped: Any = sys.modules.get("_airdask_shipped")
+        func = shipped.functions.get(digest) if shipped is not None else None
+        if func is None:
+            import pickle
+            import types
+            import zlib
+
+            from distributed import get_worker
+            from distributed.utils import sync
+
+            worker = get_worker()
+            blob = sync(
+                worker.loop, worker.scheduler.get_metadata, keys=["airdask-shipped", digest],
+                default=None,
+            )  # fmt: skip
+            if blob is None:
+                raise RuntimeError(
+                    f"airdask function {digest[:12]} is neither installed on this worker nor "
+                    "recorded on the scheduler (was the executor that submitted it restarted?)"
+                )
+            if shipped is None:
+                fresh = types.ModuleType("_airdask_shipped")
+                fresh.functions = {}  # type: ignore[attr-defined]
+                shipped = sys.modules.setdefault("_airdask_shipped", fresh)
+            loaded = pickle.loads(zlib.decompress(bytes(blob)))
+            func = shipped.functions.setdefault(digest, loaded)
+        return func(*args, **kwargs)
+
+    return call_installed
+
+
+_CALL_INSTALLED = _make_light_call()
 
 
 def shipped(func: Callable[..., Any]) -> functools.partial[Any]:
@@ -89,7 +112,7 @@ def shipped(func: Callable[..., Any]) -> functools.partial[Any]:
 def light(heavy: functools.partial[Any]) -> functools.partial[Any]:
     """The same callable carrying only its digest (for workers :func:`install` reached)."""
     digest, _ = heavy.args
-    return functools.partial(_CALL_CACHED, digest, None)
+    return functools.partial(_CALL_INSTALLED, digest)
 
 
 def _make_plugin(blobs: dict[str, bytes]) -> Any:
