@@ -451,8 +451,8 @@ def test_runs_on_a_worker_that_cannot_import_airdask(
         state, info = events[ti.key]
         assert state is S.SUCCESS, info
         assert info.worker == blocked
+    ex.end()  # logs are filed on a background thread; end() waits for them
     assert "python ok" in log_path(config.get("logging", "base_log_folder"), py_ti.key).read_text()
-    ex.end()
 
 
 def test_cli_worker_dry_run_uses_pools_and_passes_options_through(
