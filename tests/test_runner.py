@@ -110,6 +110,37 @@ def test_capture_is_per_thread(tmp_path: Path) -> None:
     assert (results["alpha"]["log"] or "").count("alpha") == 50
 
 
+CHATTED, RELEASE = threading.Event(), threading.Event()
+
+
+def chatter(lines: int) -> None:
+    for i in range(lines):
+        print(f"line {i}")
+    CHATTED.set()
+    RELEASE.wait(timeout=10)
+
+
+def test_a_callables_scratch_log_lives_in_memory_with_its_tail(tmp_path: Path) -> None:
+    spec = build_spec(
+        KEY, PythonCommand(chatter, 200), log_root=None, return_log=True, log_max_bytes=100
+    )
+    result: list[runner.Outcome] = []
+    thread = threading.Thread(target=lambda: result.append(runner.run_task(spec)))
+    thread.start()
+    assert CHATTED.wait(timeout=10)
+    live = runner.read_live_log(spec["key"]) or ""
+    assert live.startswith("[airdask] log truncated to its last 100 characters")
+    assert live.endswith("line 199\n")  # read live from memory
+    RELEASE.set()
+    thread.join(timeout=10)
+    out = result[0]
+    assert out["state"] == "success" and out["log_path"] == runner.MEMORY_LOG
+    log = out["log"] or ""
+    assert log.startswith("[airdask] log truncated to its last 100 characters")
+    assert log.endswith("line 199\n") and "line 0\n" not in log
+    assert not (tmp_path / "airdask-logs").exists()
+
+
 def test_timeout_kills_the_whole_group(tmp_path: Path) -> None:
     pids = tmp_path / "pids"
     out = runner.run_task(spec_for(spawn_tree_script(pids), tmp_path, timeout=1.0))

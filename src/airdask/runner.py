@@ -47,6 +47,8 @@ START_REPORT_TICK = 0.025
 FINISHED_TOPIC = "airdask-task-finished"
 PUSH_LOG_MAX = 16 * 1024
 KILL_GRACE_SECONDS = 2.0
+#: ``Outcome.log_path`` of a callable's scratch log, which is kept in memory.
+MEMORY_LOG = "(in memory)"
 
 # The reaper polls rather than blocking on its pipe: a blocked reader is woken by every
 # registration, and on a busy 2-core host those wake-ups cost a third of a fork+exec each.
@@ -93,7 +95,7 @@ class TaskSpec(TypedDict):
     argv: list[str] | None
     payload: bytes | None  # cloudpickle of (func, args, kwargs)
     log_relpath: str
-    log_root: str | None  # None: a worker-local folder
+    log_root: str | None  # None: scratch (a callable's in memory, an argv's in a local file)
     timeout: float | None
     return_log: bool
     log_max_bytes: int
@@ -122,7 +124,7 @@ def _runtime() -> Any:
         rt.lock = threading.RLock()
         rt.procs = {}  # key -> Popen of a running argv
         rt.revoked = {}  # key -> reason
-        rt.log_paths = {}  # key -> log path of a running attempt
+        rt.log_paths = {}  # key -> log path (or in-memory log) of a running attempt
         rt.reaper = None
         rt.stdout_proxy = None
         rt.stderr_proxy = None
@@ -398,12 +400,14 @@ def run_task(spec: TaskSpec) -> Outcome:
             "started_at": started,
         }
         rt.starts.add(spec["key"], worker, message)
-    path = _log_file(spec, worker)
+    in_memory = spec["argv"] is None and spec["return_log"] and not spec["log_root"]
+    path = MEMORY_LOG if in_memory else _log_file(spec, worker)
+    memory = _TailBuffer(spec["log_max_bytes"]) if in_memory else None
     with rt.lock:
-        rt.log_paths[spec["key"]] = path
+        rt.log_paths[spec["key"]] = memory or path
     try:
         try:
-            log = _open_log(path)
+            log = memory or _open_log(path)
         except OSError as exc:  # not run: without its log, nobody could see what it did
             kind, reason, code = "error", f"cannot open the task log {path}: {exc}", None
         else:
@@ -426,15 +430,48 @@ def run_task(spec: TaskSpec) -> Outcome:
         started_at=started,
         ended_at=time.time(),
         log_path=path,
-        log=_read_tail(path, spec["log_max_bytes"]) if spec["return_log"] else None,
+        log=_log_text(memory or path, spec["log_max_bytes"]) if spec["return_log"] else None,
     )
-    if spec["return_log"] and not spec["log_root"]:
+    if spec["return_log"] and not spec["log_root"] and memory is None:
         with contextlib.suppress(OSError):  # returned: a scratch file would only fill the disk
             os.unlink(path)
     if worker is not None and len(outcome["log"] or "") <= PUSH_LOG_MAX:
         with contextlib.suppress(Exception):  # the result itself still carries the outcome
             worker.log_event(FINISHED_TOPIC, dict(outcome))
     return outcome
+
+
+class _TailBuffer(io.TextIOBase):
+    """A callable's scratch log, in memory: no file to create, read back and delete for
+    each attempt. Only the tail the outcome returns (``limit`` characters) is kept."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.parts: list[str] = []
+        self.size = 0
+        self.dropped = False
+        self.lock = threading.Lock()
+
+    def write(self, text: str) -> int:
+        with self.lock:
+            self.parts.append(text)
+            self.size += len(text)
+            if self.size > 2 * self.limit:
+                kept = "".join(self.parts)[-self.limit :]
+                self.parts, self.size, self.dropped = [kept], len(kept), True
+        return len(text)
+
+    def tail(self, limit: int) -> str:
+        with self.lock:
+            text = "".join(self.parts)
+        if self.dropped or len(text) > limit:
+            kept = min(limit, self.limit) if self.dropped else limit
+            return f"[airdask] log truncated to its last {kept} characters\n" + text[-kept:]
+        return text
+
+
+def _log_text(source: str | _TailBuffer, limit: int) -> str:
+    return source.tail(limit) if isinstance(source, _TailBuffer) else _read_tail(source, limit)
 
 
 def _open_log(path: str) -> Any:
@@ -494,10 +531,10 @@ def read_live_log(key: str) -> str | None:
     """The log so far of an attempt running in this process, or None if none is running."""
     rt = _runtime()
     with rt.lock:
-        path = rt.log_paths.get(key)
-    if path is None:
+        source = rt.log_paths.get(key)
+    if source is None:
         return None
-    return _read_tail(path, 16 * 1024 * 1024)
+    return _log_text(source, 16 * 1024 * 1024)
 
 
 def running_keys() -> list[str]:
