@@ -56,14 +56,14 @@ from airdask.executors.dask_remote import (
     unpublish,
 )
 from airdask.executors.dask_routing import NoWorkerError, ResourceRouter
-from airdask.executors.dask_shipping import install, light, shipped
+from airdask.executors.dask_shipping import install, light, reference, shipped
 from airdask.executors.dask_tracking import Tracker, subscribe, unsubscribe
 from airdask.executors.events import EventInfo, timestamp
 from airdask.logs import read_log
 from airdask.state import TaskInstanceKey, TaskInstanceState
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping, Sequence
+    from collections.abc import Callable, Iterator, Mapping, Sequence
 
     import click
 
@@ -147,7 +147,7 @@ class DaskExecutor(BaseExecutor):
         if self._conn is not None:
             return
         cloudpickle.register_pickle_by_value(runner)
-        self._run_task = shipped(runner.run_task)
+        self._run_task: Callable[..., Any] = shipped(runner.run_task)
         self._kill_task = shipped(runner.kill_task)
         self._read_live_log = shipped(runner.read_live_log)
         self._conn = connect(
@@ -158,8 +158,11 @@ class DaskExecutor(BaseExecutor):
             reuse_current_client=self.reuse_current_client,
         )
         client = self._conn.client
-        if install(client, [self._run_task, self._kill_task, self._read_live_log]):
-            self._run_task = light(self._run_task)  # the other two are rare: keep their blobs
+        reached = install(client, [self._run_task, self._kill_task, self._read_live_log])
+        if reached == "everywhere":  # the other two are rare: they keep their blobs
+            self._run_task = reference(self._run_task)
+        elif reached == "workers":
+            self._run_task = light(self._run_task)
         self.scheduler_id = str(client.scheduler_info(n_workers=0)["id"])
         self._router = ResourceRouter(client, policy=self.pool_policy, ttl=self.resource_ttl)
         subscribe(client, runner.STARTED_TOPIC, self._track.on_started)

@@ -43,13 +43,43 @@ def _make_loaders() -> tuple[Callable[..., Any], Callable[..., Any]]:
 
         cache: Any = sys.modules.get("_airdask_shipped")
         if cache is None:
+            import importlib.machinery
+
             fresh = types.ModuleType("_airdask_shipped")
+            # A spec makes the module importable in cloudpickle's eyes: its functions
+            # then pickle by reference instead of by value.
+            fresh.__spec__ = importlib.machinery.ModuleSpec("_airdask_shipped", None)
             fresh.functions = {}  # type: ignore[attr-defined]
             cache = sys.modules.setdefault("_airdask_shipped", fresh)
         func = cache.functions.get(digest)
         if func is None:
             func = cache.functions.setdefault(digest, pickle.loads(zlib.decompress(blob)))
+        name = "run_" + digest[:32]
+        if not hasattr(cache, name):  # what tasks name by reference (see reference())
+
+            def entry(*args: Any, **kwargs: Any) -> Any:
+                func = cache.functions.get(digest)
+                if func is None:  # the cache was cleared: fetch the blob again
+                    func = cached(digest, fetch(digest))
+                return func(*args, **kwargs)
+
+            entry.__module__ = "_airdask_shipped"
+            entry.__name__ = entry.__qualname__ = name
+            setattr(cache, name, entry)
         return func
+
+    def fetch(digest: str) -> bytes:
+        from distributed import get_worker
+        from distributed.utils import sync
+
+        worker = get_worker()
+        blob = sync(
+            worker.loop, worker.scheduler.get_metadata, keys=["airdask-shipped", digest],
+            default=None,
+        )  # fmt: skip
+        if blob is None:
+            raise RuntimeError(f"airdask function {digest[:12]} is not recorded on the scheduler")
+        return bytes(blob)
 
     def call_cached(digest: str, blob: bytes, *args: Any, **kwargs: Any) -> Any:
         return cached(digest, blob)(*args, **kwargs)
@@ -115,12 +145,26 @@ def light(heavy: functools.partial[Any]) -> functools.partial[Any]:
     return functools.partial(_CALL_INSTALLED, digest)
 
 
-def _make_plugin(blobs: dict[str, bytes]) -> Any:
-    from distributed.diagnostics.plugin import WorkerPlugin
+def reference(heavy: functools.partial[Any]) -> Callable[..., Any]:
+    """The same callable as a module-level function of ``_airdask_shipped``, which pickles
+    by reference (~60 bytes, and plain ``pickle`` succeeds at the first try): for a
+    cluster whose scheduler and workers :func:`install` reached (it installs the module
+    on both; the scheduler unpickles every task too)."""
+    import sys
+
+    digest, blob = heavy.args
+    _CACHED(digest, blob)  # here as well: pickling by reference looks the function up
+    return getattr(sys.modules["_airdask_shipped"], "run_" + digest[:32])  # type: ignore[no-any-return]
+
+
+def _make_plugins(blobs: dict[str, bytes]) -> tuple[Any, Any]:
+    from distributed.diagnostics.plugin import SchedulerPlugin, WorkerPlugin
 
     cached = _CACHED
 
     class AirdaskShipped(WorkerPlugin):  # local: shipped by value like the loaders
+        idempotent = True  # the name carries the digests: same name, same functions
+
         def __init__(self, blobs: dict[str, bytes]) -> None:
             self.blobs = blobs
 
@@ -128,20 +172,38 @@ def _make_plugin(blobs: dict[str, bytes]) -> Any:
             for digest, blob in self.blobs.items():
                 cached(digest, blob)
 
-    return AirdaskShipped(blobs)
+    class AirdaskShippedOnScheduler(SchedulerPlugin):
+        idempotent = True
+
+        def __init__(self, blobs: dict[str, bytes]) -> None:
+            self.blobs = blobs
+
+        async def start(self, scheduler: Any) -> None:
+            for digest, blob in self.blobs.items():
+                cached(digest, blob)
+
+    return AirdaskShipped(blobs), AirdaskShippedOnScheduler(blobs)
 
 
-def install(client: Any, functions: list[functools.partial[Any]]) -> bool:
+def install(client: Any, functions: list[functools.partial[Any]]) -> str:
     """Put the blobs of ``functions`` (from :func:`shipped`) on every worker, present and
-    future; False (logged) if the cluster would not take them."""
+    future, and on the scheduler. Returns how far it got: ``"everywhere"``, ``"workers"``
+    (use :func:`light`) or ``"nowhere"`` (use the blob-carrying callables; logged)."""
     blobs = {f.args[0]: f.args[1] for f in functions}
+    name = "airdask-shipped-" + hashlib.sha256("".join(sorted(blobs)).encode()).hexdigest()
+    on_workers, on_scheduler = _make_plugins(blobs)
     try:
         for digest, blob in blobs.items():
             client.set_metadata([METADATA_KEY, digest], blob)
-        name = "airdask-shipped-" + hashlib.sha256("".join(sorted(blobs)).encode()).hexdigest()
-        client.register_plugin(_make_plugin(blobs), name=name[:40])
+        client.register_plugin(on_workers, name=name[:40])
     except Exception as exc:  # tasks then carry their blobs: slower, still correct
         log.warning("could not install airdask's functions on the workers (%s); "
                     "each task will carry them", exc)  # fmt: skip
-        return False
-    return True
+        return "nowhere"
+    try:
+        client.register_plugin(on_scheduler, name=name[:40])
+    except Exception as exc:
+        log.warning("could not install airdask's functions on the scheduler (%s); "
+                    "tasks will carry a loader", exc)  # fmt: skip
+        return "workers"
+    return "everywhere"
