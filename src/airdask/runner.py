@@ -129,6 +129,7 @@ def _runtime() -> Any:
         rt.stdout_proxy = None
         rt.stderr_proxy = None
         rt.starts = _StartReporter()
+        rt.hostname = socket.gethostname()
         rt = sys.modules.setdefault(RUNTIME_MODULE, rt)
     return rt
 
@@ -243,9 +244,11 @@ def _ensure_reaper(rt: Any) -> None:
 
 
 def _reaper_send(rt: Any, line: str) -> None:
+    # No liveness check per line (a waitpid each): a dead reaper fails the write instead.
     with rt.lock:
         for _ in range(2):
-            _ensure_reaper(rt)
+            if rt.reaper is None:
+                _ensure_reaper(rt)
             try:
                 rt.reaper.stdin.write(line.encode() + b"\n")
                 rt.reaper.stdin.flush()
@@ -396,7 +399,7 @@ def run_task(spec: TaskSpec) -> Outcome:
         message = {
             "key": spec["key"],
             "worker": worker.address,
-            "hostname": socket.gethostname(),
+            "hostname": rt.hostname,
             "started_at": started,
         }
         rt.starts.add(spec["key"], worker, message)
@@ -424,7 +427,7 @@ def run_task(spec: TaskSpec) -> Outcome:
         kind=kind,
         reason=reason,
         exit_code=code,
-        hostname=socket.gethostname(),
+        hostname=rt.hostname,
         worker=getattr(worker, "address", None),
         pid=os.getpid(),
         started_at=started,
