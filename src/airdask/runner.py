@@ -439,9 +439,22 @@ def run_task(spec: TaskSpec) -> Outcome:
         with contextlib.suppress(OSError):  # returned: a scratch file would only fill the disk
             os.unlink(path)
     if worker is not None and len(outcome["log"] or "") <= PUSH_LOG_MAX:
-        with contextlib.suppress(Exception):  # the result itself still carries the outcome
-            worker.log_event(FINISHED_TOPIC, dict(outcome))
+        _push(worker, outcome)
     return outcome
+
+
+def _push(worker: Any, outcome: Outcome) -> None:
+    """Send the outcome on FINISHED_TOPIC. Where airdask's worker plugin runs (it leaves a
+    ``finished`` dict in the ``_airdask_shipped`` module), the plugin sends it from the
+    worker's event loop when the task's result is stored: one loop wake-up fewer per
+    attempt than sending it from this thread, and still ahead of Dask's own message."""
+    hooked: Any = sys.modules.get("_airdask_shipped")
+    finished = getattr(hooked, "finished", None)
+    if finished is not None and len(finished) < 10_000:
+        finished[outcome["key"]] = dict(outcome)
+        return
+    with contextlib.suppress(Exception):  # the result itself still carries the outcome
+        worker.log_event(FINISHED_TOPIC, dict(outcome))
 
 
 class _TailBuffer(io.TextIOBase):
