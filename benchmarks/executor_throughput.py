@@ -162,7 +162,7 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=1000, help="attempts per measurement")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=3, help="medians over this many rounds")
+    parser.add_argument("--rounds", type=int, default=5, help="medians over this many rounds")
     parser.add_argument("--skip-sync", action="store_true")
     args = parser.parse_args()
     os.environ.setdefault("AIRDASK_HOME", tempfile.mkdtemp(prefix="airdask-bench-"))
