@@ -245,6 +245,13 @@ def test_tasks_name_the_runner_and_a_worker_that_lost_it_fetches_it(
     state, info = drain(ex, [ti.key])[ti.key]
     assert state is S.SUCCESS, info
     ex.end()
+    # the digest-only loader (a cluster that took the worker plugin only) fetches it too
+    from airdask.executors.dask_shipping import install, light, shipped
+
+    heavy = shipped(len)
+    assert install(client, [heavy]) == "everywhere"
+    client.run(forget_shipped)
+    assert client.submit(light(heavy), "abcd", pure=False).result(timeout=30) == 4
 
 
 def test_priority_reaches_dask(client: Any, config: Config) -> None:

@@ -3,19 +3,22 @@
 Dask serialises a task with plain ``pickle`` first, which would send an importable function
 by reference (and a worker without airdask could not load it). So each function (with
 ``airdask.runner``, registered with ``register_pickle_by_value``) is cloudpickled once, here,
-into a compressed *blob* named by its digest, and workers keep the unpickled function per
-digest for the life of their process. A task then carries only a tiny by-value loader and the
-digest:
+into a compressed *blob* named by its digest; a process that loads it keeps it in the module
+``_airdask_shipped`` for its lifetime. Three ways for a task to name it, best first:
 
-* :func:`install` registers a worker plugin holding the blobs, which Dask runs on every
-  worker, present and future, before that worker is given any task; and records the blobs
-  in the scheduler's metadata, where a worker that somehow missed the plugin fetches them;
-* without the plugin (:func:`shipped` alone, or a cluster that refuses plugins) the blob
-  travels with every task instead.
+* :func:`reference`: a module-level function of ``_airdask_shipped``, pickled by reference
+  (~60 bytes). Needs the module on the scheduler (which unpickles every task) and on the
+  workers: :func:`install` registers a scheduler plugin and a worker plugin for that (Dask
+  runs worker plugins on every worker, present and future, before it gets any task);
+* :func:`light`: a small by-value loader with the digest, for a cluster that took the worker
+  plugin only; a worker that lacks the function fetches the blob from the scheduler's
+  metadata, where :func:`install` also records it;
+* :func:`shipped`: the loader with the blob itself, for a cluster that took no plugin.
 
 Measured on 2 process workers: shipping the function itself made the scheduler re-pickle the
-whole runner module for every task (~0.4 ms) and each worker unpickle it (~0.2 ms); the
-blob with every task still cost ~7% of the throughput of bare ``client.map``.
+whole runner module for every task (~0.4 ms) and each worker unpickle it (~0.2 ms); with the
+blob in every task the scheduler still spent a tenth of its time pickling, and failed twice
+with plain pickle before cloudpickle.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ METADATA_KEY = "airdask-shipped"
 
 def _make_loaders() -> tuple[Callable[..., Any], Callable[..., Any]]:
     # Local functions: plain pickle refuses them, so Dask ships them (only they) by value.
-    def cached(digest: str, blob: bytes) -> Any:
+    def cached(digest: str, blob: bytes | None) -> Any:
         import pickle
         import sys
         import types
@@ -53,7 +56,8 @@ def _make_loaders() -> tuple[Callable[..., Any], Callable[..., Any]]:
             cache = sys.modules.setdefault("_airdask_shipped", fresh)
         func = cache.functions.get(digest)
         if func is None:
-            func = cache.functions.setdefault(digest, pickle.loads(zlib.decompress(blob)))
+            loaded = pickle.loads(zlib.decompress(blob if blob is not None else fetch(digest)))
+            func = cache.functions.setdefault(digest, loaded)
         name = "run_" + digest[:32]
         if not hasattr(cache, name):  # what tasks name by reference (see reference())
 
@@ -81,54 +85,13 @@ def _make_loaders() -> tuple[Callable[..., Any], Callable[..., Any]]:
             raise RuntimeError(f"airdask function {digest[:12]} is not recorded on the scheduler")
         return bytes(blob)
 
-    def call_cached(digest: str, blob: bytes, *args: Any, **kwargs: Any) -> Any:
+    def call_cached(digest: str, blob: bytes | None, *args: Any, **kwargs: Any) -> Any:
         return cached(digest, blob)(*args, **kwargs)
 
     return cached, call_cached
 
 
 _CACHED, _CALL_CACHED = _make_loaders()
-
-
-def _make_light_call() -> Callable[..., Any]:
-    # Pickled by value with every task, so it has no closure: once installed (the usual
-    # case) a call is a dictionary lookup; the rest is the fallback of a worker that
-    # missed the plugin.
-    def call_installed(digest: str, *args: Any, **kwargs: Any) -> Any:
-        import sys
-
-        shipped: Any = sys.modules.get("_airdask_shipped")
-        func = shipped.functions.get(digest) if shipped is not None else None
-        if func is None:
-            import pickle
-            import types
-            import zlib
-
-            from distributed import get_worker
-            from distributed.utils import sync
-
-            worker = get_worker()
-            blob = sync(
-                worker.loop, worker.scheduler.get_metadata, keys=["airdask-shipped", digest],
-                default=None,
-            )  # fmt: skip
-            if blob is None:
-                raise RuntimeError(
-                    f"airdask function {digest[:12]} is neither installed on this worker nor "
-                    "recorded on the scheduler (was the executor that submitted it restarted?)"
-                )
-            if shipped is None:
-                fresh = types.ModuleType("_airdask_shipped")
-                fresh.functions = {}  # type: ignore[attr-defined]
-                shipped = sys.modules.setdefault("_airdask_shipped", fresh)
-            loaded = pickle.loads(zlib.decompress(bytes(blob)))
-            func = shipped.functions.setdefault(digest, loaded)
-        return func(*args, **kwargs)
-
-    return call_installed
-
-
-_CALL_INSTALLED = _make_light_call()
 
 
 def shipped(func: Callable[..., Any]) -> functools.partial[Any]:
@@ -140,9 +103,11 @@ def shipped(func: Callable[..., Any]) -> functools.partial[Any]:
 
 
 def light(heavy: functools.partial[Any]) -> functools.partial[Any]:
-    """The same callable carrying only its digest (for workers :func:`install` reached)."""
+    """The same callable carrying only its digest, for a cluster whose workers
+    :func:`install` reached but not its scheduler (a worker that lost the function fetches
+    it from the scheduler's metadata)."""
     digest, _ = heavy.args
-    return functools.partial(_CALL_INSTALLED, digest)
+    return functools.partial(_CALL_CACHED, digest, None)
 
 
 def reference(heavy: functools.partial[Any]) -> Callable[..., Any]:
