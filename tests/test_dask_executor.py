@@ -461,6 +461,33 @@ def test_runs_on_a_worker_that_cannot_import_airdask(
     assert "python ok" in log_path(config.get("logging", "base_log_folder"), py_ti.key).read_text()
 
 
+def test_a_scheduler_that_lost_the_runner_gets_it_again(
+    subprocess_cluster: ExternalCluster, config: Config
+) -> None:
+    """What a restarted Dask scheduler looks like to tasks that name the runner by
+    reference: no module, no plugin. The attempt fails with that reason and the executor
+    installs the runner again, so the retry runs."""
+    ex, _ = attached(subprocess_cluster, config, offering="gpu")
+
+    def forget_runner(dask_scheduler: Any) -> None:
+        import sys
+
+        sys.modules.pop("_airdask_shipped", None)
+        for name in [n for n in dask_scheduler.plugins if n.startswith("airdask-shipped")]:
+            dask_scheduler.remove_plugin(name)
+
+    ex.client.run_on_scheduler(forget_runner)
+    lost = make_ti("lost")
+    ex.queue_command(lost, ["true"])
+    state, info = drain(ex, [lost.key])[lost.key]
+    assert state is S.FAILED and "deserialization of the task graph" in info.reason
+    retry = make_ti("lost", try_number=2)
+    ex.queue_command(retry, ["true"])
+    state, info = drain(ex, [retry.key])[retry.key]
+    assert state is S.SUCCESS, info
+    ex.end()
+
+
 def test_cli_worker_dry_run_uses_pools_and_passes_options_through(
     home: Path, config: Config
 ) -> None:

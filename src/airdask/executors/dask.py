@@ -56,7 +56,7 @@ from airdask.executors.dask_remote import (
     unpublish,
 )
 from airdask.executors.dask_routing import NoWorkerError, ResourceRouter
-from airdask.executors.dask_shipping import install, light, reference, shipped
+from airdask.executors.dask_shipping import SHIPPED_MODULE, install, light, reference, shipped
 from airdask.executors.dask_tracking import Tracker, subscribe, unsubscribe
 from airdask.executors.events import EventInfo, timestamp
 from airdask.logs import read_log
@@ -147,7 +147,8 @@ class DaskExecutor(BaseExecutor):
         if self._conn is not None:
             return
         cloudpickle.register_pickle_by_value(runner)
-        self._run_task: Callable[..., Any] = shipped(runner.run_task)
+        self._heavy_run_task = shipped(runner.run_task)
+        self._run_task: Callable[..., Any] = self._heavy_run_task
         self._kill_task = shipped(runner.kill_task)
         self._read_live_log = shipped(runner.read_live_log)
         self._conn = connect(
@@ -158,11 +159,7 @@ class DaskExecutor(BaseExecutor):
             reuse_current_client=self.reuse_current_client,
         )
         client = self._conn.client
-        reached = install(client, [self._run_task, self._kill_task, self._read_live_log])
-        if reached == "everywhere":  # the other two are rare: they keep their blobs
-            self._run_task = reference(self._run_task)
-        elif reached == "workers":
-            self._run_task = light(self._run_task)
+        self._install_runner()
         self.scheduler_id = str(client.scheduler_info(n_workers=0)["id"])
         self._router = ResourceRouter(client, policy=self.pool_policy, ttl=self.resource_ttl)
         subscribe(client, runner.STARTED_TOPIC, self._track.on_started)
@@ -172,6 +169,15 @@ class DaskExecutor(BaseExecutor):
             client.scheduler.address,
             self.dashboard_link or "none",
         )
+
+    def _install_runner(self) -> None:
+        """Put the runner on the cluster and choose how tasks name it (dask_shipping)."""
+        heavy = self._heavy_run_task
+        reached = install(self.client, [heavy, self._kill_task, self._read_live_log])
+        if reached == "everywhere":  # the other two are rare: they keep their blobs
+            self._run_task = reference(heavy)
+        else:
+            self._run_task = light(heavy) if reached == "workers" else heavy
 
     def _external_id(self, key: str) -> str:
         return f"{self.scheduler_id}/{key}"
@@ -342,6 +348,11 @@ class DaskExecutor(BaseExecutor):
                 for name, _ in mine
             }
         del items, mine
+        if any(_lost_runner(h.info.reason) for h in outcomes.values()):
+            # A restarted Dask scheduler (or worker) lost the plugins: install them again
+            # so that the attempts the scheduler retries find the runner.
+            log.warning("the Dask cluster lost airdask's runner; installing it again")
+            self._install_runner()
         for name, harvested in outcomes.items():
             harvested.info.worker = harvested.info.worker or self._track.worker_of(name)
             key = self._track.forget(name)
@@ -478,3 +489,9 @@ class DaskExecutor(BaseExecutor):
         self._track.add(name, key, future)
         self.running.add(key)
         future.add_done_callback(self._done.callback_for(name))
+
+
+def _lost_runner(reason: str) -> bool:
+    """Whether a Dask error says the scheduler or a worker could not load airdask's runner
+    (the scheduler reports only that the graph could not be deserialised)."""
+    return SHIPPED_MODULE in reason or "deserialization of the task graph" in reason

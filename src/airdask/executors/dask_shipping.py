@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 
 #: Scheduler metadata key under which blobs are kept: ``[METADATA_KEY, digest]``.
 METADATA_KEY = "airdask-shipped"
+#: The module that holds the loaded functions in every process (the by-value loaders spell
+#: it out themselves: they cannot refer to this module).
+SHIPPED_MODULE = "_airdask_shipped"
 
 
 def _make_loaders() -> tuple[Callable[..., Any], Callable[..., Any]]:
@@ -119,7 +122,7 @@ def reference(heavy: functools.partial[Any]) -> Callable[..., Any]:
 
     digest, blob = heavy.args
     _CACHED(digest, blob)  # here as well: pickling by reference looks the function up
-    return getattr(sys.modules["_airdask_shipped"], "run_" + digest[:32])  # type: ignore[no-any-return]
+    return getattr(sys.modules[SHIPPED_MODULE], "run_" + digest[:32])  # type: ignore[no-any-return]
 
 
 def _make_plugins(blobs: dict[str, bytes]) -> tuple[Any, Any]:
