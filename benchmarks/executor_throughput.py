@@ -8,7 +8,10 @@ several rounds (medians are printed; the ratio is the median of the per-round ra
 * "raw Dask, bare work" maps ``subprocess.run(["true"])`` / a no-op function: the target
   (executor >= 0.8x of it) is measured against this;
 * "raw Dask mapping the runner" maps airdask's runner over the very specs the executor
-  builds (same supervision and log capture), so that ratio is the executor's own overhead.
+  builds (same supervision and log capture), so that ratio is the executor's own overhead;
+* CPU per attempt: the CPU time of the client (with the LocalCluster's scheduler), the
+  workers and their commands, per attempt; steadier than rates on a shared machine, and on
+  a saturated one its ratio predicts the throughput ratio.
 
 sync(): the cost of one ``sync()`` with 10k, 50k and 100k attempts really submitted to a
 Dask scheduler that has no worker (so none can finish), measured as the median of many calls.
@@ -111,6 +114,24 @@ def raw_bare(client: Any, n: int, func: Any) -> float:
     return n / elapsed
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU time used so far by these processes and their reaped children (the commands)."""
+    import psutil
+
+    total = 0.0
+    for pid in pids:
+        t = psutil.Process(pid).cpu_times()
+        total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
+def with_cpu(pids: list[int], n: int, run: Any, *args: Any) -> tuple[float, float]:
+    """``(attempts/s, CPU ms per attempt)`` of ``run(*args)``, which returns attempts/s."""
+    before = cpu_seconds(pids)
+    rate = float(run(*args))
+    return rate, (cpu_seconds(pids) - before) / n * 1e3
+
+
 def sync_cost(config: Any, levels: list[int]) -> list[tuple[int, float, float, float]]:
     """Median and max µs of sync() with ``level`` attempts in flight, on a ``dask scheduler``
     subprocess that has no worker (so none can finish), and the submit time per attempt."""
@@ -185,6 +206,7 @@ def main() -> None:
         ) as cluster,
         Client(cluster, set_as_default=False) as client,
     ):
+        pids = [os.getpid(), *client.run(os.getpid).values()]  # client+scheduler, workers
         # warm up imports and the by-value runner on every worker
         raw_same_work(client, "warm", 50, ["true"])
         for label, command, bare in (
@@ -193,17 +215,24 @@ def main() -> None:
         ):
             tag = label.split()[0].replace("-", "")
             rates: list[tuple[float, float, float]] = []
+            cpus: list[tuple[float, float]] = []
             for round_ in range(args.rounds):  # interleaved, so drift hits all three alike
-                ex_rate = through_executor(client, config, f"{tag}{round_}", n, command)
+                ex_rate, ex_cpu = with_cpu(
+                    pids, n, through_executor, client, config, f"{tag}{round_}", n, command
+                )
                 raw_rate = raw_same_work(client, f"{tag}{round_}", n, command)
-                rates.append((ex_rate, raw_rate, raw_bare(client, n, bare)))
+                bare_rate, bare_cpu = with_cpu(pids, n, raw_bare, client, n, bare)
+                rates.append((ex_rate, raw_rate, bare_rate))
+                cpus.append((ex_cpu, bare_cpu))
             ex_rate, raw_rate, bare_rate = (statistics.median(r) for r in zip(*rates, strict=True))
             vs_same = statistics.median(e / r for e, r, _ in rates)
             vs_bare = statistics.median(e / b for e, _, b in rates)
+            ex_cpu, bare_cpu = (statistics.median(c) for c in zip(*cpus, strict=True))
             print(
                 f"{label:20s} executor {ex_rate:5.0f}/s | raw Dask, bare work {bare_rate:5.0f}/s"
                 f" | ratio {vs_bare:4.2f} | raw Dask mapping the runner {raw_rate:5.0f}/s"
-                f" (ratio {vs_same:4.2f})"
+                f" (ratio {vs_same:4.2f})\n{'':20s} CPU per attempt, all processes: executor "
+                f"{ex_cpu:4.2f} ms | bare {bare_cpu:4.2f} ms | ratio {bare_cpu / ex_cpu:4.2f}"
             )
     if not args.skip_sync:
         print("sync() with attempts in flight and none finished (worker-less cluster):")
