@@ -36,6 +36,19 @@ def events_of(ex: DaskExecutor, key: TaskInstanceKey, into: list[tuple[S, Any]])
             into.append(value)
 
 
+def events_until(ex: DaskExecutor, key: TaskInstanceKey, state: S) -> list[tuple[S, Any]]:
+    """Heartbeat until ``key`` has reported ``state``; every event of ``key`` seen so far."""
+    got: list[tuple[S, Any]] = []
+
+    def seen() -> bool:
+        ex.heartbeat()
+        events_of(ex, key, got)
+        return any(s is state for s, _ in got)
+
+    wait_for(seen, timeout=30, what=f"{key} {state.value}")
+    return got
+
+
 def test_dask_key_groups_by_dag_and_task_in_the_dashboard() -> None:
     from dask.utils import key_split as dask_split
     from distributed.utils import key_split as dist_split
@@ -107,14 +120,7 @@ def test_running_event_names_the_worker(client: Any, config: Config, tmp_path: P
     gate = Event(f"gate-{tmp_path.name}", client=client)
     ti = make_ti("blocked")
     ex.queue_command(ti, PythonCommand(_wait_event, gate.name))
-    got: list[tuple[S, Any]] = []
-
-    def running_seen() -> bool:
-        ex.heartbeat()
-        events_of(ex, ti.key, got)
-        return any(s is S.RUNNING for s, _ in got)
-
-    wait_for(running_seen, timeout=30, what="a running event")
+    got = events_until(ex, ti.key, S.RUNNING)
     info = next(i for s, i in got if s is S.RUNNING)
     workers = set(client.scheduler_info(n_workers=-1)["workers"])
     assert info.worker in workers and info.kind == "running" and info.started_at is not None
@@ -134,15 +140,7 @@ def test_a_quick_attempt_is_reported_once_with_its_worker_and_start(
     ex.start()
     ti = make_ti("quick")
     ex.queue_command(ti, PythonCommand(say, "quick"))
-    ex.trigger_tasks(1)
-    got: list[tuple[S, Any]] = []
-
-    def finished() -> bool:
-        ex.sync()
-        events_of(ex, ti.key, got)
-        return any(s is S.SUCCESS for s, _ in got)
-
-    wait_for(finished, timeout=30, what="the outcome")
+    got = events_until(ex, ti.key, S.SUCCESS)
     info = got[-1][1]
     workers = set(client.scheduler_info(n_workers=-1)["workers"])
     assert info.worker in workers and info.started_at is not None and info.hostname
@@ -169,14 +167,7 @@ def test_two_executors_on_one_client_each_get_their_events(
         gate = Event(f"gate-{tmp_path.name}-{tag}", client=client)
         ti = make_ti(tag)
         ex.queue_command(ti, PythonCommand(_wait_event, gate.name))
-        got: list[tuple[S, Any]] = []
-
-        def running() -> bool:
-            ex.heartbeat()
-            events_of(ex, ti.key, got)
-            return any(s is S.RUNNING for s, _ in got)
-
-        wait_for(running, timeout=30, what=f"a running event for {tag}")
+        events_until(ex, ti.key, S.RUNNING)
         gate.set()
         return drain(ex, [ti.key])[ti.key]
 
