@@ -348,7 +348,7 @@ class DaskExecutor(BaseExecutor):
                 for name, _ in mine
             }
         del items, mine
-        if any(_lost_runner(h.info.reason) for h in outcomes.values()):
+        if any(h.info.kind == "error" and _lost_runner(h.info.reason) for h in outcomes.values()):
             # A restarted Dask scheduler (or worker) lost the plugins: install them again
             # so that the attempts the scheduler retries find the runner.
             log.warning("the Dask cluster lost airdask's runner; installing it again")
