@@ -178,9 +178,11 @@ def test_two_executors_on_one_client_each_get_their_events(
     second.end()
 
 
-def _wait_event(name: str) -> None:
+def _wait_event(name: str, say_first: str | None = None) -> None:
     from distributed import Event, get_client
 
+    if say_first is not None:
+        print(say_first, flush=True)
     if not Event(name, client=get_client()).wait(timeout=60):
         raise TimeoutError("gate never opened")
 
@@ -326,6 +328,26 @@ def test_live_log_of_a_running_task_then_from_the_folder(
     assert drain(ex, [ti.key])[ti.key][0] is S.SUCCESS
     messages, lines = ex.get_task_log(ti, 1)
     assert lines[:2] == ["first-line", "second-line"] and messages[0].startswith("log file")
+    ex.end()
+
+
+def test_live_log_of_a_running_callable(client: Any, config: Config, tmp_path: Path) -> None:
+    from distributed import Event
+
+    ex = DaskExecutor(client=client, config=config)
+    ex.start()
+    gate = Event(f"gate-{tmp_path.name}", client=client)
+    ti = make_ti("live-py")
+    ex.queue_command(ti, PythonCommand(_wait_event, gate.name, "said-before-waiting"))
+
+    def live_has_line() -> bool:
+        ex.heartbeat()
+        messages, lines = ex.get_task_log(ti, 1)
+        return "said-before-waiting" in lines and messages[0].startswith("live log from worker")
+
+    wait_for(live_has_line, timeout=30, what="the live log of a callable")
+    gate.set()
+    assert drain(ex, [ti.key])[ti.key][0] is S.SUCCESS
     ex.end()
 
 
