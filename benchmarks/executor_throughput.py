@@ -30,13 +30,11 @@ import tempfile
 import time
 from typing import Any
 
-import cloudpickle
-
 from airdask import PythonCommand, runner
 from airdask.commands import build_spec
 from airdask.config import load_config
 from airdask.executors.dask import DaskExecutor
-from airdask.executors.dask_shipping import install, light, reference, shipped
+from airdask.executors.dask_shipping import install, light, reference, register_runner, shipped
 from airdask.state import TaskInstanceState
 from airdask.store import TaskInstance
 
@@ -188,7 +186,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("AIRDASK_HOME", tempfile.mkdtemp(prefix="airdask-bench-"))
     config = load_config()
-    cloudpickle.register_pickle_by_value(runner)
+    register_runner()
 
     from distributed import Client, LocalCluster
 

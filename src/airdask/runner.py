@@ -1,8 +1,9 @@
 """What runs on a worker: supervise one command, capture its log, report the outcome.
 
-This module is self-contained (stdlib, plus ``distributed`` when it runs on a Dask worker)
-so that executors can ship it by value (``cloudpickle.register_pickle_by_value``) to a
-cluster where airdask is not installed. It knows nothing of DAGs or the metadata store.
+This module and :mod:`airdask.supervision` (its process and output plumbing) are
+self-contained (stdlib, plus ``distributed`` when run on a Dask worker) so that executors can
+ship them by value (:func:`airdask.executors.dask_shipping.register_runner`) to a cluster
+where airdask is not installed. They know nothing of DAGs or the metadata store.
 
 Process supervision:
 
@@ -19,9 +20,7 @@ by-value copy of this module gets globals of its own.
 
 from __future__ import annotations
 
-import collections
 import contextlib
-import io
 import os
 import re
 import signal
@@ -35,12 +34,21 @@ import traceback
 import types
 from typing import Any, TypedDict
 
+from airdask.supervision import START_REPORT_DELAY as START_REPORT_DELAY
+from airdask.supervision import STARTED_TOPIC as STARTED_TOPIC
+from airdask.supervision import (
+    StartReporter,
+    TailBuffer,
+    ensure_reaper,
+    killpg,
+    log_text,
+    open_log,
+    reaper_send,
+    route_output,
+    signal_name,
+)
+
 RUNTIME_MODULE = "_airdask_runtime_2"  # bumped when the runtime's shape changes
-STARTED_TOPIC = "airdask-task-started"
-#: An attempt's start is reported only once it has run this long: a shorter attempt is
-#: reported once, by its outcome (which carries its start time and worker as well).
-START_REPORT_DELAY = 0.1
-START_REPORT_TICK = 0.025
 #: Outcomes are also pushed on this topic, so the executor need not fetch each result with
 #: a round trip to the worker; only outcomes whose log is at most PUSH_LOG_MAX characters
 #: (the scheduler keeps the last events of a topic in memory).
@@ -49,42 +57,6 @@ PUSH_LOG_MAX = 16 * 1024
 KILL_GRACE_SECONDS = 2.0
 #: ``Outcome.log_path`` of a callable's scratch log, which is kept in memory.
 MEMORY_LOG = "(in memory)"
-
-# The reaper polls rather than blocking on its pipe: a blocked reader is woken by every
-# registration, and on a busy 2-core host those wake-ups cost a third of a fork+exec each.
-# Written bytes stay in the pipe when the host dies, so polling loses nothing; death is
-# noticed within a poll interval (EOF, or a new parent process).
-_REAPER_SOURCE = """
-import os, signal, sys, time
-fd = sys.stdin.fileno()
-os.set_blocking(fd, False)
-parent = os.getppid()
-groups = set()
-rest = b""
-def drain():
-    global rest
-    while True:
-        try:
-            chunk = os.read(fd, 65536)
-        except BlockingIOError:
-            return True
-        if not chunk:
-            return False
-        *lines, rest = (rest + chunk).split(b"\\n")
-        for line in lines:
-            if line[:1] == b"+":
-                groups.add(int(line[1:]))
-            elif line[:1] == b"-":
-                groups.discard(int(line[1:]))
-while drain() and os.getppid() == parent:
-    time.sleep(0.05)
-drain()
-for pgid in groups:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except OSError:
-        pass
-"""
 
 
 class TaskSpec(TypedDict):
@@ -128,138 +100,10 @@ def _runtime() -> Any:
         rt.reaper = None
         rt.stdout_proxy = None
         rt.stderr_proxy = None
-        rt.starts = _StartReporter()
+        rt.starts = StartReporter()
         rt.hostname = socket.gethostname()
         rt = sys.modules.setdefault(RUNTIME_MODULE, rt)
     return rt
-
-
-class _StartReporter:
-    """Sends an attempt's started event when it is still running ``START_REPORT_DELAY``
-    after it began. One daemon thread per process, woken at most once per
-    ``START_REPORT_TICK`` while attempts are waiting (not once per attempt): the delay is
-    constant, so new attempts never fall due before those already waiting."""
-
-    def __init__(self) -> None:
-        self.cond = threading.Condition()
-        self.due: collections.deque[tuple[float, str]] = collections.deque()
-        self.waiting: dict[str, tuple[Any, dict[str, Any]]] = {}
-        self.thread: threading.Thread | None = None
-
-    def add(self, key: str, worker: Any, message: dict[str, Any]) -> None:
-        with self.cond:
-            self.waiting[key] = (worker, message)
-            self.due.append((time.monotonic() + START_REPORT_DELAY, key))
-            if self.thread is None or not self.thread.is_alive():
-                self.thread = threading.Thread(
-                    target=self._run, name="airdask-start-reporter", daemon=True
-                )
-                self.thread.start()
-            elif len(self.due) == 1:
-                self.cond.notify()
-
-    def discard(self, key: str) -> None:
-        with self.cond:
-            self.waiting.pop(key, None)  # its due entry is skipped when it comes up
-
-    def _run(self) -> None:
-        while True:
-            with self.cond:
-                if not self.due:
-                    self.cond.wait()
-                    continue
-                now = time.monotonic()
-                while self.due and self.due[0][0] <= now:
-                    entry = self.waiting.pop(self.due.popleft()[1], None)
-                    if entry is not None:  # under the lock: so it precedes the outcome
-                        with contextlib.suppress(Exception):
-                            entry[0].log_event(STARTED_TOPIC, entry[1])
-                if self.due:  # at most one wake-up per tick, however many attempts run
-                    self.cond.wait(max(self.due[0][0] - now, START_REPORT_TICK))
-
-
-class _ThreadRoutedStream(io.TextIOBase):
-    """sys.stdout/err stand-in: writes from a thread with a target go to that thread's log."""
-
-    def __init__(self, fallback: Any) -> None:
-        self.fallback = fallback
-        self.local = threading.local()
-
-    def write(self, text: str) -> int:
-        target = getattr(self.local, "target", None)
-        return int((target or self.fallback).write(text))
-
-    def flush(self) -> None:
-        target = getattr(self.local, "target", None)
-        (target or self.fallback).flush()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.fallback, name)
-
-
-class _Tee(io.TextIOBase):
-    """Writes to the task log and to the original stream (DebugExecutor's terminal)."""
-
-    def __init__(self, *streams: Any) -> None:
-        self.streams = streams
-
-    def write(self, text: str) -> int:
-        for stream in self.streams:
-            stream.write(text)
-        return len(text)
-
-    def flush(self) -> None:
-        for stream in self.streams:
-            stream.flush()
-
-
-def _route_output(rt: Any, target: Any, *, tee: bool) -> tuple[Any, Any]:
-    with rt.lock:
-        # Re-wrap if someone (a test runner, a notebook) replaced the streams since.
-        if rt.stdout_proxy is None or sys.stdout is not rt.stdout_proxy:
-            rt.stdout_proxy = _ThreadRoutedStream(sys.stdout)
-            sys.stdout = rt.stdout_proxy
-        if rt.stderr_proxy is None or sys.stderr is not rt.stderr_proxy:
-            rt.stderr_proxy = _ThreadRoutedStream(sys.stderr)
-            sys.stderr = rt.stderr_proxy
-        proxies: tuple[Any, Any] = (rt.stdout_proxy, rt.stderr_proxy)
-    for proxy in proxies:
-        proxy.local.target = _Tee(target, proxy.fallback) if tee else target
-    return proxies
-
-
-def _ensure_reaper(rt: Any) -> None:
-    """Start this process's reaper if it is not running. Called before a command starts, so
-    that registering the command is a single pipe write, not an interpreter start-up during
-    which the command would run unregistered."""
-    with rt.lock:
-        if rt.reaper is None or rt.reaper.poll() is not None:
-            rt.reaper = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-c", _REAPER_SOURCE],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-
-
-def _reaper_send(rt: Any, line: str) -> None:
-    # No liveness check per line (a waitpid each): a dead reaper fails the write instead.
-    with rt.lock:
-        for _ in range(2):
-            if rt.reaper is None:
-                _ensure_reaper(rt)
-            try:
-                rt.reaper.stdin.write(line.encode() + b"\n")
-                rt.reaper.stdin.flush()
-                return
-            except OSError:
-                rt.reaper = None
-
-
-def _killpg(pgid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
 
 
 def _worker() -> Any:
@@ -282,32 +126,10 @@ def _log_file(spec: TaskSpec, worker: Any) -> str:
     return os.path.join(base, "airdask-logs", name + ".log")
 
 
-def _read_tail(path: str, max_bytes: int) -> str:
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            size = fh.tell()
-            fh.seek(max(0, size - max_bytes))
-            data = fh.read()
-    except OSError:
-        return ""
-    text = data.decode("utf-8", errors="replace")
-    if size > max_bytes:
-        text = f"[airdask] log truncated to its last {max_bytes} bytes\n" + text
-    return text
-
-
-def _signal_name(num: int) -> str:
-    try:
-        return signal.Signals(num).name
-    except ValueError:
-        return f"signal {num}"
-
-
 def _run_argv(spec: TaskSpec, rt: Any, log: Any) -> tuple[str, str, int | None]:
     argv = spec["argv"] or []
     log.flush()
-    _ensure_reaper(rt)
+    ensure_reaper(rt)
     try:
         proc = subprocess.Popen(
             argv,
@@ -320,35 +142,35 @@ def _run_argv(spec: TaskSpec, rt: Any, log: Any) -> tuple[str, str, int | None]:
         return "not_found", f"command not found: {argv[0]!r}", None
     except PermissionError as exc:
         return "not_found", f"command not executable: {argv[0]!r} ({exc.strerror})", None
-    _reaper_send(rt, f"+{proc.pid}")  # first: until then a dying host would orphan it
+    reaper_send(rt, f"+{proc.pid}")  # first: until then a dying host would orphan it
     key = spec["key"]
     with rt.lock:
         rt.procs[key] = proc
     try:
         if key in rt.revoked:  # revoked between submit and start
-            _killpg(proc.pid, signal.SIGKILL)
+            killpg(proc.pid, signal.SIGKILL)
         try:
             code = proc.wait(timeout=spec["timeout"])
         except subprocess.TimeoutExpired:
-            _killpg(proc.pid, signal.SIGTERM)
+            killpg(proc.pid, signal.SIGTERM)
             try:
                 proc.wait(timeout=KILL_GRACE_SECONDS)
             except subprocess.TimeoutExpired:
-                _killpg(proc.pid, signal.SIGKILL)
+                killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
             return "timeout", f"timed out after {spec['timeout']:g}s; process group killed", None
     finally:
-        _killpg(proc.pid, signal.SIGKILL)  # stray children of a finished leader
+        killpg(proc.pid, signal.SIGKILL)  # stray children of a finished leader
         with rt.lock:
             rt.procs.pop(key, None)
-        _reaper_send(rt, f"-{proc.pid}")
+        reaper_send(rt, f"-{proc.pid}")
     revoked = rt.revoked.get(key)
     if revoked is not None:
         return "killed", f"killed: {revoked}", code
     if code == 0:
         return "success", "exit code 0", 0
     if code < 0:
-        return "exit_code", f"killed by {_signal_name(-code)}", code
+        return "exit_code", f"killed by {signal_name(-code)}", code
     return "exit_code", f"exit code {code}", code
 
 
@@ -358,7 +180,7 @@ def _call(spec: TaskSpec, rt: Any, log: Any) -> tuple[str, str, int | None]:
     result: dict[str, Any] = {}
 
     def target() -> None:
-        proxies = _route_output(rt, log, tee=not spec["capture_python_output"])
+        proxies = route_output(rt, log, tee=not spec["capture_python_output"])
         try:
             func, args, kwargs = cloudpickle.loads(spec["payload"])
             func(*args, **kwargs)
@@ -405,12 +227,12 @@ def run_task(spec: TaskSpec) -> Outcome:
         rt.starts.add(spec["key"], worker, message)
     in_memory = spec["argv"] is None and spec["return_log"] and not spec["log_root"]
     path = MEMORY_LOG if in_memory else _log_file(spec, worker)
-    memory = _TailBuffer(spec["log_max_bytes"]) if in_memory else None
+    memory = TailBuffer(spec["log_max_bytes"]) if in_memory else None
     with rt.lock:
         rt.log_paths[spec["key"]] = memory or path
     try:
         try:
-            log = memory or _open_log(path)
+            log = memory or open_log(path)
         except OSError as exc:  # not run: without its log, nobody could see what it did
             kind, reason, code = "error", f"cannot open the task log {path}: {exc}", None
         else:
@@ -433,7 +255,7 @@ def run_task(spec: TaskSpec) -> Outcome:
         started_at=started,
         ended_at=time.time(),
         log_path=path,
-        log=_log_text(memory or path, spec["log_max_bytes"]) if spec["return_log"] else None,
+        log=log_text(memory or path, spec["log_max_bytes"]) if spec["return_log"] else None,
     )
     if spec["return_log"] and not spec["log_root"] and memory is None:
         with contextlib.suppress(OSError):  # returned: a scratch file would only fill the disk
@@ -455,47 +277,6 @@ def _push(worker: Any, outcome: Outcome) -> None:
         return
     with contextlib.suppress(Exception):  # the result itself still carries the outcome
         worker.log_event(FINISHED_TOPIC, dict(outcome))
-
-
-class _TailBuffer(io.TextIOBase):
-    """A callable's scratch log, in memory: no file to create, read back and delete for
-    each attempt. Only the tail the outcome returns (``limit`` characters) is kept."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.parts: list[str] = []
-        self.size = 0
-        self.dropped = False
-        self.lock = threading.Lock()
-
-    def write(self, text: str) -> int:
-        with self.lock:
-            self.parts.append(text)
-            self.size += len(text)
-            if self.size > 2 * self.limit:
-                kept = "".join(self.parts)[-self.limit :]
-                self.parts, self.size, self.dropped = [kept], len(kept), True
-        return len(text)
-
-    def tail(self, limit: int) -> str:
-        with self.lock:
-            text = "".join(self.parts)
-        if self.dropped or len(text) > limit:
-            kept = min(limit, self.limit) if self.dropped else limit
-            return f"[airdask] log truncated to its last {kept} characters\n" + text[-kept:]
-        return text
-
-
-def _log_text(source: str | _TailBuffer, limit: int) -> str:
-    return source.tail(limit) if isinstance(source, _TailBuffer) else _read_tail(source, limit)
-
-
-def _open_log(path: str) -> Any:
-    try:
-        return open(path, "a", buffering=1, encoding="utf-8", errors="replace")
-    except FileNotFoundError:  # first attempt in this folder
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        return open(path, "a", buffering=1, encoding="utf-8", errors="replace")
 
 
 def _run_with_log(spec: TaskSpec, rt: Any, log: Any) -> tuple[str, str, int | None]:
@@ -524,8 +305,8 @@ def kill_task(key: str, reason: str = "revoked") -> bool:
         proc = rt.procs.get(key)
     if proc is None:
         return False
-    _killpg(proc.pid, signal.SIGTERM)
-    timer = threading.Timer(KILL_GRACE_SECONDS, _killpg, (proc.pid, signal.SIGKILL))
+    killpg(proc.pid, signal.SIGTERM)
+    timer = threading.Timer(KILL_GRACE_SECONDS, killpg, (proc.pid, signal.SIGKILL))
     timer.daemon = True
     timer.start()
     return True
@@ -539,7 +320,7 @@ def kill_all(reason: str = "terminated") -> list[str]:
         for key in procs:
             rt.revoked[key] = reason
     for proc in procs.values():
-        _killpg(proc.pid, signal.SIGKILL)
+        killpg(proc.pid, signal.SIGKILL)
     return list(procs)
 
 
@@ -550,7 +331,7 @@ def read_live_log(key: str) -> str | None:
         source = rt.log_paths.get(key)
     if source is None:
         return None
-    return _log_text(source, 16 * 1024 * 1024)
+    return log_text(source, 16 * 1024 * 1024)
 
 
 def running_keys() -> list[str]:

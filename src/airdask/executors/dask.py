@@ -33,8 +33,6 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
-import cloudpickle
-
 from airdask import runner
 from airdask.commands import build_spec, dask_key
 from airdask.executors.base import BaseExecutor, QueuedTaskInstanceType, TaskTuple
@@ -56,7 +54,14 @@ from airdask.executors.dask_remote import (
     unpublish,
 )
 from airdask.executors.dask_routing import NoWorkerError, ResourceRouter
-from airdask.executors.dask_shipping import SHIPPED_MODULE, install, light, reference, shipped
+from airdask.executors.dask_shipping import (
+    SHIPPED_MODULE,
+    install,
+    light,
+    reference,
+    register_runner,
+    shipped,
+)
 from airdask.executors.dask_tracking import Tracker, subscribe, unsubscribe
 from airdask.executors.events import EventInfo, timestamp
 from airdask.logs import read_log
@@ -146,7 +151,7 @@ class DaskExecutor(BaseExecutor):
     def start(self) -> None:
         if self._conn is not None:
             return
-        cloudpickle.register_pickle_by_value(runner)
+        register_runner()
         self._heavy_run_task = shipped(runner.run_task)
         self._run_task: Callable[..., Any] = self._heavy_run_task
         self._kill_task = shipped(runner.kill_task)

@@ -97,6 +97,16 @@ def _make_loaders() -> tuple[Callable[..., Any], Callable[..., Any]]:
 _CACHED, _CALL_CACHED = _make_loaders()
 
 
+def register_runner() -> None:
+    """Have cloudpickle ship airdask's worker-side modules by value."""
+    import cloudpickle
+
+    from airdask import runner, supervision
+
+    for module in (runner, supervision):
+        cloudpickle.register_pickle_by_value(module)
+
+
 def shipped(func: Callable[..., Any]) -> functools.partial[Any]:
     """``func`` as a callable that carries its blob: runs on any worker, installed or not."""
     import cloudpickle

@@ -1,0 +1,253 @@
+"""The runner's process and output plumbing: the reaper that kills a dead host's process
+groups, the start reporter, per-thread output routing and the in-memory log tail.
+
+Shipped by value together with :mod:`airdask.runner` (both are registered with
+``cloudpickle.register_pickle_by_value``), so, like it, stdlib only. State shared between
+calls lives in the runner's runtime module, not here.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import io
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+STARTED_TOPIC = "airdask-task-started"
+#: An attempt's start is reported only once it has run this long: a shorter attempt is
+#: reported once, by its outcome (which carries its start time and worker as well).
+START_REPORT_DELAY = 0.1
+START_REPORT_TICK = 0.025
+
+# The reaper polls rather than blocking on its pipe: a blocked reader is woken by every
+# registration, and on a busy 2-core host those wake-ups cost a third of a fork+exec each.
+# Written bytes stay in the pipe when the host dies, so polling loses nothing; death is
+# noticed within a poll interval (EOF, or a new parent process).
+REAPER_SOURCE = """
+import os, signal, sys, time
+fd = sys.stdin.fileno()
+os.set_blocking(fd, False)
+parent = os.getppid()
+groups = set()
+rest = b""
+def drain():
+    global rest
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            return True
+        if not chunk:
+            return False
+        *lines, rest = (rest + chunk).split(b"\\n")
+        for line in lines:
+            if line[:1] == b"+":
+                groups.add(int(line[1:]))
+            elif line[:1] == b"-":
+                groups.discard(int(line[1:]))
+while drain() and os.getppid() == parent:
+    time.sleep(0.05)
+drain()
+for pgid in groups:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except OSError:
+        pass
+"""
+
+
+class StartReporter:
+    """Sends an attempt's started event when it is still running ``START_REPORT_DELAY``
+    after it began. One daemon thread per process, woken at most once per
+    ``START_REPORT_TICK`` while attempts are waiting (not once per attempt): the delay is
+    constant, so new attempts never fall due before those already waiting."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.due: collections.deque[tuple[float, str]] = collections.deque()
+        self.waiting: dict[str, tuple[Any, dict[str, Any]]] = {}
+        self.thread: threading.Thread | None = None
+
+    def add(self, key: str, worker: Any, message: dict[str, Any]) -> None:
+        with self.cond:
+            self.waiting[key] = (worker, message)
+            self.due.append((time.monotonic() + START_REPORT_DELAY, key))
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(
+                    target=self._run, name="airdask-start-reporter", daemon=True
+                )
+                self.thread.start()
+            elif len(self.due) == 1:
+                self.cond.notify()
+
+    def discard(self, key: str) -> None:
+        with self.cond:
+            self.waiting.pop(key, None)  # its due entry is skipped when it comes up
+
+    def _run(self) -> None:
+        while True:
+            with self.cond:
+                if not self.due:
+                    self.cond.wait()
+                    continue
+                now = time.monotonic()
+                while self.due and self.due[0][0] <= now:
+                    entry = self.waiting.pop(self.due.popleft()[1], None)
+                    if entry is not None:  # under the lock: so it precedes the outcome
+                        with contextlib.suppress(Exception):
+                            entry[0].log_event(STARTED_TOPIC, entry[1])
+                if self.due:  # at most one wake-up per tick, however many attempts run
+                    self.cond.wait(max(self.due[0][0] - now, START_REPORT_TICK))
+
+
+class ThreadRoutedStream(io.TextIOBase):
+    """sys.stdout/err stand-in: writes from a thread with a target go to that thread's log."""
+
+    def __init__(self, fallback: Any) -> None:
+        self.fallback = fallback
+        self.local = threading.local()
+
+    def write(self, text: str) -> int:
+        target = getattr(self.local, "target", None)
+        return int((target or self.fallback).write(text))
+
+    def flush(self) -> None:
+        target = getattr(self.local, "target", None)
+        (target or self.fallback).flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.fallback, name)
+
+
+class Tee(io.TextIOBase):
+    """Writes to the task log and to the original stream (DebugExecutor's terminal)."""
+
+    def __init__(self, *streams: Any) -> None:
+        self.streams = streams
+
+    def write(self, text: str) -> int:
+        for stream in self.streams:
+            stream.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        for stream in self.streams:
+            stream.flush()
+
+
+def route_output(rt: Any, target: Any, *, tee: bool) -> tuple[Any, Any]:
+    with rt.lock:
+        # Re-wrap if someone (a test runner, a notebook) replaced the streams since.
+        if rt.stdout_proxy is None or sys.stdout is not rt.stdout_proxy:
+            rt.stdout_proxy = ThreadRoutedStream(sys.stdout)
+            sys.stdout = rt.stdout_proxy
+        if rt.stderr_proxy is None or sys.stderr is not rt.stderr_proxy:
+            rt.stderr_proxy = ThreadRoutedStream(sys.stderr)
+            sys.stderr = rt.stderr_proxy
+        proxies: tuple[Any, Any] = (rt.stdout_proxy, rt.stderr_proxy)
+    for proxy in proxies:
+        proxy.local.target = Tee(target, proxy.fallback) if tee else target
+    return proxies
+
+
+def ensure_reaper(rt: Any) -> None:
+    """Start this process's reaper if it is not running. Called before a command starts, so
+    that registering the command is a single pipe write, not an interpreter start-up during
+    which the command would run unregistered."""
+    with rt.lock:
+        if rt.reaper is None or rt.reaper.poll() is not None:
+            rt.reaper = subprocess.Popen(
+                [sys.executable, "-I", "-S", "-c", REAPER_SOURCE],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+
+
+def reaper_send(rt: Any, line: str) -> None:
+    # No liveness check per line (a waitpid each): a dead reaper fails the write instead.
+    with rt.lock:
+        for _ in range(2):
+            if rt.reaper is None:
+                ensure_reaper(rt)
+            try:
+                rt.reaper.stdin.write(line.encode() + b"\n")
+                rt.reaper.stdin.flush()
+                return
+            except OSError:
+                rt.reaper = None
+
+
+def killpg(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def read_tail(path: str, max_bytes: int) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - max_bytes))
+            data = fh.read()
+    except OSError:
+        return ""
+    text = data.decode("utf-8", errors="replace")
+    if size > max_bytes:
+        text = f"[airdask] log truncated to its last {max_bytes} bytes\n" + text
+    return text
+
+
+def signal_name(num: int) -> str:
+    try:
+        return signal.Signals(num).name
+    except ValueError:
+        return f"signal {num}"
+
+
+class TailBuffer(io.TextIOBase):
+    """A callable's scratch log, in memory: no file to create, read back and delete for
+    each attempt. Only the tail the outcome returns (``limit`` characters) is kept."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.parts: list[str] = []
+        self.size = 0
+        self.dropped = False
+        self.lock = threading.Lock()
+
+    def write(self, text: str) -> int:
+        with self.lock:
+            self.parts.append(text)
+            self.size += len(text)
+            if self.size > 2 * self.limit:
+                kept = "".join(self.parts)[-self.limit :]
+                self.parts, self.size, self.dropped = [kept], len(kept), True
+        return len(text)
+
+    def tail(self, limit: int) -> str:
+        with self.lock:
+            text = "".join(self.parts)
+        if self.dropped or len(text) > limit:
+            kept = min(limit, self.limit) if self.dropped else limit
+            return f"[airdask] log truncated to its last {kept} characters\n" + text[-kept:]
+        return text
+
+
+def log_text(source: str | TailBuffer, limit: int) -> str:
+    return source.tail(limit) if isinstance(source, TailBuffer) else read_tail(source, limit)
+
+
+def open_log(path: str) -> Any:
+    try:
+        return open(path, "a", buffering=1, encoding="utf-8", errors="replace")
+    except FileNotFoundError:  # first attempt in this folder
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        return open(path, "a", buffering=1, encoding="utf-8", errors="replace")
