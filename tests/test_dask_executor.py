@@ -172,6 +172,8 @@ def test_two_executors_on_one_client_each_get_their_events(
         return drain(ex, [ti.key])[ti.key]
 
     assert running_of(first, "one")[0] is S.SUCCESS
+    second.sync()  # idle, yet it drains (and drops) the events of the first one's attempts
+    assert second._track._finished.empty()
     assert running_of(second, "two")[0] is S.SUCCESS
     first.end()  # must not take the second executor's subscriptions with it
     assert running_of(second, "three")[0] is S.SUCCESS

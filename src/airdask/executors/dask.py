@@ -332,6 +332,9 @@ class DaskExecutor(BaseExecutor):
             )
 
     def _harvest(self, items: list[tuple[str, Any]]) -> None:
+        # Every call, even with nothing finished: events of other executors arrive too. A
+        # pushed outcome travels ahead of its future's completion, so it is in by now.
+        self._track.drain_finished()
         mine = [(name, fut) for name, fut in items if self._track.ti_key(name) is not None]
         if not mine:
             return

@@ -63,15 +63,19 @@ class Tracker:
         """``subscribe_topic`` handler for the runner's pushed outcomes."""
         _put_event(self._finished, event)
 
-    def pushed_outcome(self, name: str) -> dict[str, Any] | None:
-        """The outcome the runner pushed for ``name``, if it arrived (else gather it)."""
+    def drain_finished(self) -> None:
+        """Keep the pushed outcomes of our attempts; drop the rest (every executor on the
+        cluster sees these events, so they must be drained even while ours are idle)."""
         while True:
             try:
-                other, message = self._finished.get_nowait()
+                name, message = self._finished.get_nowait()
             except queue.Empty:
-                break
-            if other in self._keys:  # other executors on the cluster see these events too
-                self._outcomes[other] = message
+                return
+            if name in self._keys:
+                self._outcomes[name] = message
+
+    def pushed_outcome(self, name: str) -> dict[str, Any] | None:
+        """The outcome the runner pushed for ``name``, if it arrived (else gather it)."""
         return self._outcomes.get(name)
 
     def drain_started(self) -> list[tuple[str, dict[str, Any]]]:
