@@ -38,10 +38,14 @@ def test_unpublish_batches_by_size_and_age() -> None:
     from airdask.executors.dask_remote import UnpublishBatch
 
     batch = UnpublishBatch(max_keys=3, max_delay=3600)
-    assert batch.add(["a"]) == [] and batch.add(["b"]) == []
-    assert batch.add(["c", "d"]) == ["a", "b", "c", "d"]
-    assert batch.take() == []
+    assert batch.due() == []
+    batch.add(["a"])
+    batch.add(["b"])
+    assert batch.due() == []  # small and young: it waits
+    batch.add(["c", "d"])
+    assert batch.due() == ["a", "b", "c", "d"] and batch.due() == []
     aged = UnpublishBatch(max_keys=1000, max_delay=0.0)
-    assert aged.add(["x"]) == ["x"]  # waited long enough: flushed at once
+    aged.add(["x"])
+    assert aged.due() == ["x"]  # old enough, without anything added since
     batch.add(["e"])
     assert batch.take() == ["e"]  # what stopping the executor flushes

@@ -313,6 +313,7 @@ class DaskExecutor(BaseExecutor):
         """Report started and finished attempts; O(started + finished), not O(in flight)."""
         self._report_started()
         self._harvest(self._done.drain())
+        self._unpublish(self._unpublish_batch.due())  # also once work has stopped
 
     def _report_started(self) -> None:
         for name, event in self._track.drain_started():
@@ -372,7 +373,7 @@ class DaskExecutor(BaseExecutor):
             else:
                 self.fail(key, harvested.info)
         if self.adoptable:
-            self._unpublish(self._unpublish_batch.add(list(outcomes)))
+            self._unpublish_batch.add(list(outcomes))
 
     def _write_log(self, key: TaskInstanceKey, harvested: Harvested) -> None:
         text = harvested.log_text

@@ -83,11 +83,15 @@ class UnpublishBatch:
         self._keys: list[str] = []
         self._since = 0.0
 
-    def add(self, keys: list[str]) -> list[str]:
-        """Queue ``keys``; return the batch to remove now (empty while it may wait)."""
-        if not self._keys:
+    def add(self, keys: list[str]) -> None:
+        if keys and not self._keys:
             self._since = time.monotonic()
         self._keys.extend(keys)
+
+    def due(self) -> list[str]:
+        """The batch to remove now: all, once it is big or old enough; else nothing."""
+        if not self._keys:
+            return []
         if len(self._keys) >= self.max_keys or time.monotonic() - self._since >= self.max_delay:
             return self.take()
         return []
