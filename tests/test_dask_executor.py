@@ -309,6 +309,17 @@ def test_strict_pool_policy_fails_with_reason(client: Any, config: Config) -> No
     ex.end()
 
 
+def wait_for_live_line(ex: DaskExecutor, ti: Any, line: str) -> None:
+    """Heartbeat until ``line`` shows in the running attempt's log, read live from its worker."""
+
+    def live_has_line() -> bool:
+        ex.heartbeat()
+        messages, lines = ex.get_task_log(ti, 1)
+        return line in lines and messages[0].startswith("live log from worker")
+
+    wait_for(live_has_line, timeout=30, what=f"{line!r} in the live log")
+
+
 def test_live_log_of_a_running_task_then_from_the_folder(
     client: Any, config: Config, tmp_path: Path
 ) -> None:
@@ -318,14 +329,7 @@ def test_live_log_of_a_running_task_then_from_the_folder(
     ti = make_ti("live")
     script = f"echo first-line; while [ ! -e {flag} ]; do sleep 0.05; done; echo second-line"
     ex.queue_command(ti, ["bash", "-c", script])
-    ex.heartbeat()
-
-    def live_has_first() -> bool:
-        ex.heartbeat()
-        messages, lines = ex.get_task_log(ti, 1)
-        return "first-line" in lines and messages[0].startswith("live log from worker")
-
-    wait_for(live_has_first, timeout=30, what="the live log")
+    wait_for_live_line(ex, ti, "first-line")
     flag.touch()
     assert drain(ex, [ti.key])[ti.key][0] is S.SUCCESS
     messages, lines = ex.get_task_log(ti, 1)
@@ -341,13 +345,7 @@ def test_live_log_of_a_running_callable(client: Any, config: Config, tmp_path: P
     gate = Event(f"gate-{tmp_path.name}", client=client)
     ti = make_ti("live-py")
     ex.queue_command(ti, PythonCommand(_wait_event, gate.name, "said-before-waiting"))
-
-    def live_has_line() -> bool:
-        ex.heartbeat()
-        messages, lines = ex.get_task_log(ti, 1)
-        return "said-before-waiting" in lines and messages[0].startswith("live log from worker")
-
-    wait_for(live_has_line, timeout=30, what="the live log of a callable")
+    wait_for_live_line(ex, ti, "said-before-waiting")
     gate.set()
     assert drain(ex, [ti.key])[ti.key][0] is S.SUCCESS
     ex.end()
