@@ -57,6 +57,11 @@ PUSH_LOG_MAX = 16 * 1024
 KILL_GRACE_SECONDS = 2.0
 #: ``Outcome.log_path`` of a callable's scratch log, which is kept in memory.
 MEMORY_LOG = "(in memory)"
+#: The module in which a worker keeps airdask's shipped functions (executors.dask_shipping)
+#: and, where its worker plugin runs, the outcomes the plugin is to send.
+SHIPPED_MODULE = "_airdask_shipped"
+#: Most outcomes left for the plugin: past that it is presumed gone, and the runner sends.
+PLUGIN_QUEUE_MAX = 10_000
 
 
 class TaskSpec(TypedDict):
@@ -270,9 +275,9 @@ def _push(worker: Any, outcome: Outcome) -> None:
     ``finished`` dict in the ``_airdask_shipped`` module), the plugin sends it from the
     worker's event loop when the task's result is stored: one loop wake-up fewer per
     attempt than sending it from this thread, and still ahead of Dask's own message."""
-    hooked: Any = sys.modules.get("_airdask_shipped")
+    hooked: Any = sys.modules.get(SHIPPED_MODULE)
     finished = getattr(hooked, "finished", None)
-    if finished is not None and len(finished) < 10_000:
+    if finished is not None and len(finished) < PLUGIN_QUEUE_MAX:
         finished[outcome["key"]] = dict(outcome)
         return
     with contextlib.suppress(Exception):  # the result itself still carries the outcome

@@ -55,7 +55,6 @@ from airdask.executors.dask_remote import (
 )
 from airdask.executors.dask_routing import NoWorkerError, ResourceRouter
 from airdask.executors.dask_shipping import (
-    SHIPPED_MODULE,
     install,
     light,
     reference,
@@ -503,4 +502,4 @@ class DaskExecutor(BaseExecutor):
 def _lost_runner(reason: str) -> bool:
     """Whether a Dask error says the scheduler or a worker could not load airdask's runner
     (the scheduler reports only that the graph could not be deserialised)."""
-    return SHIPPED_MODULE in reason or "deserialization of the task graph" in reason
+    return runner.SHIPPED_MODULE in reason or "deserialization of the task graph" in reason

@@ -30,33 +30,33 @@ import zlib
 from collections.abc import Callable
 from typing import Any
 
+from airdask.runner import FINISHED_TOPIC, SHIPPED_MODULE
+
 log = logging.getLogger(__name__)
 
 #: Scheduler metadata key under which blobs are kept: ``[METADATA_KEY, digest]``.
 METADATA_KEY = "airdask-shipped"
-#: The module that holds the loaded functions in every process (the by-value loaders spell
-#: it out themselves: they cannot refer to this module).
-SHIPPED_MODULE = "_airdask_shipped"
 
 
 def _make_loaders() -> tuple[Callable[..., Any], Callable[..., Any]]:
-    # Local functions: plain pickle refuses them, so Dask ships them (only they) by value.
+    # Local functions: plain pickle refuses them, so Dask ships them (only they) by value,
+    # with the values of the module constants they use.
     def cached(digest: str, blob: bytes | None) -> Any:
         import pickle
         import sys
         import types
         import zlib
 
-        cache: Any = sys.modules.get("_airdask_shipped")
+        cache: Any = sys.modules.get(SHIPPED_MODULE)
         if cache is None:
             import importlib.machinery
 
-            fresh = types.ModuleType("_airdask_shipped")
+            fresh = types.ModuleType(SHIPPED_MODULE)
             # A spec makes the module importable in cloudpickle's eyes: its functions
             # then pickle by reference instead of by value.
-            fresh.__spec__ = importlib.machinery.ModuleSpec("_airdask_shipped", None)
+            fresh.__spec__ = importlib.machinery.ModuleSpec(SHIPPED_MODULE, None)
             fresh.functions = {}  # type: ignore[attr-defined]
-            cache = sys.modules.setdefault("_airdask_shipped", fresh)
+            cache = sys.modules.setdefault(SHIPPED_MODULE, fresh)
         func = cache.functions.get(digest)
         if func is None:
             loaded = pickle.loads(zlib.decompress(blob if blob is not None else fetch(digest)))
@@ -70,7 +70,7 @@ def _make_loaders() -> tuple[Callable[..., Any], Callable[..., Any]]:
                     func = cached(digest, fetch(digest))
                 return func(*args, **kwargs)
 
-            entry.__module__ = "_airdask_shipped"
+            entry.__module__ = SHIPPED_MODULE
             entry.__name__ = entry.__qualname__ = name
             setattr(cache, name, entry)
         return func
@@ -81,7 +81,7 @@ def _make_loaders() -> tuple[Callable[..., Any], Callable[..., Any]]:
 
         worker = get_worker()
         blob = sync(
-            worker.loop, worker.scheduler.get_metadata, keys=["airdask-shipped", digest],
+            worker.loop, worker.scheduler.get_metadata, keys=[METADATA_KEY, digest],
             default=None,
         )  # fmt: skip
         if blob is None:
@@ -138,9 +138,7 @@ def reference(heavy: functools.partial[Any]) -> Callable[..., Any]:
 def _make_plugins(blobs: dict[str, bytes]) -> tuple[Any, Any]:
     from distributed.diagnostics.plugin import SchedulerPlugin, WorkerPlugin
 
-    from airdask.runner import FINISHED_TOPIC
-
-    cached, finished_topic = _CACHED, FINISHED_TOPIC
+    cached = _CACHED
 
     class AirdaskShipped(WorkerPlugin):  # local: shipped by value like the loaders
         idempotent = True  # the name carries the digests: same name, same functions
@@ -155,13 +153,13 @@ def _make_plugins(blobs: dict[str, bytes]) -> tuple[Any, Any]:
                 cached(digest, blob)
             self.worker = worker
             # the runner leaves small outcomes here for transition() to send
-            self.finished = sys.modules["_airdask_shipped"].__dict__.setdefault("finished", {})
+            self.finished = sys.modules[SHIPPED_MODULE].__dict__.setdefault("finished", {})
 
         def transition(self, key: Any, start: str, finish: str, **kwargs: Any) -> None:
             if start == "executing":
                 outcome = self.finished.pop(key, None)
                 if outcome is not None and finish == "memory":
-                    self.worker.log_event(finished_topic, outcome)
+                    self.worker.log_event(FINISHED_TOPIC, outcome)
 
     class AirdaskShippedOnScheduler(SchedulerPlugin):
         idempotent = True
