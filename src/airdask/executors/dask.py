@@ -38,9 +38,9 @@ from airdask.commands import build_spec, dask_key
 from airdask.executors.base import BaseExecutor, QueuedTaskInstanceType, TaskTuple
 from airdask.executors.common import execution_timeout
 from airdask.executors.dask_connect import Connection, connect, security_from_config
+from airdask.executors.dask_done import DoneQueue, DoneWatcher
 from airdask.executors.dask_harvest import (
     OUR_CANCEL_PREFIX,
-    DoneQueue,
     Harvested,
     LogWriter,
     classify_batch,
@@ -122,6 +122,7 @@ class DaskExecutor(BaseExecutor):
         self._conn: Connection | None = None
         self._router: ResourceRouter | None = None
         self._done = DoneQueue()
+        self._watcher = DoneWatcher(self._done)
         self._track = Tracker()
         self._logs = LogWriter(self.base_log_folder)
         self._unpublish_batch = UnpublishBatch()
@@ -260,7 +261,7 @@ class DaskExecutor(BaseExecutor):
             self._pending.append(item)
 
     def _submit(self, pending: list[Pending]) -> None:
-        published: dict[str, Any] = {}
+        submitted: dict[str, Any] = {}
         for priority, resources, items in chunked_groups(pending):
             try:
                 futures = self.client.map(
@@ -280,8 +281,7 @@ class DaskExecutor(BaseExecutor):
             for item, future in zip(items, futures, strict=True):
                 name = item.spec["key"]
                 self._track.add(name, item.key, future)
-                future.add_done_callback(self._done.callback_for(name))
-                published[name] = future
+                submitted[name] = future
                 self.queued(
                     item.key,
                     EventInfo(
@@ -290,8 +290,9 @@ class DaskExecutor(BaseExecutor):
                         external_executor_id=self._external_id(name),
                     ),
                 )
+        self._watcher.watch(self.client, list(submitted.items()))
         if self.adoptable:
-            self._publish(published)
+            self._publish(submitted)
 
     def _connected(self) -> bool:
         return self._conn is not None and self._conn.client.status == "running"
@@ -331,11 +332,15 @@ class DaskExecutor(BaseExecutor):
                 ),
             )
 
-    def _harvest(self, items: list[tuple[str, Any]]) -> None:
+    def _harvest(self, names: list[str]) -> None:
         # Every call, even with nothing finished: events of other executors arrive too. A
         # pushed outcome travels ahead of its future's completion, so it is in by now.
         self._track.drain_finished()
-        mine = [(name, fut) for name, fut in items if self._track.ti_key(name) is not None]
+        mine = []
+        for name in dict.fromkeys(names):  # a key is queued once, but never report it twice
+            future = self._track.future(name)
+            if future is not None:
+                mine.append((name, future))
         if not mine:
             return
         ext = {name: self._external_id(name) for name, _ in mine}
@@ -355,7 +360,7 @@ class DaskExecutor(BaseExecutor):
                 )
                 for name, _ in mine
             }
-        del items, mine
+        del mine
         if any(h.info.kind == "error" and _lost_runner(h.info.reason) for h in outcomes.values()):
             # A restarted Dask scheduler (or worker) lost the plugins: install them again
             # so that the attempts the scheduler retries find the runner.
@@ -496,7 +501,7 @@ class DaskExecutor(BaseExecutor):
         """Track a future found on the scheduler as if this executor had submitted it."""
         self._track.add(name, key, future)
         self.running.add(key)
-        future.add_done_callback(self._done.callback_for(name))
+        self._watcher.watch(self.client, [(name, future)])
 
 
 def _lost_runner(reason: str) -> bool:

@@ -1,15 +1,13 @@
 """Harvesting finished Dask futures: classify each outcome into (state, EventInfo, log).
 
-Done-callbacks run on Dask's single shared callback thread, so they only push
-``(dask_key, future)`` onto a :class:`queue.SimpleQueue`; ``sync()`` drains it, which makes its
-cost proportional to the number of finished attempts, never to the number in flight.
+Which futures finished is learnt from :mod:`airdask.executors.dask_done`; this module turns
+them into task states and writes their logs.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,37 +34,6 @@ class Harvested:
     def with_external(self, external_id: str) -> Harvested:
         self.info.external_executor_id = external_id
         return self
-
-
-class DoneQueue:
-    """Where done-callbacks leave finished futures; drained by ``sync()``."""
-
-    def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
-
-    def callback_for(self, dask_key: str) -> Any:
-        put = self._queue.put
-
-        def done(future: Any) -> None:
-            put((dask_key, future))
-
-        return done
-
-    def drain(self) -> list[tuple[str, Any]]:
-        items = []
-        while True:
-            try:
-                items.append(self._queue.get_nowait())
-            except queue.Empty:
-                return items
-
-    def wait(self, timeout: float) -> list[tuple[str, Any]]:
-        """Block up to ``timeout`` for one finished future, then take all that are there."""
-        try:
-            first = self._queue.get(timeout=timeout)
-        except queue.Empty:
-            return []
-        return [first, *self.drain()]
 
 
 def from_result(result: Any, external_id: str) -> Harvested:
