@@ -22,6 +22,13 @@ def ledger_task(path: str, name: str, seconds: float) -> None:
     append_line(path, f"end {name} {time.time():.6f} {os.getpid()}")
 
 
+def wait_for_event(name: str) -> None:
+    """Block until the ``distributed.Event`` ``name`` is set (at most two minutes)."""
+    from distributed import Event
+
+    Event(name).wait(timeout=120)
+
+
 def say(text: str) -> None:
     print(text)
 

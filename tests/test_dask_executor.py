@@ -25,7 +25,7 @@ from airdask.store import Pool, Store, init_db
 from dask_support import ExternalCluster, external_cluster, local_cluster
 from executor_support import drain, make_ti
 from proc_support import wait_for
-from task_funcs import say
+from task_funcs import say, wait_for_event
 
 S = TaskInstanceState
 
@@ -110,6 +110,32 @@ def test_passed_in_client_is_reused_and_left_open(client: Any, config: Config) -
     assert client.status == "running"  # not closed by the executor
     # harvested attempts were released: the scheduler keeps nothing of ours
     assert not [d for d in client.list_datasets() if str(d).startswith("airdask/")]
+
+
+def test_adoption_drops_only_datasets_whose_client_is_gone(cluster: Any, config: Config) -> None:
+    """Datasets of a client that died and that nobody adopts from are removed (their
+    attempts are cancelled); those of an executor still connected are left alone."""
+    from distributed import Event
+
+    waiting = PythonCommand(wait_for_event, "adopt-gate")
+    gone = DaskExecutor(cluster.scheduler_address, config=config, adoptable=True)
+    alive = DaskExecutor(cluster.scheduler_address, config=config, adoptable=True)
+    new = DaskExecutor(cluster.scheduler_address, config=config)
+    try:
+        for ex, task in ((gone, "gone"), (alive, "alive")):
+            ti = make_ti(task, dag_id="orphans")
+            ex.queue_command(ti, waiting)
+            events_until(ex, ti.key, S.QUEUED)
+        gone_id = str(gone.client.id)
+        gone.client.close()  # as if its process died: the dataset stays behind
+        assert new.try_adopt_task_instances([]) == []
+        left = [str(d) for d in new.client.list_datasets() if str(d).startswith("airdask/")]
+        assert left and all(str(alive.client.id) in d for d in left)
+        assert not [d for d in left if gone_id in d]
+    finally:
+        Event("adopt-gate", client=new.client).set()
+        alive.end()
+        new.end()
 
 
 def test_running_event_names_the_worker(client: Any, config: Config, tmp_path: Path) -> None:

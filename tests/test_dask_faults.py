@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from distributed import Client
 
 from airdask import PythonCommand
 from airdask.commands import dask_key
@@ -249,4 +250,7 @@ def test_new_executor_adopts_tasks_of_a_killed_one(
         starts = sorted(name for kind, name, _ in read_ledger(str(ledger)) if kind == "start")
         assert starts == [f"t{i}" for i in range(n)]  # each ran exactly once
         ex.end()
+        # the dead executor's dataset went with the last adopted attempt
+        with Client(cl.address, set_as_default=False) as client:
+            assert not [d for d in client.list_datasets() if str(d).startswith("airdask/")]
         assert ledger_task  # the task function the subprocess shipped by value

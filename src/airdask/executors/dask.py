@@ -7,12 +7,12 @@ and ``priority=priority_weight``. The function that runs on the worker is
 so workers need not have airdask.
 
 External id
-    ``external_executor_id`` is ``"<dask scheduler id>/<dask key>"``. Each attempt's future
-    is also published as the dataset ``airdask/<dask key>`` on the scheduler, so that after
-    the scheduler process died a new executor re-attaches to it (``get_dataset``) instead of
-    running it again; datasets of harvested attempts are removed in batches (at least every
-    0.5 s, and when the executor stops). Adoption happens only on the same Dask scheduler
-    (same id).
+    ``external_executor_id`` is ``"<dask scheduler id>/<dask key>"``. The futures of each
+    submission are also published as one dataset ``airdask/<client id>/<uuid>`` on the
+    scheduler, so that after the scheduler process died a new executor re-attaches to them
+    (``get_dataset``) instead of running them again; a dataset whose attempts were all
+    harvested is removed (in batches, at least every 0.5 s, and when the executor stops).
+    Adoption happens only on the same Dask scheduler (same id).
 
 Outcomes (``EventInfo.kind``)
     the runner's kinds (``success``, ``exit_code``, ``exception``, ``timeout``, ...),
@@ -47,8 +47,10 @@ from airdask.executors.dask_harvest import (
 )
 from airdask.executors.dask_remote import (
     Pending,
+    Published,
     UnpublishBatch,
     chunked_groups,
+    dataset_name,
     processing_on,
     publish,
     unpublish,
@@ -125,6 +127,7 @@ class DaskExecutor(BaseExecutor):
         self._watcher = DoneWatcher(self._done)
         self._track = Tracker()
         self._logs = LogWriter(self.base_log_folder)
+        self._published = Published()
         self._unpublish_batch = UnpublishBatch()
         self._meta: dict[TaskInstanceKey, tuple[int, str | None, int]] = {}
         self._pending: list[Pending] | None = None
@@ -299,13 +302,15 @@ class DaskExecutor(BaseExecutor):
 
     def _publish(self, futures: dict[str, Any]) -> None:
         if futures and self._connected():
-            publish(self.client, futures)
+            name = dataset_name(str(self.client.id))
+            if publish(self.client, name, futures):
+                self._published.add(name, futures)
 
-    def _unpublish(self, keys: list[str]) -> None:
+    def _unpublish(self, names: list[str]) -> None:
         # Without a scheduler there is nothing to remove, and the call would block until
         # the client's reconnect timeout.
-        if keys and self.adoptable and self._connected():
-            unpublish(self.client, keys)
+        if names and self.adoptable and self._connected():
+            unpublish(self.client, names)
 
     # ---- harvesting --------------------------------------------------------------------
 
@@ -377,7 +382,7 @@ class DaskExecutor(BaseExecutor):
             else:
                 self.fail(key, harvested.info)
         if self.adoptable:
-            self._unpublish_batch.add(list(outcomes))
+            self._unpublish_batch.add(self._published.done(outcomes))
 
     def _write_log(self, key: TaskInstanceKey, harvested: Harvested) -> None:
         text = harvested.log_text
@@ -408,11 +413,10 @@ class DaskExecutor(BaseExecutor):
             if key is not None:
                 self.fail(key, EventInfo("terminated", kind="killed",
                                          external_executor_id=self._external_id(name)))  # fmt: skip
-        self._unpublish(names)
         self._close()
 
     def _close(self) -> None:
-        self._unpublish(self._unpublish_batch.take())
+        self._unpublish(self._unpublish_batch.take() + self._published.all())
         self._logs.close()
         conn, self._conn = self._conn, None
         if conn is None:
@@ -451,7 +455,7 @@ class DaskExecutor(BaseExecutor):
         self._kill([name], "revoked")
         self._track.forget(name)
         self.running.discard(key)
-        self._unpublish([name])
+        self._unpublish_batch.add(self._published.done([name]))
 
     def cleanup_stuck_queued_tasks(self, tis: list[TaskInstance]) -> list[str]:
         lines = []
@@ -497,8 +501,10 @@ class DaskExecutor(BaseExecutor):
 
         return [dask_group]
 
-    def adopt_future(self, key: TaskInstanceKey, name: str, future: Any) -> None:
-        """Track a future found on the scheduler as if this executor had submitted it."""
+    def adopt_future(self, key: TaskInstanceKey, name: str, future: Any, dataset: str) -> None:
+        """Track a future found in ``dataset`` as if this executor had submitted it (the
+        dataset is removed once its adopted attempts are harvested)."""
+        self._published.add(dataset, [name])
         self._track.add(name, key, future)
         self.running.add(key)
         self._watcher.watch(self.client, [(name, future)])

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +15,8 @@ from airdask.state import TaskInstanceKey
 
 log = logging.getLogger(__name__)
 
-#: Each attempt's future is published as the dataset ``airdask/<dask key>``.
+#: The futures of each submission are published as one dataset
+#: ``airdask/<owner client id>/<uuid>``: ``{dask key: future}``.
 DATASET_PREFIX = "airdask/"
 #: Most attempts per ``client.map`` message (keeps each graph message around 1 MB).
 SUBMIT_CHUNK = 1000
@@ -43,8 +45,18 @@ def chunked_groups(
             yield priority, dict(resources) or None, items[start : start + SUBMIT_CHUNK]
 
 
-def dataset_name(key: str) -> str:
-    return DATASET_PREFIX + key
+def dataset_name(owner: str) -> str:
+    """A new dataset name for a submission by the client ``owner``."""
+    return f"{DATASET_PREFIX}{owner}/{uuid.uuid4().hex}"
+
+
+def dataset_owner(name: object) -> str | None:
+    """The id of the client that published the dataset ``name``, if it is one of ours."""
+    text = str(name)
+    if not text.startswith(DATASET_PREFIX):
+        return None
+    owner, sep, _ = text[len(DATASET_PREFIX) :].rpartition("/")
+    return owner if sep and owner else None
 
 
 def split_external_id(external_id: str | None) -> tuple[str, str] | None:
@@ -55,50 +67,94 @@ def split_external_id(external_id: str | None) -> tuple[str, str] | None:
     return (scheduler_id, key) if scheduler_id and key else None
 
 
-def publish(client: Any, futures: dict[str, Any]) -> None:
-    """Publish attempts (one request) so that a new client can adopt them."""
+def publish(client: Any, name: str, futures: dict[str, Any]) -> bool:
+    """Publish a submission's futures as one dataset, so that a new client can adopt them.
+
+    One dataset per submission, not per attempt: the scheduler keeps a pseudo-client per
+    dataset, and one per attempt cost it a tenth of a millisecond each time."""
     try:
-        client.publish_dataset({dataset_name(k): f for k, f in futures.items()})
+        client.publish_dataset(futures, name=name)
     except Exception as exc:  # adoption gets harder, running does not
         log.warning("could not publish %d attempt(s) for adoption: %s", len(futures), exc)
+        return False
+    return True
 
 
-def unpublish(client: Any, keys: list[str]) -> None:
+def unpublish(client: Any, names: list[str]) -> None:
     try:
-        client.unpublish_dataset([dataset_name(k) for k in keys])
+        client.unpublish_dataset(names)
     except Exception as exc:
-        log.warning("could not unpublish %d attempt(s): %s", len(keys), exc)
+        log.warning("could not unpublish %d dataset(s): %s", len(names), exc)
+
+
+class Published:
+    """Which dataset holds each attempt in flight, and how many of each are not yet done.
+
+    A dataset is removed once every attempt in it was harvested (or revoked): until then
+    it holds the finished ones too, which costs only their small results."""
+
+    def __init__(self) -> None:
+        self._dataset_of: dict[str, str] = {}
+        self._left: dict[str, int] = {}
+
+    def add(self, dataset: str, names: Iterable[str]) -> None:
+        for name in names:
+            if name not in self._dataset_of:
+                self._dataset_of[name] = dataset
+                self._left[dataset] = self._left.get(dataset, 0) + 1
+
+    def done(self, names: Iterable[str]) -> list[str]:
+        """Mark attempts done; return the datasets that have none left in flight."""
+        empty = []
+        for name in names:
+            dataset = self._dataset_of.pop(name, None)
+            if dataset is None:
+                continue
+            left = self._left[dataset] - 1
+            if left:
+                self._left[dataset] = left
+            else:
+                del self._left[dataset]
+                empty.append(dataset)
+        return empty
+
+    def all(self) -> list[str]:
+        """Every dataset still held (what stopping the executor removes)."""
+        names = list(self._left)
+        self._dataset_of.clear()
+        self._left.clear()
+        return names
 
 
 class UnpublishBatch:
-    """Harvested attempts whose datasets are still to be removed, sent in batches.
+    """Datasets whose attempts are all harvested, to be removed in batches.
 
     Removing them one heartbeat at a time cost a scheduler round trip per heartbeat. A
-    dataset kept a little longer is harmless: it holds only a small finished result, and
+    dataset kept a little longer is harmless: it holds only small finished results, and
     adopting an attempt that was harvested but not yet recorded recovers its outcome."""
 
-    def __init__(self, *, max_keys: int = 1000, max_delay: float = 0.5) -> None:
-        self.max_keys = max_keys
+    def __init__(self, *, max_names: int = 100, max_delay: float = 0.5) -> None:
+        self.max_names = max_names
         self.max_delay = max_delay
-        self._keys: list[str] = []
+        self._names: list[str] = []
         self._since = 0.0
 
-    def add(self, keys: list[str]) -> None:
-        if keys and not self._keys:
+    def add(self, names: list[str]) -> None:
+        if names and not self._names:
             self._since = time.monotonic()
-        self._keys.extend(keys)
+        self._names.extend(names)
 
     def due(self) -> list[str]:
         """The batch to remove now: all, once it is big or old enough; else nothing."""
-        if not self._keys:
+        if not self._names:
             return []
-        if len(self._keys) >= self.max_keys or time.monotonic() - self._since >= self.max_delay:
+        if len(self._names) >= self.max_names or time.monotonic() - self._since >= self.max_delay:
             return self.take()
         return []
 
     def take(self) -> list[str]:
-        keys, self._keys = self._keys, []
-        return keys
+        names, self._names = self._names, []
+        return names
 
 
 def processing_on(client: Any, names: list[str]) -> dict[str, str]:
