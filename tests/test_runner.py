@@ -172,6 +172,32 @@ def test_kill_task_revokes_a_running_command(tmp_path: Path) -> None:
     assert runner.kill_task("unknown-key") is False
 
 
+def test_kill_all_reaches_an_attempt_whose_process_is_not_registered_yet(
+    tmp_path: Path,
+) -> None:
+    """terminate() right after a fork: the attempt is running but its process is not in the
+    runner's table yet. Its log is a FIFO here, so the attempt waits, deterministically,
+    between becoming 'running' and starting its command."""
+    pids = tmp_path / "pids"
+    spec = spec_for(spawn_tree_script(pids), tmp_path, return_log=False)  # not read back
+    log = tmp_path / spec["log_relpath"]
+    log.parent.mkdir(parents=True)
+    os.mkfifo(log)
+    result: list[runner.Outcome] = []
+    thread = threading.Thread(target=lambda: result.append(runner.run_task(spec)))
+    thread.start()
+    wait_for(lambda: runner.running_keys() == [spec["key"]], timeout=10, what="attempt start")
+    assert runner.kill_all("terminated") == []  # no process to kill yet
+    reader = os.open(log, os.O_RDONLY | os.O_NONBLOCK)  # lets the attempt open its log
+    try:
+        thread.join(timeout=20)
+        assert not thread.is_alive()
+    finally:
+        os.close(reader)
+    assert result[0]["kind"] == "killed" and result[0]["reason"] == "killed: terminated"
+    wait_for(lambda: not any(map(pid_alive, read_pids(pids))), timeout=10, what="group death")
+
+
 HOST_SCRIPT = """
 import sys
 from airdask import runner

@@ -322,7 +322,9 @@ def kill_all(reason: str = "terminated") -> list[str]:
     rt = _runtime()
     with rt.lock:
         procs = dict(rt.procs)
-        for key in procs:
+        # Every running attempt, not only those with a process yet: one between its fork
+        # and its registration sees the mark and kills its own group (see _run_argv).
+        for key in [*procs, *rt.log_paths]:
             rt.revoked[key] = reason
     for proc in procs.values():
         killpg(proc.pid, signal.SIGKILL)
