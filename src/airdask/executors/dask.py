@@ -371,24 +371,21 @@ class DaskExecutor(BaseExecutor):
             # so that the attempts the scheduler retries find the runner.
             log.warning("the Dask cluster lost airdask's runner; installing it again")
             self._install_runner()
+        logs = []
         for name, harvested in outcomes.items():
             harvested.info.worker = harvested.info.worker or self._track.worker_of(name)
             key = self._track.forget(name)
             if key is None:
                 continue
-            self._write_log(key, harvested)
+            text = harvested.log_text
+            logs.append((key, f"[airdask] {harvested.info.reason}\n" if text is None else text))
             if harvested.state is TaskInstanceState.SUCCESS:
                 self.success(key, harvested.info)
             else:
                 self.fail(key, harvested.info)
+        self._logs.submit(logs)
         if self.adoptable:
             self._unpublish_batch.add(self._published.done(outcomes))
-
-    def _write_log(self, key: TaskInstanceKey, harvested: Harvested) -> None:
-        text = harvested.log_text
-        if text is None:
-            text = f"[airdask] {harvested.info.reason}\n"
-        self._logs.submit(key, text)
 
     # ---- stopping ----------------------------------------------------------------------
 

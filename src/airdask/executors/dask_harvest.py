@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from airdask.executors.events import EventInfo, info_from_outcome
-from airdask.logs import log_path
+from airdask.logs import log_relpath
 from airdask.state import TaskInstanceKey, TaskInstanceState
 
 log = logging.getLogger(__name__)
@@ -162,10 +162,14 @@ class LogWriter:
         self._thread: threading.Thread | None = None
         self._closing = False
 
-    def submit(self, key: TaskInstanceKey, text: str) -> None:
+    def submit(self, logs: list[tuple[TaskInstanceKey, str]]) -> None:
+        """Queue ``(key, text)`` logs: one hand-off to the writer per harvest, not per log."""
+        if not logs:
+            return
         with self._cond:
-            self._queue.append((key, text))
-            self._pending[key] = self._pending.get(key, 0) + 1
+            self._queue.extend(logs)
+            for key, _ in logs:
+                self._pending[key] = self._pending.get(key, 0) + 1
             if self._thread is None:
                 self._closing = False
                 self._thread = threading.Thread(
@@ -197,13 +201,13 @@ class LogWriter:
                 self._cond.notify_all()
 
     def _write(self, key: TaskInstanceKey, text: str) -> None:
-        path = log_path(self.folder, key)
+        path = os.path.join(self.folder, log_relpath(key))
         data = text.encode("utf-8", errors="replace")
         try:
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             except FileNotFoundError:  # the first log in this folder
-                path.parent.mkdir(parents=True, exist_ok=True)
+                os.makedirs(os.path.dirname(path), exist_ok=True)
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             try:
                 view = memoryview(data)
