@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -31,17 +33,54 @@ def test_argv_success_and_log(tmp_path: Path) -> None:
     assert out["log_path"] == str(log) and "err" in log.read_text()
 
 
-def test_a_scratch_log_is_flat_and_removed_once_returned(
+def test_a_commands_returned_scratch_log_lives_in_memory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path))  # the scratch folder's base
-    spec = build_spec(KEY, ["bash", "-c", "echo scratch"], log_root=None, return_log=True)
+    spec = build_spec(
+        KEY, ["bash", "-c", "echo scratch; echo oops >&2; exit 3"], log_root=None,
+        return_log=True,
+    )  # fmt: skip
     out = runner.run_task(spec)
-    assert out["state"] == "success" and "scratch" in (out["log"] or "")
-    assert Path(out["log_path"]).parent == tmp_path / "airdask-logs"
-    assert not Path(out["log_path"]).exists()
-    kept = runner.run_task({**spec, "return_log": False})  # nobody took it: it stays
-    assert Path(kept["log_path"]).read_text() == "scratch\n"
+    assert out["kind"] == "exit_code" and out["log_path"] == runner.MEMORY_LOG
+    assert out["log"] == "scratch\noops\n[airdask] task failed: exit code 3\n"
+    assert not (tmp_path / "airdask-logs").exists()  # no file was made for it
+    kept = runner.run_task({**spec, "return_log": False})  # not returned: kept on the worker
+    assert Path(kept["log_path"]).parent == tmp_path / "airdask-logs"
+    assert Path(kept["log_path"]).read_text().startswith("scratch\noops\n")
+
+
+def memory_spec(command: object, **kw: object) -> runner.TaskSpec:
+    return build_spec(KEY, command, log_root=None, return_log=True, **kw)  # type: ignore[arg-type]
+
+
+def test_a_piped_log_is_read_live_and_keeps_split_characters(tmp_path: Path) -> None:
+    spec = memory_spec(["bash", "-c", "echo first; sleep 30"])
+    result: list[runner.Outcome] = []
+    thread = threading.Thread(target=lambda: result.append(runner.run_task(spec)))
+    thread.start()
+    wait_for(lambda: runner.read_live_log(spec["key"]) == "first\n", timeout=10, what="output")
+    assert runner.kill_task(spec["key"], "seen") is True
+    thread.join(timeout=10)
+    assert result[0]["kind"] == "killed" and result[0]["log"].startswith("first\n")
+    # 140,000 bytes of two-byte characters: pipe reads split some of them
+    big = runner.run_task(memory_spec(["python3", "-c", "print('é' * 70000, end='')"]))
+    assert big["log"] == "é" * 70000
+
+
+def test_a_child_that_leaves_the_group_does_not_hold_the_attempt(tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    command = ["bash", "-c", f"setsid sleep 30 & echo $! > {pids}; echo leader done"]
+    started = time.monotonic()
+    try:
+        out = runner.run_task(memory_spec(command))
+        took = time.monotonic() - started
+        assert out["state"] == "success" and out["log"] == "leader done\n"
+        assert took < 10  # the escaped child keeps the pipe open; it is not waited for
+    finally:
+        for pid in read_pids(pids):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_nonzero_exit_and_signal(tmp_path: Path) -> None:
@@ -141,17 +180,22 @@ def test_a_callables_scratch_log_lives_in_memory_with_its_tail(tmp_path: Path) -
     assert not (tmp_path / "airdask-logs").exists()
 
 
-def test_timeout_kills_the_whole_group(tmp_path: Path) -> None:
+@pytest.mark.parametrize("memory", [False, True], ids=["file-log", "piped-log"])
+def test_timeout_kills_the_whole_group(tmp_path: Path, memory: bool) -> None:
     pids = tmp_path / "pids"
-    out = runner.run_task(spec_for(spawn_tree_script(pids), tmp_path, timeout=1.0))
+    command = spawn_tree_script(pids)
+    spec = memory_spec(command, timeout=1.0) if memory else spec_for(command, tmp_path, timeout=1.0)
+    out = runner.run_task(spec)
     assert out["kind"] == "timeout" and "timed out after 1s" in out["reason"]
     assert len(read_pids(pids)) == 2
     wait_for(lambda: not any(map(pid_alive, read_pids(pids))), timeout=10, what="group death")
 
 
-def test_stray_background_children_are_killed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("memory", [False, True], ids=["file-log", "piped-log"])
+def test_stray_background_children_are_killed(tmp_path: Path, memory: bool) -> None:
     pids = tmp_path / "pids"
-    out = runner.run_task(spec_for(["bash", "-c", f"sleep 60 & echo $! > {pids}"], tmp_path))
+    command = ["bash", "-c", f"sleep 60 & echo $! > {pids}"]
+    out = runner.run_task(memory_spec(command) if memory else spec_for(command, tmp_path))
     assert out["state"] == "success"
     wait_for(lambda: not pid_alive(read_pids(pids)[0]), timeout=10, what="stray child death")
 

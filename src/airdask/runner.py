@@ -37,6 +37,7 @@ from typing import Any, TypedDict
 from airdask.supervision import START_REPORT_DELAY as START_REPORT_DELAY
 from airdask.supervision import STARTED_TOPIC as STARTED_TOPIC
 from airdask.supervision import (
+    OutputPump,
     StartReporter,
     TailBuffer,
     ensure_reaper,
@@ -122,8 +123,8 @@ def _worker() -> Any:
 
 def _log_file(spec: TaskSpec, worker: Any) -> str:
     """Where the attempt writes its log: under ``log_root`` in the shared layout, or, with
-    no root, a scratch file in one flat worker-local folder (a folder per attempt would cost
-    a mkdir each time; the executor files the returned log in its own layout)."""
+    no root and the log not returned (so kept on the worker), a file in one flat
+    worker-local folder. A returned scratch log lives in memory (no file at all)."""
     if spec["log_root"]:
         return os.path.join(spec["log_root"], spec["log_relpath"])
     base = getattr(worker, "local_directory", None) or tempfile.gettempdir()
@@ -133,20 +134,28 @@ def _log_file(spec: TaskSpec, worker: Any) -> str:
 
 def _run_argv(spec: TaskSpec, rt: Any, log: Any) -> tuple[str, str, int | None]:
     argv = spec["argv"] or []
-    log.flush()
+    # A scratch log lives in memory: the output comes through a pipe (see OutputPump).
+    pump = OutputPump(log) if isinstance(log, TailBuffer) else None
+    if pump is None:
+        log.flush()
     ensure_reaper(rt)
     try:
         proc = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
-            stdout=log,
+            stdout=log if pump is None else pump.write_fd,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    except FileNotFoundError:
-        return "not_found", f"command not found: {argv[0]!r}", None
-    except PermissionError as exc:
+    except (FileNotFoundError, PermissionError) as exc:
+        if pump is not None:
+            pump.started()
+            pump.close()
+        if isinstance(exc, FileNotFoundError):
+            return "not_found", f"command not found: {argv[0]!r}", None
         return "not_found", f"command not executable: {argv[0]!r} ({exc.strerror})", None
+    if pump is not None:
+        pump.started()
     reaper_send(rt, f"+{proc.pid}")  # first: until then a dying host would orphan it
     key = spec["key"]
     with rt.lock:
@@ -155,7 +164,8 @@ def _run_argv(spec: TaskSpec, rt: Any, log: Any) -> tuple[str, str, int | None]:
         if key in rt.revoked:  # revoked between submit and start
             killpg(proc.pid, signal.SIGKILL)
         try:
-            code = proc.wait(timeout=spec["timeout"])
+            timeout = spec["timeout"]
+            code = proc.wait(timeout) if pump is None else pump.wait(proc, timeout)
         except subprocess.TimeoutExpired:
             killpg(proc.pid, signal.SIGTERM)
             try:
@@ -166,6 +176,8 @@ def _run_argv(spec: TaskSpec, rt: Any, log: Any) -> tuple[str, str, int | None]:
             return "timeout", f"timed out after {spec['timeout']:g}s; process group killed", None
     finally:
         killpg(proc.pid, signal.SIGKILL)  # stray children of a finished leader
+        if pump is not None:
+            pump.drain()
         with rt.lock:
             rt.procs.pop(key, None)
         reaper_send(rt, f"-{proc.pid}")
@@ -230,7 +242,7 @@ def run_task(spec: TaskSpec) -> Outcome:
             "started_at": started,
         }
         rt.starts.add(spec["key"], worker, message)
-    in_memory = spec["argv"] is None and spec["return_log"] and not spec["log_root"]
+    in_memory = spec["return_log"] and not spec["log_root"]
     path = MEMORY_LOG if in_memory else _log_file(spec, worker)
     memory = TailBuffer(spec["log_max_bytes"]) if in_memory else None
     with rt.lock:
@@ -262,9 +274,6 @@ def run_task(spec: TaskSpec) -> Outcome:
         log_path=path,
         log=log_text(memory or path, spec["log_max_bytes"]) if spec["return_log"] else None,
     )
-    if spec["return_log"] and not spec["log_root"] and memory is None:
-        with contextlib.suppress(OSError):  # returned: a scratch file would only fill the disk
-            os.unlink(path)
     if worker is not None and len(outcome["log"] or "") <= PUSH_LOG_MAX:
         _push(worker, outcome)
     return outcome

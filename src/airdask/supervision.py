@@ -8,10 +8,12 @@ calls lives in the runner's runtime module, not here.
 
 from __future__ import annotations
 
+import codecs
 import collections
 import contextlib
 import io
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -213,8 +215,9 @@ def signal_name(num: int) -> str:
 
 
 class TailBuffer(io.TextIOBase):
-    """A callable's scratch log, in memory: no file to create, read back and delete for
-    each attempt. Only the tail the outcome returns (``limit`` characters) is kept."""
+    """A scratch log in memory (a callable's output, or a command's through a pipe): no
+    file to create, read back and delete for each attempt. Only the tail the outcome
+    returns (``limit`` characters) is kept."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -241,8 +244,91 @@ class TailBuffer(io.TextIOBase):
         return text
 
 
+#: After the leader exited and its group was killed, how long its output may still take to
+#: reach EOF (a child that left the group can hold the pipe open; it is not waited for).
+PIPE_DRAIN_SECONDS = 0.5
+
+
+class OutputPump:
+    """A command's stdout and stderr, through a pipe into a :class:`TailBuffer`.
+
+    For scratch logs (Dask, no log folder): no file to create, read back and delete per
+    attempt. The runner's thread copies the output while it waits for the process, and
+    learns of its exit from a pidfd (Linux), or by polling where there is none."""
+
+    def __init__(self, sink: TailBuffer) -> None:
+        self.sink = sink
+        self.read_fd, self.write_fd = os.pipe()
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._open = True
+
+    def started(self) -> None:
+        """The child holds the write end now; the parent's copy would keep EOF away."""
+        os.close(self.write_fd)
+
+    def wait(self, proc: subprocess.Popen[bytes], timeout: float | None) -> int:
+        """Copy output until ``proc`` exits; its exit code. ``TimeoutExpired`` after
+        ``timeout`` seconds (the process is left running: the caller kills it)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        poller = select.poll()
+        poller.register(self.read_fd, select.POLLIN)
+        pidfd = -1
+        with contextlib.suppress(AttributeError, OSError):  # no pidfd: poll the exit
+            pidfd = os.pidfd_open(proc.pid)
+            poller.register(pidfd, select.POLLIN)
+        try:
+            while True:
+                code = proc.poll()
+                if code is not None:
+                    return code
+                wait = None if pidfd >= 0 else 0.05
+                if deadline is not None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise subprocess.TimeoutExpired(proc.args, timeout or 0.0)
+                    wait = left if wait is None else min(wait, left)
+                for fd, _ in poller.poll(None if wait is None else wait * 1000):
+                    if fd == self.read_fd and not self._read():
+                        poller.unregister(self.read_fd)
+        finally:
+            if pidfd >= 0:
+                os.close(pidfd)
+
+    def drain(self) -> None:
+        """Read what is left (the group is dead by now), then close the pipe."""
+        if not self._open:
+            return
+        deadline = time.monotonic() + PIPE_DRAIN_SECONDS
+        poller = select.poll()
+        poller.register(self.read_fd, select.POLLIN)
+        while (left := deadline - time.monotonic()) > 0:
+            if not poller.poll(left * 1000) or not self._read():
+                break
+        self.close()
+
+    def close(self) -> None:
+        if self._open:
+            self._open = False
+            os.close(self.read_fd)
+            self._flush_decoder()
+
+    def _read(self) -> bool:
+        data = os.read(self.read_fd, 65536)
+        if data:
+            self.sink.write(self._decoder.decode(data))
+        return bool(data)
+
+    def _flush_decoder(self) -> None:
+        rest = self._decoder.decode(b"", final=True)
+        if rest:
+            self.sink.write(rest)
+
+
 def log_text(source: str | TailBuffer, limit: int) -> str:
-    return source.tail(limit) if isinstance(source, TailBuffer) else read_tail(source, limit)
+    # Not isinstance(TailBuffer): functions shipped by value each carry their own copy of
+    # this module, so the buffer an attempt made is of another copy's class than the one
+    # read_live_log sees.
+    return read_tail(source, limit) if isinstance(source, str) else source.tail(limit)
 
 
 def open_log(path: str) -> Any:
