@@ -56,7 +56,7 @@ RUNTIME_MODULE = "_airdask_runtime_2"  # bumped when the runtime's shape changes
 FINISHED_TOPIC = "airdask-task-finished"
 PUSH_LOG_MAX = 16 * 1024
 KILL_GRACE_SECONDS = 2.0
-#: ``Outcome.log_path`` of a callable's scratch log, which is kept in memory.
+#: ``Outcome.log_path`` of a returned scratch log, which is kept in memory.
 MEMORY_LOG = "(in memory)"
 #: The module in which a worker keeps airdask's shipped functions (executors.dask_shipping)
 #: and, where its worker plugin runs, the outcomes the plugin is to send.
@@ -73,7 +73,7 @@ class TaskSpec(TypedDict):
     argv: list[str] | None
     payload: bytes | None  # cloudpickle of (func, args, kwargs)
     log_relpath: str
-    log_root: str | None  # None: scratch (a callable's in memory, an argv's in a local file)
+    log_root: str | None  # None: scratch (in memory if returned, else a worker-local file)
     timeout: float | None
     return_log: bool
     log_max_bytes: int
