@@ -3,7 +3,8 @@
     python benchmarks/runner_overhead.py [--attempts 300] [--profile]
 
 Prints milliseconds per attempt for ``subprocess.run(["true"])``, ``runner.run_task`` of the
-same argv (process group, reaper registration, log file, tail read) and of a no-op
+same argv (process group, reaper registration, log file, tail read), of the argv with its
+log returned from memory (how it runs on Dask: output through a pipe) and of a no-op
 PythonCommand; ``--profile`` adds the top of a cProfile of the argv attempts.
 """
 
@@ -23,7 +24,7 @@ from airdask.runner import TaskSpec
 from airdask.state import TaskInstanceKey
 
 
-def specs(command: Command, n: int, root: str) -> list[TaskSpec]:
+def specs(command: Command, n: int, root: str | None) -> list[TaskSpec]:
     return [
         build_spec(TaskInstanceKey("bench", "t", f"r{i}"), command, log_root=root, return_log=True)
         for i in range(n)
@@ -47,11 +48,13 @@ def main() -> None:
     runner.run_task(specs(["true"], 1, root)[0])  # start the reaper outside the timing
     bare = per_call_ms([lambda: subprocess.run(["true"], check=False)] * n)
     argv = per_call_ms([lambda s=s: runner.run_task(s) for s in specs(["true"], n, root)])
+    piped = per_call_ms([lambda s=s: runner.run_task(s) for s in specs(["true"], n, None)])
     noop = per_call_ms(
         [lambda s=s: runner.run_task(s) for s in specs(PythonCommand(len, "x"), n, root)]
     )
     print(f"bare subprocess.run(['true']) {bare:6.2f} ms per attempt")
     print(f"runner, argv ['true']         {argv:6.2f} ms per attempt ({argv / bare:.2f}x)")
+    print(f"  the same, log in memory     {piped:6.2f} ms per attempt ({piped / bare:.2f}x)")
     print(f"runner, no-op PythonCommand   {noop:6.3f} ms per attempt")
     if args.profile:
         profile = cProfile.Profile()
