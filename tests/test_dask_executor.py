@@ -112,30 +112,66 @@ def test_passed_in_client_is_reused_and_left_open(client: Any, config: Config) -
     assert not [d for d in client.list_datasets() if str(d).startswith("airdask/")]
 
 
-def test_adoption_drops_only_datasets_whose_client_is_gone(cluster: Any, config: Config) -> None:
-    """Datasets of a client that died and that nobody adopts from are removed (their
-    attempts are cancelled); those of an executor still connected are left alone."""
-    from distributed import Event
+def test_adoption_takes_only_what_it_adopts(cluster: Any, config: Config) -> None:
+    """An adoption call removes no dataset it did not adopt from (a dead executor's attempts
+    may be claimed later, by the scheduler that owned them); the dataset an attempt was
+    adopted from goes once the adopter harvested it; a live executor's stays its own."""
+    from distributed import Client, Event
 
     waiting = PythonCommand(wait_for_event, "adopt-gate")
-    gone = DaskExecutor(cluster.scheduler_address, config=config, adoptable=True)
-    alive = DaskExecutor(cluster.scheduler_address, config=config, adoptable=True)
+    gone = DaskExecutor(cluster.scheduler_address, config=config)
+    alive = DaskExecutor(cluster.scheduler_address, config=config)
     new = DaskExecutor(cluster.scheduler_address, config=config)
+    observer = Client(cluster, set_as_default=False)
+
+    def datasets() -> list[str]:
+        return [str(d) for d in observer.list_datasets() if str(d).startswith("airdask/")]
+
     try:
+        tis = {}
         for ex, task in ((gone, "gone"), (alive, "alive")):
-            ti = make_ti(task, dag_id="orphans")
+            ti = tis[task] = make_ti(task, dag_id="orphans")
             ex.queue_command(ti, waiting)
-            events_until(ex, ti.key, S.QUEUED)
-        gone_id = str(gone.client.id)
-        gone.client.close()  # as if its process died: the dataset stays behind
+            _, info = events_until(ex, ti.key, S.QUEUED)[-1]
+            ti.external_executor_id = info.external_executor_id
+        gone_id, alive_id = str(gone.client.id), str(alive.client.id)
+        gone.client.close()  # as if its process died: its dataset stays behind
         assert new.try_adopt_task_instances([]) == []
-        left = [str(d) for d in new.client.list_datasets() if str(d).startswith("airdask/")]
-        assert left and all(str(alive.client.id) in d for d in left)
-        assert not [d for d in left if gone_id in d]
-    finally:
+        owners = sorted(d.split("/")[1] for d in datasets())
+        assert owners == sorted([gone_id, alive_id])  # nothing was removed
+        assert new.try_adopt_task_instances([tis["gone"]]) == []
         Event("adopt-gate", client=new.client).set()
+        assert drain(new, [tis["gone"].key])[tis["gone"].key][0] is S.SUCCESS
+        new.end()  # removes the dataset it adopted from
+        assert [d.split("/")[1] for d in datasets()] == [alive_id]
+        alive.end()
+        assert datasets() == []
+    finally:
+        Event("adopt-gate", client=observer).set()
         alive.end()
         new.end()
+        observer.close()
+
+
+def test_a_submission_is_held_in_datasets_of_at_most_100(client: Any, config: Config) -> None:
+    from distributed import Event
+
+    from airdask.executors.dask_remote import DATASET_MAX
+
+    ex = DaskExecutor(client=client, config=config, parallelism=0)
+    tis = [make_ti(f"t{i}", dag_id="held") for i in range(DATASET_MAX + 50)]
+    for ti in tis:
+        ex.queue_command(ti, PythonCommand(wait_for_event, "held-gate"))
+    try:
+        ex.heartbeat()  # one submission
+        held = [d for d in client.list_datasets() if str(d).startswith("airdask/")]
+        sizes = sorted(len(client.get_dataset(d)) for d in held)
+        assert sizes == [50, DATASET_MAX]
+    finally:
+        Event("held-gate", client=client).set()
+    drain(ex, [ti.key for ti in tis])
+    ex.end()
+    assert not [d for d in client.list_datasets() if str(d).startswith("airdask/")]
 
 
 def test_running_event_names_the_worker(client: Any, config: Config, tmp_path: Path) -> None:

@@ -8,8 +8,8 @@ so workers need not have airdask.
 
 External id
     ``external_executor_id`` is ``"<dask scheduler id>/<dask key>"``. The futures of each
-    submission are also published as one dataset ``airdask/<client id>/<uuid>`` on the
-    scheduler, so that after the scheduler process died a new executor re-attaches to them
+    submission are also published, up to 100 per dataset ``airdask/<client id>/<uuid>``, on
+    the scheduler, so that after the scheduler process died a new executor re-attaches to them
     (``get_dataset``) instead of running them again; a dataset whose attempts were all
     harvested is removed (in batches, at least every 0.5 s, and when the executor stops).
     Adoption happens only on the same Dask scheduler (same id).
@@ -46,6 +46,7 @@ from airdask.executors.dask_harvest import (
     classify_batch,
 )
 from airdask.executors.dask_remote import (
+    DATASET_MAX,
     Pending,
     Published,
     UnpublishBatch,
@@ -301,10 +302,16 @@ class DaskExecutor(BaseExecutor):
         return self._conn is not None and self._conn.client.status == "running"
 
     def _publish(self, futures: dict[str, Any]) -> None:
-        if futures and self._connected():
-            name = dataset_name(str(self.client.id))
-            if publish(self.client, name, futures):
-                self._published.add(name, futures)
+        if not futures or not self._connected():
+            return
+        owner, items = str(self.client.id), list(futures.items())
+        datasets = {
+            dataset_name(owner): dict(items[i : i + DATASET_MAX])
+            for i in range(0, len(items), DATASET_MAX)
+        }
+        if publish(self.client, datasets):
+            for name, group in datasets.items():
+                self._published.add(name, group)
 
     def _unpublish(self, names: list[str]) -> None:
         # Without a scheduler there is nothing to remove, and the call would block until
@@ -499,8 +506,9 @@ class DaskExecutor(BaseExecutor):
         return [dask_group]
 
     def adopt_future(self, key: TaskInstanceKey, name: str, future: Any, dataset: str) -> None:
-        """Track a future found in ``dataset`` as if this executor had submitted it (the
-        dataset is removed once its adopted attempts are harvested)."""
+        """Track a future found in ``dataset`` as if this executor had submitted it. Once the
+        attempts this executor adopted from ``dataset`` are harvested, it removes the dataset
+        (with whatever else it still held: those were not handed to this executor)."""
         self._published.add(dataset, [name])
         self._track.add(name, key, future)
         self.running.add(key)

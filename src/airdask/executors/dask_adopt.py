@@ -6,8 +6,9 @@ keeps its finished result) and is never submitted a second time. Nothing is adop
 different Dask scheduler: its id is part of ``external_executor_id``.
 
 Adoption reads every airdask dataset on the scheduler (a restart is rare; this costs one
-request and a future per attempt in flight). A dataset from which nothing is adopted is
-removed if the client that published it is gone: nobody else will ever claim it.
+request and a future per attempt in flight). It removes nothing it did not adopt: a dataset
+of a client that is gone may still be claimed by the scheduler that owned its attempts, once
+that scheduler's job is declared dead; until then only a Dask scheduler restart clears it.
 """
 
 from __future__ import annotations
@@ -43,12 +44,13 @@ def adopt(executor: DaskExecutor, tis: Sequence[TaskInstance]) -> list[TaskInsta
             not_adopted.append(ti)
         else:
             candidates.append((ti, parsed[1]))
+    if not candidates:
+        return not_adopted
     try:
         found = published_futures(executor.client)
     except Exception as exc:
         log.error("could not look up attempts to adopt: %s", exc)
         return not_adopted + [ti for ti, _ in candidates]
-    claimed: set[str] = set()
     for ti, name in candidates:
         entry = found.get(name)
         if entry is None:
@@ -56,9 +58,7 @@ def adopt(executor: DaskExecutor, tis: Sequence[TaskInstance]) -> list[TaskInsta
             continue
         dataset, future = entry
         executor.adopt_future(ti.key, name, future, dataset)
-        claimed.add(dataset)
         log.info("adopted %s (dask key %s, %s)", ti.key, name, future.status)
-    drop_orphans(executor, {dataset for dataset, _ in found.values()} - claimed)
     return not_adopted
 
 
@@ -67,31 +67,22 @@ def published_futures(client: Any) -> dict[str, tuple[str, Any]]:
     from airdask.executors.dask_remote import dataset_owner
 
     names = [str(n) for n in client.list_datasets() if dataset_owner(n) is not None]
+    try:
+        values = list(client.get_dataset(names, default=None))
+    except Exception as exc:  # one bad dataset must not hide the others: one at a time
+        log.warning("could not read the adoption datasets at once (%s); reading each", exc)
+        values = [_one_dataset(client, name) for name in names]
     found: dict[str, tuple[str, Any]] = {}
-    for name, futures in zip(names, client.get_dataset(names, default=None), strict=True):
+    for name, futures in zip(names, values, strict=True):
         if isinstance(futures, dict):
             for key, future in futures.items():
                 found[str(key)] = (name, future)
     return found
 
 
-def drop_orphans(executor: DaskExecutor, datasets: set[str]) -> None:
-    """Remove the datasets nobody adopted from whose publisher is no longer connected."""
-    from airdask.executors.dask_remote import dataset_owner, unpublish
-
-    if not datasets:
-        return
-    client = executor.client
-
-    def client_ids(dask_scheduler: Any) -> list[str]:  # nested: shipped by value
-        return [str(c) for c in dask_scheduler.clients]
-
+def _one_dataset(client: Any, name: str) -> Any:
     try:
-        alive = set(client.run_on_scheduler(client_ids))
+        return client.get_dataset(name, default=None)
     except Exception as exc:
-        log.warning("could not list the Dask scheduler's clients: %s", exc)
-        return
-    orphans = [d for d in datasets if dataset_owner(d) not in alive]
-    if orphans:
-        log.info("removing %d dataset(s) of clients that are gone", len(orphans))
-        unpublish(client, orphans)
+        log.warning("skipping adoption dataset %s: %s", name, exc)
+        return None

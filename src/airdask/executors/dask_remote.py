@@ -15,9 +15,11 @@ from airdask.state import TaskInstanceKey
 
 log = logging.getLogger(__name__)
 
-#: The futures of each submission are published as one dataset
-#: ``airdask/<owner client id>/<uuid>``: ``{dask key: future}``.
+#: The futures of a submission are published in datasets ``airdask/<owner client id>/<uuid>``
+#: of ``{dask key: future}``, at most DATASET_MAX attempts each: a dataset holds the results
+#: of its finished attempts (with their log tails) until its last attempt is harvested.
 DATASET_PREFIX = "airdask/"
+DATASET_MAX = 100
 #: Most attempts per ``client.map`` message (keeps each graph message around 1 MB).
 SUBMIT_CHUNK = 1000
 
@@ -67,15 +69,17 @@ def split_external_id(external_id: str | None) -> tuple[str, str] | None:
     return (scheduler_id, key) if scheduler_id and key else None
 
 
-def publish(client: Any, name: str, futures: dict[str, Any]) -> bool:
-    """Publish a submission's futures as one dataset, so that a new client can adopt them.
+def publish(client: Any, datasets: dict[str, dict[str, Any]]) -> bool:
+    """Publish ``{dataset name: {dask key: future}}`` in one request, so that a new client
+    can adopt those attempts.
 
-    One dataset per submission, not per attempt: the scheduler keeps a pseudo-client per
-    dataset, and one per attempt cost it a tenth of a millisecond each time."""
+    A dataset per group of attempts, not per attempt: the scheduler keeps a pseudo-client
+    per dataset, and one per attempt cost it a tenth of a millisecond each time."""
     try:
-        client.publish_dataset(futures, name=name)
+        client.publish_dataset(datasets)
     except Exception as exc:  # adoption gets harder, running does not
-        log.warning("could not publish %d attempt(s) for adoption: %s", len(futures), exc)
+        count = sum(len(futures) for futures in datasets.values())
+        log.warning("could not publish %d attempt(s) for adoption: %s", count, exc)
         return False
     return True
 
@@ -91,7 +95,8 @@ class Published:
     """Which dataset holds each attempt in flight, and how many of each are not yet done.
 
     A dataset is removed once every attempt in it was harvested (or revoked): until then
-    it holds the finished ones too, which costs only their small results."""
+    it holds the finished ones' results too (each with its log tail), which is why datasets
+    are kept small (DATASET_MAX)."""
 
     def __init__(self) -> None:
         self._dataset_of: dict[str, str] = {}
