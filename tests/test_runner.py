@@ -68,6 +68,34 @@ def test_a_piped_log_is_read_live_and_keeps_split_characters(tmp_path: Path) -> 
     assert big["log"] == "é" * 70000
 
 
+def test_a_piped_log_leaks_no_descriptor_when_the_command_cannot_start(tmp_path: Path) -> None:
+    script = tmp_path / "no-shebang"
+    script.write_bytes(b"\x00\x01 not a program\n")
+    script.chmod(0o755)
+    runner.run_task(memory_spec(["true"]))  # the reaper's pipe is made once, before counting
+    before = len(os.listdir("/proc/self/fd"))
+    for command in ([str(script)], ["no-such-command-here"], [str(tmp_path)]):
+        out = runner.run_task(memory_spec(command))
+        assert out["state"] == "failed", out
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_a_timed_out_commands_last_words_reach_its_piped_log(tmp_path: Path) -> None:
+    """After SIGTERM the pipe is still read: a command that writes more than a pipe holds
+    while it exits is not blocked (and then SIGKILLed with its last line lost)."""
+    script = tmp_path / "stubborn.sh"
+    script.write_text(
+        "on_term() { head -c 200000 /dev/zero | tr '\\0' x; echo; echo last-words; exit 1; }\n"
+        "trap on_term TERM\n"
+        "sleep 30 & wait\n"
+    )
+    started = time.monotonic()
+    out = runner.run_task(memory_spec(["bash", str(script)], timeout=1.0))
+    log = out["log"] or ""
+    assert out["kind"] == "timeout" and "last-words" in log and "x" * 1000 in log
+    assert time.monotonic() - started < 1.0 + runner.KILL_GRACE_SECONDS
+
+
 def test_a_child_that_leaves_the_group_does_not_hold_the_attempt(tmp_path: Path) -> None:
     pids = tmp_path / "pids"
     command = ["bash", "-c", f"setsid sleep 30 & echo $! > {pids}; echo leader done"]

@@ -49,7 +49,7 @@ from airdask.supervision import (
     signal_name,
 )
 
-RUNTIME_MODULE = "_airdask_runtime_2"  # bumped when the runtime's shape changes
+RUNTIME_MODULE = "_airdask_runtime_3"  # bumped when the runtime's shape changes
 #: Outcomes are also pushed on this topic, so the executor need not fetch each result with
 #: a round trip to the worker; only outcomes whose log is at most PUSH_LOG_MAX characters
 #: (the scheduler keeps the last events of a topic in memory).
@@ -101,6 +101,7 @@ def _runtime() -> Any:
         rt = types.ModuleType(RUNTIME_MODULE)
         rt.lock = threading.RLock()
         rt.procs = {}  # key -> Popen of a running argv
+        rt.unstarted = set()  # keys of argv attempts running but without a process yet
         rt.revoked = {}  # key -> reason
         rt.log_paths = {}  # key -> log path (or in-memory log) of a running attempt
         rt.reaper = None
@@ -133,33 +134,41 @@ def _log_file(spec: TaskSpec, worker: Any) -> str:
 
 
 def _run_argv(spec: TaskSpec, rt: Any, log: Any) -> tuple[str, str, int | None]:
-    argv = spec["argv"] or []
-    # A scratch log lives in memory: the output comes through a pipe (see OutputPump).
-    pump = OutputPump(log) if isinstance(log, TailBuffer) else None
-    if pump is None:
+    if not isinstance(log, TailBuffer):
         log.flush()
+        return _supervise(spec, rt, log, None)
+    # A scratch log lives in memory: the output comes through a pipe (see OutputPump).
+    pump = OutputPump(log)
+    try:
+        return _supervise(spec, rt, pump.write_fd, pump)
+    finally:
+        pump.close()  # on every path: a long-lived worker must not leak descriptors
+
+
+def _supervise(
+    spec: TaskSpec, rt: Any, stdout: Any, pump: OutputPump | None
+) -> tuple[str, str, int | None]:
+    argv = spec["argv"] or []
+    key = spec["key"]
     ensure_reaper(rt)
     try:
         proc = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
-            stdout=log if pump is None else pump.write_fd,
+            stdout=stdout,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    except (FileNotFoundError, PermissionError) as exc:
-        if pump is not None:
-            pump.started()
-            pump.close()
-        if isinstance(exc, FileNotFoundError):
-            return "not_found", f"command not found: {argv[0]!r}", None
+    except FileNotFoundError:
+        return "not_found", f"command not found: {argv[0]!r}", None
+    except PermissionError as exc:
         return "not_found", f"command not executable: {argv[0]!r} ({exc.strerror})", None
     if pump is not None:
         pump.started()
     reaper_send(rt, f"+{proc.pid}")  # first: until then a dying host would orphan it
-    key = spec["key"]
     with rt.lock:
         rt.procs[key] = proc
+        rt.unstarted.discard(key)
     try:
         if key in rt.revoked:  # revoked between submit and start
             killpg(proc.pid, signal.SIGKILL)
@@ -168,8 +177,11 @@ def _run_argv(spec: TaskSpec, rt: Any, log: Any) -> tuple[str, str, int | None]:
             code = proc.wait(timeout) if pump is None else pump.wait(proc, timeout)
         except subprocess.TimeoutExpired:
             killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=KILL_GRACE_SECONDS)
+            try:  # its last words (a stack dump, say) still go to the log meanwhile
+                if pump is None:
+                    proc.wait(KILL_GRACE_SECONDS)
+                else:
+                    pump.wait(proc, KILL_GRACE_SECONDS)
             except subprocess.TimeoutExpired:
                 killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
@@ -247,6 +259,8 @@ def run_task(spec: TaskSpec) -> Outcome:
     memory = TailBuffer(spec["log_max_bytes"]) if in_memory else None
     with rt.lock:
         rt.log_paths[spec["key"]] = memory or path
+        if spec["argv"] is not None:
+            rt.unstarted.add(spec["key"])
     try:
         try:
             log = memory or open_log(path)
@@ -259,6 +273,7 @@ def run_task(spec: TaskSpec) -> Outcome:
         rt.starts.discard(spec["key"])
         with rt.lock:
             rt.log_paths.pop(spec["key"], None)
+            rt.unstarted.discard(spec["key"])
             rt.revoked.pop(spec["key"], None)
     outcome = Outcome(
         key=spec["key"],
@@ -327,13 +342,14 @@ def kill_task(key: str, reason: str = "revoked") -> bool:
 
 
 def kill_all(reason: str = "terminated") -> list[str]:
-    """Kill every running argv of this process at once (SIGKILL); return their keys."""
+    """Kill every running argv of this process at once (SIGKILL); return the keys of those
+    killed now. An argv attempt that has no process yet (before or just after its fork) is
+    marked, so it kills its own group once it registers it (see _supervise); an attempt
+    whose command already ended, or a callable, is left alone."""
     rt = _runtime()
     with rt.lock:
         procs = dict(rt.procs)
-        # Every running attempt, not only those with a process yet: one between its fork
-        # and its registration sees the mark and kills its own group (see _run_argv).
-        for key in [*procs, *rt.log_paths]:
+        for key in [*procs, *rt.unstarted]:
             rt.revoked[key] = reason
     for proc in procs.values():
         killpg(proc.pid, signal.SIGKILL)

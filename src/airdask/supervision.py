@@ -264,7 +264,9 @@ class OutputPump:
 
     def started(self) -> None:
         """The child holds the write end now; the parent's copy would keep EOF away."""
-        os.close(self.write_fd)
+        if self.write_fd >= 0:
+            fd, self.write_fd = self.write_fd, -1
+            os.close(fd)
 
     def wait(self, proc: subprocess.Popen[bytes], timeout: float | None) -> int:
         """Copy output until ``proc`` exits; its exit code. ``TimeoutExpired`` after
@@ -307,6 +309,8 @@ class OutputPump:
         self.close()
 
     def close(self) -> None:
+        """Close both ends (whichever are still open); safe to call again."""
+        self.started()
         if self._open:
             self._open = False
             os.close(self.read_fd)
