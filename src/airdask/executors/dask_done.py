@@ -17,9 +17,12 @@ those in flight. The hook holds the key only, so it keeps no future alive.
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 from collections.abc import Callable, Sequence
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 class DoneQueue:
@@ -105,13 +108,18 @@ class DoneWatcher:
         client.loop.add_callback(self._install, list(futures))
 
     def _install(self, futures: list[tuple[str, Any]]) -> None:
-        # On the client's loop: the only thread that changes a FutureState, so a future
-        # cannot finish between the check and the hook.
+        # On the client's loop, where Dask changes FutureStates (its report handlers, and
+        # releases, which it schedules there too), so a future cannot finish between the
+        # check and the hook.
         for name, future in futures:
-            state = getattr(future, "_state", None)
-            if state is not None and state.status != "pending":
-                self.done.put(name)
-            elif state is not None and state._event is None:
-                state._event = _HookedEvent(self.done, name)
-            else:  # not bound yet, or something already waits on it: leave it to Dask
+            try:
+                state = getattr(future, "_state", None)
+                if state is not None and state.status != "pending":
+                    self.done.put(name)
+                elif state is not None and state._event is None:
+                    state._event = _HookedEvent(self.done, name)
+                else:  # not bound yet, or something already waits on it: leave it to Dask
+                    future.add_done_callback(self.done.callback_for(name))
+            except Exception:  # never lose one: leave it to Dask's own callback
+                log.exception("could not hook %s; watching it with a done-callback", name)
                 future.add_done_callback(self.done.callback_for(name))
