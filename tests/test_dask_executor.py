@@ -174,6 +174,23 @@ def test_a_submission_is_held_in_datasets_of_at_most_100(client: Any, config: Co
     assert not [d for d in client.list_datasets() if str(d).startswith("airdask/")]
 
 
+def test_end_finds_attempts_whose_notification_was_lost(
+    client: Any, config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import airdask.executors.dask as dask_module
+    from airdask.executors.dask_done import DoneWatcher
+
+    monkeypatch.setattr(dask_module, "END_SWEEP_SECONDS", 1.0)
+    monkeypatch.setattr(DoneWatcher, "watch", lambda self, client, futures: None)
+    ex = DaskExecutor(client=client, config=config)
+    ti = make_ti("lost", dag_id="sweep")
+    ex.queue_command(ti, ["true"])
+    ex.heartbeat()
+    ex.end()  # would wait forever without the sweep
+    state, info = ex.get_event_buffer()[ti.key]
+    assert state is S.SUCCESS and info.kind == "success"
+
+
 def test_running_event_names_the_worker(client: Any, config: Config, tmp_path: Path) -> None:
     from distributed import Event
 

@@ -80,6 +80,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: While end() waits, this long without a finished attempt makes it look at every future
+#: in flight itself (O(in flight), so not on every sync).
+END_SWEEP_SECONDS = 10.0
+
 
 class DaskExecutor(BaseExecutor):
     """Runs attempts on a Dask cluster (attached by address, via a Client, or embedded).
@@ -400,9 +404,16 @@ class DaskExecutor(BaseExecutor):
         """Wait for every attempt in flight, report it, then close what we created."""
         if self._conn is None:
             return
+        quiet = 0.0
         while len(self._track):
             self._report_started()
-            self._harvest(self._done.wait(timeout=1.0))
+            done = self._done.wait(timeout=1.0)
+            quiet = 0.0 if done else quiet + 1.0
+            if quiet >= END_SWEEP_SECONDS:  # a safety net, should a notification be lost
+                quiet = 0.0
+                futures = [(n, self._track.future(n)) for n in self._track.names()]
+                done = [n for n, f in futures if f is not None and f.done()]
+            self._harvest(done)
         self.sync()
         self._close()
 
