@@ -261,6 +261,7 @@ class OutputPump:
         self.read_fd, self.write_fd = os.pipe()
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._open = True
+        self._eof = False
 
     def started(self) -> None:
         """The child holds the write end now; the parent's copy would keep EOF away."""
@@ -291,6 +292,7 @@ class OutputPump:
                     wait = left if wait is None else min(wait, left)
                 for fd, _ in poller.poll(None if wait is None else wait * 1000):
                     if fd == self.read_fd and not self._read():
+                        self._eof = True
                         poller.unregister(self.read_fd)
         finally:
             if pidfd >= 0:
@@ -298,7 +300,8 @@ class OutputPump:
 
     def drain(self) -> None:
         """Read what is left (the group is dead by now), then close the pipe."""
-        if not self._open:
+        if not self._open or self._eof:  # all read already (the usual case)
+            self.close()
             return
         deadline = time.monotonic() + PIPE_DRAIN_SECONDS
         poller = select.poll()
