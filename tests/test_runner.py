@@ -89,11 +89,9 @@ def test_a_timed_out_commands_last_words_reach_its_piped_log(tmp_path: Path) -> 
         "trap on_term TERM\n"
         "sleep 30 & wait\n"
     )
-    started = time.monotonic()
     out = runner.run_task(memory_spec(["bash", str(script)], timeout=1.0))
     log = out["log"] or ""
     assert out["kind"] == "timeout" and "last-words" in log and "x" * 1000 in log
-    assert time.monotonic() - started < 1.0 + runner.KILL_GRACE_SECONDS
 
 
 def test_a_child_that_leaves_the_group_does_not_hold_the_attempt(tmp_path: Path) -> None:
