@@ -24,7 +24,7 @@ from airdask.state import TaskInstanceKey, TaskInstanceState
 from airdask.store import Pool, Store, init_db
 from dask_support import ExternalCluster, external_cluster, local_cluster
 from executor_support import drain, make_ti
-from proc_support import wait_for
+from proc_support import pid_alive, pids_file_complete, read_pids, spawn_tree_script, wait_for
 from task_funcs import say, wait_for_event
 
 S = TaskInstanceState
@@ -189,6 +189,36 @@ def test_end_finds_attempts_whose_notification_was_lost(
     ex.end()  # would wait forever without the sweep
     state, info = ex.get_event_buffer()[ti.key]
     assert state is S.SUCCESS and info.kind == "success"
+
+
+def test_terminate_kills_with_one_round_trip_per_worker(
+    client: Any, config: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ex = DaskExecutor(client=client, config=config, parallelism=0)
+    pid_files = [tmp_path / f"pids{i}" for i in range(8)]
+    tis = [make_ti(f"t{i}", dag_id="term") for i in range(8)]
+    for ti, pid_file in zip(tis, pid_files, strict=True):
+        ex.queue_command(ti, spawn_tree_script(pid_file))
+    ex.heartbeat()  # 2 workers x 2 threads: four run, four wait on the workers
+
+    def four_running() -> bool:
+        return sum(pids_file_complete(f, 2)() for f in pid_files) >= 4
+
+    wait_for(four_running, timeout=60, what="four commands to start")
+    calls: list[object] = []
+    real_run = client.run
+
+    def counting_run(function: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(kwargs.get("workers"))
+        return real_run(function, *args, **kwargs)
+
+    monkeypatch.setattr(client, "run", counting_run)
+    ex.terminate()
+    assert 1 <= len(calls) <= 2  # one per worker with attempts, however many it has
+    pids = [pid for f in pid_files for pid in read_pids(f)]
+    wait_for(lambda: not any(map(pid_alive, pids)), timeout=15, what="every process gone")
+    events = ex.get_event_buffer()
+    assert all(events[ti.key][0] is S.FAILED for ti in tis)
 
 
 def test_running_event_names_the_worker(client: Any, config: Config, tmp_path: Path) -> None:

@@ -341,6 +341,12 @@ def kill_task(key: str, reason: str = "revoked") -> bool:
     return True
 
 
+def kill_tasks(keys: list[str], reason: str = "revoked") -> list[str]:
+    """:func:`kill_task` for each of ``keys`` (one call per worker, however many attempts
+    it runs); the keys that had a process to kill."""
+    return [key for key in keys if kill_task(key, reason)]
+
+
 def kill_all(reason: str = "terminated") -> list[str]:
     """Kill every running argv of this process at once (SIGKILL); return the keys of those
     killed now. An argv attempt that has no process yet (before or just after its fork) is

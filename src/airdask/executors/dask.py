@@ -162,7 +162,7 @@ class DaskExecutor(BaseExecutor):
         register_runner()
         self._heavy_run_task = shipped(runner.run_task)
         self._run_task: Callable[..., Any] = self._heavy_run_task
-        self._kill_task = shipped(runner.kill_task)
+        self._kill_tasks = shipped(runner.kill_tasks)
         self._read_live_log = shipped(runner.read_live_log)
         self._conn = connect(
             self.config,
@@ -186,7 +186,7 @@ class DaskExecutor(BaseExecutor):
     def _install_runner(self) -> None:
         """Put the runner on the cluster and choose how tasks name it (dask_shipping)."""
         heavy = self._heavy_run_task
-        reached = install(self.client, [heavy, self._kill_task, self._read_live_log])
+        reached = install(self.client, [heavy, self._kill_tasks, self._read_live_log])
         if reached == "everywhere":  # the other two are rare: they keep their blobs
             self._run_task = reference(heavy)
         else:
@@ -447,11 +447,14 @@ class DaskExecutor(BaseExecutor):
         """Kill the process groups of running attempts, then cancel all of them."""
         if not names or not self._connected():
             return
+        by_worker: dict[str, list[str]] = {}
         for name, address in processing_on(self.client, names).items():
+            by_worker.setdefault(address, []).append(name)
+        for address, group in by_worker.items():  # a round trip per worker, not per attempt
             try:
-                self.client.run(self._kill_task, name, reason, workers=[address])
+                self.client.run(self._kill_tasks, group, reason, workers=[address])
             except Exception as exc:
-                log.warning("could not kill %s on %s: %s", name, address, exc)
+                log.warning("could not kill %d attempt(s) on %s: %s", len(group), address, exc)
         futures = [f for f in (self._track.future(n) for n in names) if f is not None]
         try:
             self.client.cancel(futures, reason=f"{OUR_CANCEL_PREFIX} {reason}", force=True)
