@@ -29,7 +29,7 @@ def pid_alive(pid: int) -> bool:
         return True
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # it died between open and read
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
