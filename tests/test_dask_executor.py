@@ -221,6 +221,17 @@ def test_terminate_kills_with_one_round_trip_per_worker(
     assert all(events[ti.key][0] is S.FAILED for ti in tis)
 
 
+def test_the_notebook_display_shows_workers_and_pool_resources(client: Any, config: Config) -> None:
+    ex = DaskExecutor(client=client, config=config)
+    assert "pool resources" not in ex._repr_html_()  # not connected yet
+    ex.start()
+    try:
+        text = ex._repr_html_()
+        assert ">2</td>" in text and "io=4" in text  # two workers offering io=2 each
+    finally:
+        ex.end()
+
+
 def test_running_event_names_the_worker(client: Any, config: Config, tmp_path: Path) -> None:
     from distributed import Event
 

@@ -119,6 +119,9 @@ def test_dask_executor_html_links_the_dashboard_of_a_passed_in_client(
         assert client.submit(sum, [1, 2]).result(timeout=30) == 3
         executor.start()
         try:
-            assert f'href="{client.dashboard_link}"' in executor._repr_html_()
+            text = executor._repr_html_()
+            assert f'href="{client.dashboard_link}"' in text
+            assert cluster.scheduler_address in text
+            assert ">workers</th>" in text and ">1</td>" in text
         finally:
             executor.end()

@@ -56,7 +56,7 @@ from airdask.executors.dask_remote import (
     publish,
     unpublish,
 )
-from airdask.executors.dask_routing import NoWorkerError, ResourceRouter
+from airdask.executors.dask_routing import NoWorkerError, ResourceRouter, worker_resources
 from airdask.executors.dask_shipping import (
     install,
     light,
@@ -155,6 +155,25 @@ class DaskExecutor(BaseExecutor):
             return str(self._conn.client.dashboard_link)
         except Exception:
             return None
+
+    def _html_fields(self) -> dict[str, Any]:
+        """Adds the Dask scheduler's address, its workers and the resources they offer in
+        all (one scheduler query: a notebook display, not a hot path)."""
+        fields = super()._html_fields()
+        if not self._connected():
+            return fields
+        try:
+            offers = worker_resources(self.client)
+            address = str(self.client.scheduler.address)
+        except Exception as exc:  # a display must not raise
+            log.debug("no cluster details for the display: %s", exc)
+            return fields
+        total: dict[str, float] = {}
+        for offered in offers.values():
+            for name, amount in offered.items():
+                total[name] = total.get(name, 0) + amount
+        fields.update(scheduler_address=address, workers=len(offers), resources=total)
+        return fields
 
     def start(self) -> None:
         if self._conn is not None:
