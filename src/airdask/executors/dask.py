@@ -40,11 +40,11 @@ from airdask.executors.common import execution_timeout
 from airdask.executors.dask_connect import Connection, connect, security_from_config
 from airdask.executors.dask_done import DoneQueue, DoneWatcher
 from airdask.executors.dask_harvest import (
-    OUR_CANCEL_PREFIX,
     Harvested,
     LogWriter,
     classify_batch,
 )
+from airdask.executors.dask_ops import cluster_summary, kill_and_cancel, live_log
 from airdask.executors.dask_remote import (
     DATASET_MAX,
     Pending,
@@ -52,11 +52,10 @@ from airdask.executors.dask_remote import (
     UnpublishBatch,
     chunked_groups,
     dataset_name,
-    processing_on,
     publish,
     unpublish,
 )
-from airdask.executors.dask_routing import NoWorkerError, ResourceRouter, worker_resources
+from airdask.executors.dask_routing import NoWorkerError, ResourceRouter
 from airdask.executors.dask_shipping import (
     install,
     light,
@@ -160,19 +159,8 @@ class DaskExecutor(BaseExecutor):
         """Adds the Dask scheduler's address, its workers and the resources they offer in
         all (one scheduler query: a notebook display, not a hot path)."""
         fields = super()._html_fields()
-        if not self._connected():
-            return fields
-        try:
-            offers = worker_resources(self.client)
-            address = str(self.client.scheduler.address)
-        except Exception as exc:  # a display must not raise
-            log.debug("no cluster details for the display: %s", exc)
-            return fields
-        total: dict[str, float] = {}
-        for offered in offers.values():
-            for name, amount in offered.items():
-                total[name] = total.get(name, 0) + amount
-        fields.update(scheduler_address=address, workers=len(offers), resources=total)
+        if self._connected():
+            fields.update(cluster_summary(self.client))
         return fields
 
     def start(self) -> None:
@@ -466,19 +454,8 @@ class DaskExecutor(BaseExecutor):
         """Kill the process groups of running attempts, then cancel all of them."""
         if not names or not self._connected():
             return
-        by_worker: dict[str, list[str]] = {}
-        for name, address in processing_on(self.client, names).items():
-            by_worker.setdefault(address, []).append(name)
-        for address, group in by_worker.items():  # a round trip per worker, not per attempt
-            try:
-                self.client.run(self._kill_tasks, group, reason, workers=[address])
-            except Exception as exc:
-                log.warning("could not kill %d attempt(s) on %s: %s", len(group), address, exc)
         futures = [f for f in (self._track.future(n) for n in names) if f is not None]
-        try:
-            self.client.cancel(futures, reason=f"{OUR_CANCEL_PREFIX} {reason}", force=True)
-        except Exception as exc:
-            log.warning("could not cancel %d attempt(s): %s", len(futures), exc)
+        kill_and_cancel(self.client, self._kill_tasks, names, futures, reason)
 
     # ---- optional methods --------------------------------------------------------------
 
@@ -512,25 +489,11 @@ class DaskExecutor(BaseExecutor):
         key = ti.key.with_try_number(try_number)
         name = dask_key(key)
         if self._conn is not None and self._track.ti_key(name) is not None:
-            live = self._live_log(name)
+            live = live_log(self.client, self._read_live_log, name, self._track.worker_of(name))
             if live is not None:
                 return live
         self._logs.wait(key)
         return read_log(self.base_log_folder, key)
-
-    def _live_log(self, name: str) -> tuple[list[str], list[str]] | None:
-        address = self._track.worker_of(name)
-        try:
-            texts = self.client.run(
-                self._read_live_log, name, workers=[address] if address else None
-            )
-        except Exception as exc:
-            log.info("could not read the live log of %s: %s", name, exc)
-            return None
-        for worker, text in texts.items():
-            if text is not None:
-                return [f"live log from worker {worker}"], text.splitlines()
-        return None
 
     @staticmethod
     def get_cli_commands() -> list[click.Command]:
