@@ -34,34 +34,39 @@ def test_a_worker_that_joins_after_the_first_fetch_is_found_at_once(tmp_path: Pa
             router.resources_for(queue="tpu", pool=None)
 
 
-def test_unpublish_batches_by_size_and_age() -> None:
-    from airdask.executors.dask_remote import UnpublishBatch
-
-    batch = UnpublishBatch(max_names=3, max_delay=3600)
-    assert batch.due() == []
-    batch.add(["a"])
-    batch.add(["b"])
-    assert batch.due() == []  # small and young: it waits
-    batch.add(["c", "d"])
-    assert batch.due() == ["a", "b", "c", "d"] and batch.due() == []
-    aged = UnpublishBatch(max_names=1000, max_delay=0.0)
-    aged.add(["x"])
-    assert aged.due() == ["x"]  # old enough, without anything added since
-    batch.add(["e"])
-    assert batch.take() == ["e"]  # what stopping the executor flushes
-
-
-def test_a_dataset_is_done_when_all_its_attempts_are() -> None:
+def test_a_dataset_is_due_when_all_its_attempts_are_done() -> None:
     from airdask.executors.dask_remote import Published, dataset_name, dataset_owner
 
     first, second = dataset_name("Client-a"), dataset_name("Client-b")
     assert first != dataset_name("Client-a") and dataset_owner(first) == "Client-a"
     assert dataset_owner("someone-elses") is None
-    published = Published()
-    published.add(first, ["k1", "k2"])
-    published.add(second, ["k3"])
-    assert published.done(["k1", "unknown"]) == []
-    assert published.done(["k3"]) == [second]
-    assert published.done(["k2", "k2"]) == [first]  # a second report changes nothing
-    published.add(first, ["k4"])  # adopted later into the same dataset
-    assert published.all() == [first] and published.done(["k4"]) == []
+    aged = Published(max_names=1000, max_delay=0.0)
+    aged.add(first, ["k1", "k2"])
+    aged.add(second, ["k3"])
+    aged.done(["k1", "unknown"])
+    assert aged.due() == []  # k2 is still in flight
+    aged.done(["k3"])
+    assert aged.due() == [second]  # old enough at once (max_delay 0)
+    aged.done(["k2", "k2"])  # a second report changes nothing
+    assert aged.due() == [first] and aged.due() == []
+    aged.add(first, ["k4"])  # adopted later into the same dataset
+    assert aged.take_all() == [first]
+    aged.done(["k4"])
+    assert aged.due() == []
+
+
+def test_emptied_datasets_are_removed_in_batches_by_size_and_age() -> None:
+    from airdask.executors.dask_remote import Published
+
+    batch = Published(max_names=3, max_delay=3600)
+    for i, name in enumerate("abcde"):
+        batch.add(name, [f"k{i}"])
+    batch.done(["k0"])
+    batch.done(["k1"])
+    assert batch.due() == []  # few and young: they wait
+    batch.done(["k2", "k3"])
+    assert batch.due() == ["a", "b", "c", "d"] and batch.due() == []
+    batch.done(["k4"])
+    batch.add("f", ["k5"])
+    assert batch.take_all() == ["e", "f"]  # what stopping the executor removes
+    assert batch.due() == [] and batch.take_all() == []

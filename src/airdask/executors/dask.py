@@ -49,7 +49,6 @@ from airdask.executors.dask_remote import (
     DATASET_MAX,
     Pending,
     Published,
-    UnpublishBatch,
     chunked_groups,
     dataset_name,
     publish,
@@ -132,7 +131,6 @@ class DaskExecutor(BaseExecutor):
         self._track = Tracker()
         self._logs = LogWriter(self.base_log_folder)
         self._published = Published()
-        self._unpublish_batch = UnpublishBatch()
         self._meta: dict[TaskInstanceKey, tuple[int, str | None, int]] = {}
         self._pending: list[Pending] | None = None
         self.scheduler_id: str | None = None
@@ -336,7 +334,7 @@ class DaskExecutor(BaseExecutor):
         """Report started and finished attempts; O(started + finished), not O(in flight)."""
         self._report_started()
         self._harvest(self._done.drain())
-        self._unpublish(self._unpublish_batch.due())  # also once work has stopped
+        self._unpublish(self._published.due())  # also once work has stopped
 
     def _report_started(self) -> None:
         for name, event in self._track.drain_started():
@@ -403,7 +401,7 @@ class DaskExecutor(BaseExecutor):
                 self.fail(key, harvested.info)
         self._logs.submit(logs)
         if self.adoptable:
-            self._unpublish_batch.add(self._published.done(outcomes))
+            self._published.done(outcomes)
 
     # ---- stopping ----------------------------------------------------------------------
 
@@ -438,7 +436,7 @@ class DaskExecutor(BaseExecutor):
         self._close()
 
     def _close(self) -> None:
-        self._unpublish(self._unpublish_batch.take() + self._published.all())
+        self._unpublish(self._published.take_all())
         self._logs.close()
         conn, self._conn = self._conn, None
         if conn is None:
@@ -469,7 +467,7 @@ class DaskExecutor(BaseExecutor):
         self._kill([name], "revoked")
         self._track.forget(name)
         self.running.discard(key)
-        self._unpublish_batch.add(self._published.done([name]))
+        self._published.done([name])
 
     def cleanup_stuck_queued_tasks(self, tis: list[TaskInstance]) -> list[str]:
         lines = []

@@ -92,15 +92,22 @@ def unpublish(client: Any, names: list[str]) -> None:
 
 
 class Published:
-    """Which dataset holds each attempt in flight, and how many of each are not yet done.
+    """Which dataset holds each attempt in flight, and the datasets due for removal.
 
     A dataset is removed once every attempt in it was harvested (or revoked): until then
     it holds the finished ones' results too (each with its log tail), which is why datasets
-    are kept small (DATASET_MAX)."""
+    are kept small (DATASET_MAX). Emptied datasets are removed in batches (at most
+    ``max_names``, or once ``max_delay`` seconds old): one at a time cost a scheduler round
+    trip per heartbeat. A dataset kept a little longer is harmless, and adopting an attempt
+    that was harvested but not yet recorded recovers its outcome."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_names: int = 100, max_delay: float = 0.5) -> None:
+        self.max_names = max_names
+        self.max_delay = max_delay
         self._dataset_of: dict[str, str] = {}
         self._left: dict[str, int] = {}
+        self._emptied: list[str] = []
+        self._since = 0.0
 
     def add(self, dataset: str, names: Iterable[str]) -> None:
         for name in names:
@@ -108,9 +115,8 @@ class Published:
                 self._dataset_of[name] = dataset
                 self._left[dataset] = self._left.get(dataset, 0) + 1
 
-    def done(self, names: Iterable[str]) -> list[str]:
-        """Mark attempts done; return the datasets that have none left in flight."""
-        empty = []
+    def done(self, names: Iterable[str]) -> None:
+        """Mark attempts done; a dataset with none left in flight becomes due for removal."""
         for name in names:
             dataset = self._dataset_of.pop(name, None)
             if dataset is None:
@@ -118,47 +124,27 @@ class Published:
             left = self._left[dataset] - 1
             if left:
                 self._left[dataset] = left
-            else:
-                del self._left[dataset]
-                empty.append(dataset)
-        return empty
-
-    def all(self) -> list[str]:
-        """Every dataset still held (what stopping the executor removes)."""
-        names = list(self._left)
-        self._dataset_of.clear()
-        self._left.clear()
-        return names
-
-
-class UnpublishBatch:
-    """Datasets whose attempts are all harvested, to be removed in batches.
-
-    Removing them one heartbeat at a time cost a scheduler round trip per heartbeat. A
-    dataset kept a little longer is harmless: it holds only small finished results, and
-    adopting an attempt that was harvested but not yet recorded recovers its outcome."""
-
-    def __init__(self, *, max_names: int = 100, max_delay: float = 0.5) -> None:
-        self.max_names = max_names
-        self.max_delay = max_delay
-        self._names: list[str] = []
-        self._since = 0.0
-
-    def add(self, names: list[str]) -> None:
-        if names and not self._names:
-            self._since = time.monotonic()
-        self._names.extend(names)
+                continue
+            del self._left[dataset]
+            if not self._emptied:
+                self._since = time.monotonic()
+            self._emptied.append(dataset)
 
     def due(self) -> list[str]:
-        """The batch to remove now: all, once it is big or old enough; else nothing."""
-        if not self._names:
+        """The emptied datasets to remove now: all, once they are many or old enough."""
+        if not self._emptied:
             return []
-        if len(self._names) >= self.max_names or time.monotonic() - self._since >= self.max_delay:
-            return self.take()
+        if len(self._emptied) >= self.max_names or time.monotonic() - self._since >= self.max_delay:
+            emptied, self._emptied = self._emptied, []
+            return emptied
         return []
 
-    def take(self) -> list[str]:
-        names, self._names = self._names, []
+    def take_all(self) -> list[str]:
+        """Every dataset, emptied or still holding attempts (what stopping removes)."""
+        names = [*self._emptied, *self._left]
+        self._dataset_of.clear()
+        self._left.clear()
+        self._emptied = []
         return names
 
 
