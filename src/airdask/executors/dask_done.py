@@ -22,6 +22,8 @@ import queue
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from airdask.executors.dask_tracking import drain_queue
+
 log = logging.getLogger(__name__)
 
 
@@ -44,12 +46,7 @@ class DoneQueue:
         return done
 
     def drain(self) -> list[str]:
-        items = []
-        while True:
-            try:
-                items.append(self._queue.get_nowait())
-            except queue.Empty:
-                return items
+        return drain_queue(self._queue)
 
     def wait(self, timeout: float) -> list[str]:
         """Block up to ``timeout`` for one finished future, then take all that are there."""

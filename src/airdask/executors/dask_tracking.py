@@ -12,9 +12,11 @@ import queue
 import threading
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from airdask.state import TaskInstanceKey
+
+T = TypeVar("T")
 
 
 class Tracker:
@@ -66,11 +68,7 @@ class Tracker:
     def drain_finished(self) -> None:
         """Keep the pushed outcomes of our attempts; drop the rest (every executor on the
         cluster sees these events, so they must be drained even while ours are idle)."""
-        while True:
-            try:
-                name, message = self._finished.get_nowait()
-            except queue.Empty:
-                return
+        for name, message in drain_queue(self._finished):
             if name in self._keys:
                 self._outcomes[name] = message
 
@@ -80,15 +78,22 @@ class Tracker:
 
     def drain_started(self) -> list[tuple[str, dict[str, Any]]]:
         items: list[tuple[str, dict[str, Any]]] = []
-        while True:
-            try:
-                name, message = self._started.get_nowait()
-            except queue.Empty:
-                return items
+        for name, message in drain_queue(self._started):
             if name in self._keys:
                 if message.get("worker"):
                     self._workers[name] = str(message["worker"])
                 items.append((name, message))
+        return items
+
+
+def drain_queue(source: queue.SimpleQueue[T]) -> list[T]:
+    """Everything in ``source`` now, without waiting."""
+    items: list[T] = []
+    while True:
+        try:
+            items.append(source.get_nowait())
+        except queue.Empty:
+            return items
 
 
 def _put_event(target: queue.SimpleQueue[tuple[str, dict[str, Any]]], event: Any) -> None:
