@@ -225,3 +225,19 @@ def test_send_callback_reaches_the_sink(make_executor: MakeExecutor) -> None:
     ex.callback_sink = Sink()
     ex.send_callback({"dag_id": "d", "msg": "x"})
     assert received == [{"dag_id": "d", "msg": "x"}]
+
+
+def test_a_command_knows_its_run_context(make_executor: MakeExecutor, tmp_path: Path) -> None:
+    ex = make_executor()
+    out = tmp_path / "ctx"
+    ti = make_ti("ctx_task", run_id="run-7", try_number=3, map_index=2)
+    script = 'env | grep "^AIRDASK_CTX_" | sort > "$0"'
+    ex.queue_command(ti, ["bash", "-c", script, str(out)])
+    assert drain(ex, [ti.key])[ti.key][0] is S.SUCCESS
+    assert out.read_text().split() == [
+        "AIRDASK_CTX_DAG_ID=contract",
+        "AIRDASK_CTX_MAP_INDEX=2",
+        "AIRDASK_CTX_RUN_ID=run-7",
+        "AIRDASK_CTX_TASK_ID=ctx_task",
+        "AIRDASK_CTX_TRY_NUMBER=3",
+    ]

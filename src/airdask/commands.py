@@ -97,6 +97,22 @@ def dask_key(key: TaskInstanceKey) -> str:
     return f"{prefix}-try{key.try_number}{mapped}-{key.run_id}-{digest}"
 
 
+#: Prefix of the environment variables that tell a command where it runs (Airflow's
+#: ``AIRFLOW_CTX_*`` pattern).
+CONTEXT_ENV_PREFIX = "AIRDASK_CTX_"
+
+
+def context_env(key: TaskInstanceKey) -> dict[str, str]:
+    """The run context of one attempt as environment variables for its command."""
+    return {
+        f"{CONTEXT_ENV_PREFIX}DAG_ID": key.dag_id,
+        f"{CONTEXT_ENV_PREFIX}TASK_ID": key.task_id,
+        f"{CONTEXT_ENV_PREFIX}RUN_ID": key.run_id,
+        f"{CONTEXT_ENV_PREFIX}TRY_NUMBER": str(key.try_number),
+        f"{CONTEXT_ENV_PREFIX}MAP_INDEX": str(key.map_index),
+    }
+
+
 def build_spec(
     key: TaskInstanceKey,
     command: Command,
@@ -130,4 +146,5 @@ def build_spec(
         return_log=return_log,
         log_max_bytes=log_max_bytes,
         capture_python_output=capture_python_output,
+        env=context_env(key) if argv is not None else {},
     )

@@ -78,6 +78,7 @@ class TaskSpec(TypedDict):
     return_log: bool
     log_max_bytes: int
     capture_python_output: bool  # False: a callable's output also reaches the terminal
+    env: dict[str, str]  # added to a command's environment (the AIRDASK_CTX_* run context)
 
 
 class Outcome(TypedDict):
@@ -158,6 +159,7 @@ def _supervise(
             stdout=stdout,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env={**os.environ, **spec["env"]} if spec.get("env") else None,
         )
     except FileNotFoundError:
         return "not_found", f"command not found: {argv[0]!r}", None
