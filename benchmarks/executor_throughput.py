@@ -36,7 +36,7 @@ from airdask import PythonCommand, runner
 from airdask.commands import build_spec
 from airdask.config import load_config
 from airdask.executors.dask import DaskExecutor
-from airdask.executors.dask_shipping import install, light, reference, register_runner, shipped
+from airdask.executors.dask.shipping import install, light, reference, register_runner, shipped
 from airdask.state import TaskInstanceState
 from airdask.store import TaskInstance
 

@@ -26,7 +26,7 @@ from sqlalchemy.engine import make_url
 
 from airdask.config import load_config
 from airdask.dagbag import DagBag
-from airdask.executors.dask_cli import parse_resources
+from airdask.executors.dask.cli import parse_resources
 
 REPO = Path(__file__).resolve().parent.parent
 CLUSTER = REPO / "cluster"

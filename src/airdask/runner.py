@@ -2,7 +2,7 @@
 
 This module and :mod:`airdask.supervision` (its process and output plumbing) are
 self-contained (stdlib, plus ``distributed`` when run on a Dask worker) so that executors can
-ship them by value (:func:`airdask.executors.dask_shipping.register_runner`) to a cluster
+ship them by value (:func:`airdask.executors.dask.shipping.register_runner`) to a cluster
 where airdask is not installed. They know nothing of DAGs or the metadata store.
 
 Process supervision:
@@ -58,7 +58,7 @@ PUSH_LOG_MAX = 16 * 1024
 KILL_GRACE_SECONDS = 2.0
 #: ``Outcome.log_path`` of a returned scratch log, which is kept in memory.
 MEMORY_LOG = "(in memory)"
-#: The module in which a worker keeps airdask's shipped functions (executors.dask_shipping)
+#: The module in which a worker keeps airdask's shipped functions (executors.dask.shipping)
 #: and, where its worker plugin runs, the outcomes the plugin is to send.
 SHIPPED_MODULE = "_airdask_shipped"
 #: Most outcomes left for the plugin: past that it is presumed gone, and the runner sends.

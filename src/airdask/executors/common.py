@@ -1,10 +1,12 @@
-"""Pieces the built-in executors share: timeouts, specs, outcome reporting, log reading."""
+"""Pieces the built-in executors share: timeouts, specs, outcome reporting, log reading,
+draining a queue filled by another thread."""
 
 from __future__ import annotations
 
+import queue
 from collections.abc import Mapping
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from airdask.commands import Command, build_spec
 from airdask.executors.events import info_from_outcome
@@ -15,6 +17,8 @@ from airdask.state import TaskInstanceKey
 if TYPE_CHECKING:
     from airdask.executors.base import BaseExecutor
     from airdask.store.models import TaskInstance
+
+T = TypeVar("T")
 
 
 def execution_timeout(executor_config: Any) -> float | None:
@@ -71,3 +75,13 @@ def cleanup_by_revoking(executor: BaseExecutor, tis: list[TaskInstance]) -> list
         executor.revoke_task(ti=ti)
         lines.append(f"{ti.key}: revoked after being stuck in queued")
     return lines
+
+
+def drain_queue(source: queue.SimpleQueue[T]) -> list[T]:
+    """Everything in ``source`` now, without waiting."""
+    items: list[T] = []
+    while True:
+        try:
+            items.append(source.get_nowait())
+        except queue.Empty:
+            return items

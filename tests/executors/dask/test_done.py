@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from distributed import Client, Event, Future
 
-from airdask.executors.dask_done import DoneQueue, DoneWatcher
+from airdask.executors.dask.done import DoneQueue, DoneWatcher
 from dask_support import local_cluster
 
 

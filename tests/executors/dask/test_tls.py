@@ -14,7 +14,7 @@ import pytest
 from airdask import PythonCommand
 from airdask.config import Config
 from airdask.executors.dask import DaskExecutor
-from airdask.executors.dask_connect import DaskConnectError, security_from_config
+from airdask.executors.dask.connect import DaskConnectError, security_from_config
 from airdask.state import TaskInstanceState
 from dask_support import ExternalCluster
 from executor_support import drain, make_ti

@@ -64,7 +64,7 @@ def pool_resources_from_db(config: Config) -> dict[str, float]:
 
 
 @dataclass
-class Connection:
+class DaskConnection:
     client: Any
     cluster: Any | None  # the embedded LocalCluster we own, if any
     owns_client: bool
@@ -122,28 +122,28 @@ def connect(
     client: Any | None,
     security: Any | None,
     reuse_current_client: bool = True,
-) -> Connection:
+) -> DaskConnection:
     """Reuse ``client``, else attach to ``address``, else reuse the process's current Client
     (the notebook case), else start an embedded cluster. Clients we did not create are
     never closed by us."""
     if client is not None:
-        return Connection(client, None, owns_client=False)
+        return DaskConnection(client, None, owns_client=False)
     from distributed import Client
 
     if address:
         try:
             new = Client(address, security=security, set_as_default=False)  # type: ignore[no-untyped-call]
-            return Connection(new, None, owns_client=True)
+            return DaskConnection(new, None, owns_client=True)
         except Exception as exc:
             raise DaskConnectError(f"cannot connect to Dask scheduler {address}: {exc}") from exc
     current = current_client() if reuse_current_client else None
     if current is not None:
         log.info("reusing this process's Dask client (scheduler %s)", current.scheduler.address)
-        return Connection(current, None, owns_client=False)
+        return DaskConnection(current, None, owns_client=False)
     cluster = embedded_cluster(config)
     try:
         new = Client(cluster, set_as_default=False)  # type: ignore[no-untyped-call]
-        return Connection(new, cluster, owns_client=True)
+        return DaskConnection(new, cluster, owns_client=True)
     except BaseException:
         cluster.close()
         raise

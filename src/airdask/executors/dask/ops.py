@@ -1,5 +1,6 @@
 """What DaskExecutor asks of the cluster besides running attempts: killing attempts where
-they run, reading a running attempt's log, and describing the workers.
+they run (and finding where that is), reading a running attempt's log, and describing the
+workers.
 
 Plain functions of a ``distributed.Client``: the executor passes in the runner functions it
 shipped (``kill_tasks``, ``read_live_log``), so nothing here needs airdask on the workers.
@@ -11,11 +12,13 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from airdask.executors.dask_harvest import OUR_CANCEL_PREFIX
-from airdask.executors.dask_remote import processing_on
-from airdask.executors.dask_routing import worker_resources
+from airdask.executors.dask.routing import worker_resources
 
 log = logging.getLogger(__name__)
+
+#: Cancel reasons the executor itself uses (revoke, terminate, cleanup): harvesting tells
+#: them from Dask's own cancellations by this prefix.
+OUR_CANCEL_PREFIX = "airdask:"
 
 
 def kill_and_cancel(
@@ -39,6 +42,25 @@ def kill_and_cancel(
         client.cancel(futures, reason=f"{OUR_CANCEL_PREFIX} {reason}", force=True)
     except Exception as exc:
         log.warning("could not cancel %d attempt(s): %s", len(futures), exc)
+
+
+def processing_on(client: Any, names: list[str]) -> dict[str, str]:
+    """``{dask key: worker address}`` of those attempts that a worker is running."""
+    wanted = set(names)
+
+    def where(dask_scheduler: Any) -> dict[str, str]:
+        found = {}
+        for name in wanted:
+            ts = dask_scheduler.tasks.get(name)
+            if ts is not None and ts.processing_on is not None:
+                found[name] = ts.processing_on.address
+        return found
+
+    try:
+        return dict(client.run_on_scheduler(where))
+    except Exception as exc:
+        log.warning("could not ask the Dask scheduler where tasks run: %s", exc)
+        return {}
 
 
 def live_log(

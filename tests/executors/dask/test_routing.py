@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from distributed import Client
 
-from airdask.executors.dask_routing import NoWorkerError, ResourceRouter
+from airdask.executors.dask.routing import NoWorkerError, ResourceRouter
 from dask_support import external_cluster
 
 
@@ -35,7 +35,7 @@ def test_a_worker_that_joins_after_the_first_fetch_is_found_at_once(tmp_path: Pa
 
 
 def test_a_dataset_is_due_when_all_its_attempts_are_done() -> None:
-    from airdask.executors.dask_remote import Published, dataset_name, dataset_owner
+    from airdask.executors.dask.adoption import Published, dataset_name, dataset_owner
 
     first, second = dataset_name("Client-a"), dataset_name("Client-b")
     assert first != dataset_name("Client-a") and dataset_owner(first) == "Client-a"
@@ -56,7 +56,7 @@ def test_a_dataset_is_due_when_all_its_attempts_are_done() -> None:
 
 
 def test_emptied_datasets_are_removed_in_batches_by_size_and_age() -> None:
-    from airdask.executors.dask_remote import Published
+    from airdask.executors.dask.adoption import Published
 
     batch = Published(max_names=3, max_delay=3600)
     for i, name in enumerate("abcde"):

@@ -1,17 +1,31 @@
-"""What DaskExecutor sends to the cluster: submission groups, the datasets that make
-attempts adoptable, and the scheduler query that finds where attempts run."""
+"""Adoption: a new DaskExecutor re-attaches to attempts a dead scheduler process submitted.
+
+The futures of each submission are published as datasets ``{dask key: future}``;
+``get_dataset`` hands the new client futures bound to them, so an attempt keeps running (or
+keeps its finished result) and is never submitted a second time. Nothing is adopted from a
+different Dask scheduler: its id is part of ``external_executor_id``.
+
+Adoption reads every airdask dataset on the scheduler (a restart is rare; this costs one
+request and a future per attempt in flight). It removes nothing it did not adopt: a dataset
+of a client that is gone may still be claimed by the scheduler that owned its attempts, once
+that scheduler's job is declared dead; until then only a Dask scheduler restart clears it.
+
+This module *finds* what can be adopted (:func:`find_adoptable`); the executor applies it.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from airdask.runner import TaskSpec
-from airdask.state import TaskInstanceKey
+from airdask.commands import dask_key
+
+if TYPE_CHECKING:
+    from airdask.store.models import TaskInstance
 
 log = logging.getLogger(__name__)
 
@@ -20,31 +34,6 @@ log = logging.getLogger(__name__)
 #: of its finished attempts (with their log tails) until its last attempt is harvested.
 DATASET_PREFIX = "airdask/"
 DATASET_MAX = 100
-#: Most attempts per ``client.map`` message (keeps each graph message around 1 MB).
-SUBMIT_CHUNK = 1000
-
-
-@dataclass
-class Pending:
-    """An attempt accepted by ``execute_async`` and not yet handed to Dask."""
-
-    key: TaskInstanceKey
-    spec: TaskSpec
-    priority: int
-    resources: dict[str, float] | None
-
-
-def chunked_groups(
-    pending: list[Pending],
-) -> Iterator[tuple[int, dict[str, float] | None, list[Pending]]]:
-    """``(priority, resources, attempts)`` per ``client.map`` call, in submission order."""
-    groups: dict[tuple[int, tuple[tuple[str, float], ...]], list[Pending]] = {}
-    for item in pending:
-        group = (item.priority, tuple(sorted((item.resources or {}).items())))
-        groups.setdefault(group, []).append(item)
-    for (priority, resources), items in groups.items():
-        for start in range(0, len(items), SUBMIT_CHUNK):
-            yield priority, dict(resources) or None, items[start : start + SUBMIT_CHUNK]
 
 
 def dataset_name(owner: str) -> str:
@@ -148,20 +137,70 @@ class Published:
         return names
 
 
-def processing_on(client: Any, names: list[str]) -> dict[str, str]:
-    """``{dask key: worker address}`` of those attempts that a worker is running."""
-    wanted = set(names)
+@dataclass
+class Found:
+    """A task instance whose attempt is still known to the Dask scheduler."""
 
-    def where(dask_scheduler: Any) -> dict[str, str]:
-        found = {}
-        for name in wanted:
-            ts = dask_scheduler.tasks.get(name)
-            if ts is not None and ts.processing_on is not None:
-                found[name] = ts.processing_on.address
-        return found
+    ti: TaskInstance
+    name: str  # its Dask key
+    dataset: str  # the dataset that holds its future
+    future: Any
 
+
+def find_adoptable(
+    client: Any, scheduler_id: str | None, tis: Sequence[TaskInstance]
+) -> tuple[list[Found], list[TaskInstance]]:
+    """The attempts of ``tis`` that ``client``'s scheduler (id ``scheduler_id``) still holds,
+    and the task instances that cannot be adopted."""
+    not_adopted: list[TaskInstance] = []
+    candidates: list[tuple[TaskInstance, str]] = []
+    for ti in tis:
+        parsed = split_external_id(ti.external_executor_id)
+        if parsed is None or parsed[0] != scheduler_id:
+            why = "no external id" if parsed is None else f"Dask scheduler {parsed[0]} is gone"
+            log.info("not adopting %s: %s", ti.key, why)
+            not_adopted.append(ti)
+        elif parsed[1] != dask_key(ti.key):
+            log.warning("not adopting %s: external id %s is another attempt", ti.key, parsed[1])
+            not_adopted.append(ti)
+        else:
+            candidates.append((ti, parsed[1]))
+    if not candidates:
+        return [], not_adopted
     try:
-        return dict(client.run_on_scheduler(where))
+        published = published_futures(client)
     except Exception as exc:
-        log.warning("could not ask the Dask scheduler where tasks run: %s", exc)
-        return {}
+        log.error("could not look up attempts to adopt: %s", exc)
+        return [], not_adopted + [ti for ti, _ in candidates]
+    found: list[Found] = []
+    for ti, name in candidates:
+        entry = published.get(name)
+        if entry is None:
+            not_adopted.append(ti)
+        else:
+            found.append(Found(ti, name, *entry))
+    return found, not_adopted
+
+
+def published_futures(client: Any) -> dict[str, tuple[str, Any]]:
+    """``{dask key: (dataset, future)}`` over every airdask dataset on the scheduler."""
+    names = [str(n) for n in client.list_datasets() if dataset_owner(n) is not None]
+    try:
+        values = list(client.get_dataset(names, default=None))
+    except Exception as exc:  # one bad dataset must not hide the others: one at a time
+        log.warning("could not read the adoption datasets at once (%s); reading each", exc)
+        values = [_one_dataset(client, name) for name in names]
+    found: dict[str, tuple[str, Any]] = {}
+    for name, futures in zip(names, values, strict=True):
+        if isinstance(futures, dict):
+            for key, future in futures.items():
+                found[str(key)] = (name, future)
+    return found
+
+
+def _one_dataset(client: Any, name: str) -> Any:
+    try:
+        return client.get_dataset(name, default=None)
+    except Exception as exc:
+        log.warning("skipping adoption dataset %s: %s", name, exc)
+        return None

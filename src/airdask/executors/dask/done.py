@@ -22,7 +22,7 @@ import queue
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from airdask.executors.dask_tracking import drain_queue
+from airdask.executors.common import drain_queue
 
 log = logging.getLogger(__name__)
 

@@ -12,11 +12,10 @@ import queue
 import threading
 import weakref
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
+from airdask.executors.common import drain_queue
 from airdask.state import TaskInstanceKey
-
-T = TypeVar("T")
 
 
 class Tracker:
@@ -84,16 +83,6 @@ class Tracker:
                     self._workers[name] = str(message["worker"])
                 items.append((name, message))
         return items
-
-
-def drain_queue(source: queue.SimpleQueue[T]) -> list[T]:
-    """Everything in ``source`` now, without waiting."""
-    items: list[T] = []
-    while True:
-        try:
-            items.append(source.get_nowait())
-        except queue.Empty:
-            return items
 
 
 def _put_event(target: queue.SimpleQueue[tuple[str, dict[str, Any]]], event: Any) -> None:

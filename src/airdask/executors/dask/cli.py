@@ -16,6 +16,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from airdask.executors.dask.connect import pool_resources_from_db, security_from_config
+
 
 def _config() -> Any:
     from airdask.config import ConfigError, load_config
@@ -86,8 +88,6 @@ def dask_worker(
 
     Options not listed here (--nthreads, --nworkers, --memory-limit, ...) go to dask worker.
     """
-    from airdask.executors.dask_connect import pool_resources_from_db
-
     config = _config()
     merged = {**pool_resources_from_db(config), **parse_resources(resources)}
     argv = worker_command(config, _address(config, address), merged, list(ctx.args))
@@ -102,8 +102,6 @@ def dask_worker(
 def dask_info(address: str | None) -> None:
     """Scheduler address, dashboard link, and each worker with its resources."""
     from distributed import Client
-
-    from airdask.executors.dask_connect import security_from_config
 
     config = _config()
     target = _address(config, address)

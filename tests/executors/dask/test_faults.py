@@ -27,7 +27,7 @@ from task_funcs import ledger_task, read_ledger
 
 S = TaskInstanceState
 pytestmark = pytest.mark.slow
-TESTS = Path(__file__).parent
+TESTS = Path(__file__).resolve().parents[2]  # tests/, where the helpers are
 
 
 def _worker_pid() -> int:

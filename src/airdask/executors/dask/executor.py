@@ -3,7 +3,7 @@
 One Dask task per attempt, keyed by :func:`airdask.commands.dask_key` (unique per attempt,
 grouped as ``dag_id.task_id`` on the dashboard), submitted with ``pure=False``, ``retries=0``
 and ``priority=priority_weight``. The function that runs on the worker is
-:func:`airdask.runner.run_task`, shipped by value (:mod:`airdask.executors.dask_shipping`),
+:func:`airdask.runner.run_task`, shipped by value (:mod:`airdask.executors.dask.shipping`),
 so workers need not have airdask.
 
 External id
@@ -37,32 +37,29 @@ from airdask import runner
 from airdask.commands import build_spec, dask_key
 from airdask.executors.base import BaseExecutor, QueuedTaskInstanceType, TaskTuple
 from airdask.executors.common import execution_timeout
-from airdask.executors.dask_connect import Connection, connect, security_from_config
-from airdask.executors.dask_done import DoneQueue, DoneWatcher
-from airdask.executors.dask_harvest import (
-    Harvested,
-    LogWriter,
-    classify_batch,
-)
-from airdask.executors.dask_ops import cluster_summary, kill_and_cancel, live_log
-from airdask.executors.dask_remote import (
+from airdask.executors.dask.adoption import (
     DATASET_MAX,
-    Pending,
     Published,
-    chunked_groups,
     dataset_name,
+    find_adoptable,
     publish,
     unpublish,
 )
-from airdask.executors.dask_routing import NoWorkerError, ResourceRouter
-from airdask.executors.dask_shipping import (
+from airdask.executors.dask.connect import DaskConnection, connect, security_from_config
+from airdask.executors.dask.done import DoneQueue, DoneWatcher
+from airdask.executors.dask.harvest import Harvested, classify_batch
+from airdask.executors.dask.ops import cluster_summary, kill_and_cancel, live_log
+from airdask.executors.dask.routing import NoWorkerError, ResourceRouter
+from airdask.executors.dask.shipping import (
     install,
     light,
     reference,
     register_runner,
     shipped,
 )
-from airdask.executors.dask_tracking import Tracker, subscribe, unsubscribe
+from airdask.executors.dask.submit import Pending, chunked_groups
+from airdask.executors.dask.task_logs import LogWriter
+from airdask.executors.dask.tracking import Tracker, subscribe, unsubscribe
 from airdask.executors.events import EventInfo, timestamp
 from airdask.logs import read_log
 from airdask.state import TaskInstanceKey, TaskInstanceState
@@ -124,7 +121,7 @@ class DaskExecutor(BaseExecutor):
         self.log_max_bytes = int(self.config.get("dask", "log_max_bytes"))
         self.base_log_folder = str(self.config.get("logging", "base_log_folder"))
         self._given_client = client
-        self._conn: Connection | None = None
+        self._conn: DaskConnection | None = None
         self._router: ResourceRouter | None = None
         self._done = DoneQueue()
         self._watcher = DoneWatcher(self._done)
@@ -189,7 +186,7 @@ class DaskExecutor(BaseExecutor):
         )
 
     def _install_runner(self) -> None:
-        """Put the runner on the cluster and choose how tasks name it (dask_shipping)."""
+        """Put the runner on the cluster and choose how tasks name it (see ``shipping``)."""
         heavy = self._heavy_run_task
         reached = install(self.client, [heavy, self._kill_tasks, self._read_live_log])
         if reached == "everywhere":  # the other two are rare: they keep their blobs
@@ -477,11 +474,15 @@ class DaskExecutor(BaseExecutor):
         return lines
 
     def try_adopt_task_instances(self, tis: Sequence[TaskInstance]) -> Sequence[TaskInstance]:
-        from airdask.executors.dask_adopt import adopt
-
+        """Re-attach to the attempts of ``tis`` still on this Dask scheduler (see
+        :mod:`airdask.executors.dask.adoption`); return those that could not be."""
         if self._conn is None:
             self.start()
-        return adopt(self, tis)
+        found, not_adopted = find_adoptable(self.client, self.scheduler_id, tis)
+        for entry in found:
+            self.adopt_future(entry.ti.key, entry.name, entry.future, entry.dataset)
+            log.info("adopted %s (dask key %s, %s)", entry.ti.key, entry.name, entry.future.status)
+        return not_adopted
 
     def get_task_log(self, ti: TaskInstance, try_number: int) -> tuple[list[str], list[str]]:
         key = ti.key.with_try_number(try_number)
@@ -495,7 +496,8 @@ class DaskExecutor(BaseExecutor):
 
     @staticmethod
     def get_cli_commands() -> list[click.Command]:
-        from airdask.executors.dask_cli import dask_group
+        # Lazy: the CLI pulls in click and rich, which running attempts never needs.
+        from airdask.executors.dask.cli import dask_group
 
         return [dask_group]
 

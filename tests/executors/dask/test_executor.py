@@ -17,7 +17,7 @@ from airdask import PythonCommand
 from airdask.commands import dask_key
 from airdask.config import Config
 from airdask.executors.dask import DaskExecutor
-from airdask.executors.dask_remote import split_external_id
+from airdask.executors.dask.adoption import split_external_id
 from airdask.executors.events import EventInfo
 from airdask.logs import log_path
 from airdask.state import TaskInstanceKey, TaskInstanceState
@@ -156,7 +156,7 @@ def test_adoption_takes_only_what_it_adopts(cluster: Any, config: Config) -> Non
 def test_a_submission_is_held_in_datasets_of_at_most_100(client: Any, config: Config) -> None:
     from distributed import Event
 
-    from airdask.executors.dask_remote import DATASET_MAX
+    from airdask.executors.dask.adoption import DATASET_MAX
 
     ex = DaskExecutor(client=client, config=config, parallelism=0)
     tis = [make_ti(f"t{i}", dag_id="held") for i in range(DATASET_MAX + 50)]
@@ -177,8 +177,8 @@ def test_a_submission_is_held_in_datasets_of_at_most_100(client: Any, config: Co
 def test_end_finds_attempts_whose_notification_was_lost(
     client: Any, config: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import airdask.executors.dask as dask_module
-    from airdask.executors.dask_done import DoneWatcher
+    import airdask.executors.dask.executor as dask_module
+    from airdask.executors.dask.done import DoneWatcher
 
     monkeypatch.setattr(dask_module, "END_SWEEP_SECONDS", 1.0)
     monkeypatch.setattr(DoneWatcher, "watch", lambda self, client, futures: None)
@@ -361,7 +361,7 @@ def test_tasks_name_the_runner_and_a_worker_that_lost_it_fetches_it(
     assert state is S.SUCCESS, info
     ex.end()
     # the digest-only loader (a cluster that took the worker plugin only) fetches it too
-    from airdask.executors.dask_shipping import install, light, shipped
+    from airdask.executors.dask.shipping import install, light, shipped
 
     heavy = shipped(len)
     assert install(client, [heavy]) == "everywhere"
@@ -624,7 +624,7 @@ def test_a_scheduler_that_lost_the_runner_gets_it_again(
 def test_cli_worker_dry_run_uses_pools_and_passes_options_through(
     home: Path, config: Config
 ) -> None:
-    from airdask.executors.dask_cli import dask_group
+    from airdask.executors.dask.cli import dask_group
 
     store = Store.from_config(config)
     init_db(store)
@@ -645,7 +645,7 @@ def test_cli_worker_dry_run_uses_pools_and_passes_options_through(
 def test_cli_info_lists_workers_and_resources(
     subprocess_cluster: ExternalCluster, home: Path
 ) -> None:
-    from airdask.executors.dask_cli import dask_group
+    from airdask.executors.dask.cli import dask_group
 
     result = CliRunner().invoke(dask_group, ["info", subprocess_cluster.address])
     assert result.exit_code == 0, result.output
