@@ -53,13 +53,14 @@ class ExternalCluster:
         return ["--tls-ca-file", self.tls["ca"], "--tls-cert", self.tls["cert"],
                 "--tls-key", self.tls["key"]]  # fmt: skip
 
-    def start_scheduler(self, *, allowed_failures: int = 1) -> str:
-        sched_file = self.folder / f"scheduler-{len(self.workers)}-{os.getpid()}.json"
+    def start_scheduler(self, *, allowed_failures: int = 1, port: int = 0) -> str:
+        sched_file = self.folder / f"scheduler-{len(self.workers)}-{os.getpid()}-{port}.json"
+        sched_file.unlink(missing_ok=True)
         env = dict(os.environ)
         env["DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES"] = str(allowed_failures)
         protocol = ["--protocol", "tls"] if self.tls else []
         self.scheduler = subprocess.Popen(
-            [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0",
+            [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
              "--dashboard-address", "127.0.0.1:0", "--scheduler-file", str(sched_file),
              *protocol, *self._tls_args()],
             env=env, stdout=subprocess.DEVNULL, stderr=self._log("scheduler"),
@@ -106,6 +107,13 @@ class ExternalCluster:
         if self.scheduler is not None and self.scheduler.poll() is None:
             self.scheduler.kill()
             self.scheduler.wait(10)
+
+    def restart_scheduler(self, *, allowed_failures: int = 1) -> str:
+        """SIGKILL the scheduler and start a new one on the same address. A ``dask worker``
+        ends with its scheduler (nanny included): start new workers, as a supervisor would."""
+        port = int(self.address.rsplit(":", 1)[1])
+        self.kill_scheduler()
+        return self.start_scheduler(allowed_failures=allowed_failures, port=port)
 
     def stop(self) -> None:
         for proc in self.workers:

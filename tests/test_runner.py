@@ -328,3 +328,35 @@ def test_dask_key_is_unique_per_attempt_and_groups_by_task() -> None:
     assert dask_key(TaskInstanceKey("d", "t", "r")) == dask_key(TaskInstanceKey("d", "t", "r"))
     assert key_split(dask_key(TaskInstanceKey("etl", "load", "manual__2026", 3))) == "etl.load"
     assert key_split(dask_key(TaskInstanceKey("my-dag", "a-b", "r", 1, 5))) == "my_dag.a_b"
+
+
+def test_every_outcome_is_pushed_and_a_long_log_is_kept_on_the_worker(tmp_path: Path) -> None:
+    from distributed import Client, LocalCluster
+
+    pushed: list[dict[str, object]] = []
+    got = threading.Event()
+
+    def on_finished(event: object) -> None:
+        pushed.append(event[1])  # type: ignore[index]
+        got.set()
+
+    long_line = "x" * 100
+    script = f"for i in $(seq 1 400); do echo {long_line}$i; done"
+    spec = build_spec(KEY, ["bash", "-c", script], log_root=None, return_log=True)
+    with (
+        LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
+        client.subscribe_topic(runner.FINISHED_TOPIC, on_finished)
+        outcome = client.submit(runner.run_task, spec, key=spec["key"], pure=False).result()
+        assert got.wait(10), "no outcome pushed"
+        (message,) = pushed
+        assert message["log_kept"] is True and outcome["log_kept"] is False
+        assert len(message["log"]) == runner.PUSH_LOG_MAX  # type: ignore[arg-type]
+        assert str(message["log"]).endswith(f"{long_line}400\n")
+        kept = client.run(runner.take_kept_logs, [spec["key"], "unknown"])
+        (texts,) = kept.values()
+        assert texts == {spec["key"]: outcome["log"], "unknown": None}
+        assert texts[spec["key"]].startswith(f"{long_line}1\n")
+        again = client.run(runner.take_kept_logs, [spec["key"]])
+        assert list(again.values()) == [{spec["key"]: None}]  # taken once

@@ -20,6 +20,7 @@ by-value copy of this module gets globals of its own.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import re
@@ -49,12 +50,17 @@ from airdask.supervision import (
     signal_name,
 )
 
-RUNTIME_MODULE = "_airdask_runtime_3"  # bumped when the runtime's shape changes
-#: Outcomes are also pushed on this topic, so the executor need not fetch each result with
-#: a round trip to the worker; only outcomes whose log is at most PUSH_LOG_MAX characters
-#: (the scheduler keeps the last events of a topic in memory).
+RUNTIME_MODULE = "_airdask_runtime_4"  # bumped when the runtime's shape changes
+#: Every outcome is pushed on this topic: it is how the executor learns it (no attempt's
+#: result is ever fetched or held; see executors/dask/keeper.py). The pushed log is at most
+#: PUSH_LOG_MAX characters (the Dask scheduler keeps the last events of a topic, and the
+#: keeper its unacknowledged outcomes, in memory); a longer tail stays on the worker
+#: (``Outcome.log_kept``) until the executor takes it with :func:`take_kept_logs`.
 FINISHED_TOPIC = "airdask-task-finished"
 PUSH_LOG_MAX = 16 * 1024
+#: Most characters of kept logs per worker process; past it the oldest are dropped (the
+#: executor then records the pushed tail, and says so).
+KEPT_LOGS_MAX = 256 * 1024 * 1024
 KILL_GRACE_SECONDS = 2.0
 #: ``Outcome.log_path`` of a returned scratch log, which is kept in memory.
 MEMORY_LOG = "(in memory)"
@@ -94,6 +100,7 @@ class Outcome(TypedDict):
     ended_at: float
     log_path: str
     log: str | None
+    log_kept: bool  # log holds the last PUSH_LOG_MAX characters; the worker keeps the rest
 
 
 def _runtime() -> Any:
@@ -105,6 +112,8 @@ def _runtime() -> Any:
         rt.unstarted = set()  # keys of argv attempts running but without a process yet
         rt.revoked = {}  # key -> reason
         rt.log_paths = {}  # key -> log path (or in-memory log) of a running attempt
+        rt.kept_logs = collections.OrderedDict()  # key -> log tail too long to push
+        rt.kept_chars = 0
         rt.reaper = None
         rt.stdout_proxy = None
         rt.stderr_proxy = None
@@ -290,10 +299,41 @@ def run_task(spec: TaskSpec) -> Outcome:
         ended_at=time.time(),
         log_path=path,
         log=log_text(memory or path, spec["log_max_bytes"]) if spec["return_log"] else None,
+        log_kept=False,
     )
-    if worker is not None and len(outcome["log"] or "") <= PUSH_LOG_MAX:
-        _push(worker, outcome)
+    if worker is not None:
+        _push(worker, _pushable(rt, outcome))
     return outcome
+
+
+def _pushable(rt: Any, outcome: Outcome) -> Outcome:
+    """The outcome to push: as it is, or with the last PUSH_LOG_MAX characters of its log,
+    the whole tail kept here for :func:`take_kept_logs`."""
+    text = outcome["log"]
+    if text is None or len(text) <= PUSH_LOG_MAX:
+        return outcome
+    with rt.lock:
+        rt.kept_logs[outcome["key"]] = text
+        rt.kept_chars += len(text)
+        while rt.kept_chars > KEPT_LOGS_MAX and rt.kept_logs:
+            _, dropped = rt.kept_logs.popitem(last=False)
+            rt.kept_chars -= len(dropped)
+    short = dict(outcome)
+    short["log"], short["log_kept"] = text[-PUSH_LOG_MAX:], True
+    return short  # type: ignore[return-value]
+
+
+def take_kept_logs(keys: list[str]) -> dict[str, str | None]:
+    """The kept log tails of ``keys`` (None where there is none), forgotten here."""
+    rt = _runtime()
+    found: dict[str, str | None] = {}
+    with rt.lock:
+        for key in keys:
+            text = rt.kept_logs.pop(key, None)
+            if text is not None:
+                rt.kept_chars -= len(text)
+            found[key] = text
+    return found
 
 
 def _push(worker: Any, outcome: Outcome) -> None:
@@ -325,27 +365,29 @@ def _run_with_log(spec: TaskSpec, rt: Any, log: Any) -> tuple[str, str, int | No
 
 
 def kill_task(key: str, reason: str = "revoked") -> bool:
-    """Kill the process group of a running attempt; True if there was one to kill.
+    """Revoke an attempt that runs in this process; False if none does.
 
-    SIGTERM first, SIGKILL after a short grace period. A Python callable cannot be killed;
-    its attempt is marked so that its outcome reports the revocation.
+    Its process group gets SIGTERM, then SIGKILL after a short grace period; an argv that
+    has no process yet kills its own group as soon as it registers it (see _supervise). A
+    Python callable cannot be killed: its outcome reports the revocation.
     """
     rt = _runtime()
     with rt.lock:
+        if key not in rt.log_paths:  # not running here (or already over)
+            return False
         rt.revoked[key] = reason
         proc = rt.procs.get(key)
-    if proc is None:
-        return False
-    killpg(proc.pid, signal.SIGTERM)
-    timer = threading.Timer(KILL_GRACE_SECONDS, killpg, (proc.pid, signal.SIGKILL))
-    timer.daemon = True
-    timer.start()
+    if proc is not None:
+        killpg(proc.pid, signal.SIGTERM)
+        timer = threading.Timer(KILL_GRACE_SECONDS, killpg, (proc.pid, signal.SIGKILL))
+        timer.daemon = True
+        timer.start()
     return True
 
 
 def kill_tasks(keys: list[str], reason: str = "revoked") -> list[str]:
     """:func:`kill_task` for each of ``keys`` (one call per worker, however many attempts
-    it runs); the keys that had a process to kill."""
+    it runs); the keys that ran here."""
     return [key for key in keys if kill_task(key, reason)]
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from distributed import Event
 
 from airdask import PythonCommand
 from airdask.commands import dask_key
@@ -108,92 +109,109 @@ def test_passed_in_client_is_reused_and_left_open(client: Any, config: Config) -
     assert "hello" in lines
     ex.end()
     assert client.status == "running"  # not closed by the executor
-    # harvested attempts were released: the scheduler keeps nothing of ours
-    assert not [d for d in client.list_datasets() if str(d).startswith("airdask/")]
+    # finished attempts are forgotten at once, and end() acknowledged every outcome
+    assert client.run_on_scheduler(_airdask_tasks) == []
+    assert client.sync(client.scheduler.airdask_keeper_info) == {"live": 0, "kept": 0}
+    assert not client.list_datasets()
 
 
-def test_adoption_takes_only_what_it_adopts(cluster: Any, config: Config) -> None:
-    """An adoption call removes no dataset it did not adopt from (a dead executor's attempts
-    may be claimed later, by the scheduler that owned them); the dataset an attempt was
-    adopted from goes once the adopter harvested it; a live executor's stays its own."""
-    from distributed import Client, Event
+def _airdask_tasks(dask_scheduler: Any) -> list[str]:
+    return [str(k) for k in dask_scheduler.tasks if "-try" in str(k)]
 
-    waiting = PythonCommand(wait_for_event, "adopt-gate")
+
+def keeper_knows(client: Any, name: str) -> dict[str, Any] | None:
+    """What the keeper says of the Dask key ``name`` (see executors/dask/keeper.py)."""
+    return client.sync(client.scheduler.airdask_lookup, keys=[name])[name]  # type: ignore[no-any-return]
+
+
+def test_adoption_by_dask_key_from_the_keeper(cluster: Any, client: Any, config: Config) -> None:
+    """A dead executor's attempts are found by their Dask keys (derived from the task
+    instance keys, so a missing external id does not matter): a running one is adopted and
+    harvested, a finished one is reported from the keeper's copy at once, one never
+    submitted and one of another Dask scheduler are left to the caller."""
     gone = DaskExecutor(cluster.scheduler_address, config=config)
-    alive = DaskExecutor(cluster.scheduler_address, config=config)
     new = DaskExecutor(cluster.scheduler_address, config=config)
-    observer = Client(cluster, set_as_default=False)
-
-    def datasets() -> list[str]:
-        return [str(d) for d in observer.list_datasets() if str(d).startswith("airdask/")]
-
+    running, finished = make_ti("running", dag_id="orphans"), make_ti("done", dag_id="orphans")
+    never, foreign = make_ti("never", dag_id="orphans"), make_ti("foreign", dag_id="orphans")
+    foreign.external_executor_id = f"Scheduler-gone/{dask_key(foreign.key)}"
     try:
-        tis = {}
-        for ex, task in ((gone, "gone"), (alive, "alive")):
-            ti = tis[task] = make_ti(task, dag_id="orphans")
-            ex.queue_command(ti, waiting)
-            _, info = events_until(ex, ti.key, S.QUEUED)[-1]
-            ti.external_executor_id = info.external_executor_id
-        gone_id, alive_id = str(gone.client.id), str(alive.client.id)
-        gone.client.close()  # as if its process died: its dataset stays behind
-        assert new.try_adopt_task_instances([]) == []
-        owners = sorted(d.split("/")[1] for d in datasets())
-        assert owners == sorted([gone_id, alive_id])  # nothing was removed
-        assert new.try_adopt_task_instances([tis["gone"]]) == []
-        Event("adopt-gate", client=new.client).set()
-        assert drain(new, [tis["gone"].key])[tis["gone"].key][0] is S.SUCCESS
-        new.end()  # removes the dataset it adopted from
-        assert [d.split("/")[1] for d in datasets()] == [alive_id]
-        alive.end()
-        assert datasets() == []
+        gone.queue_command(running, PythonCommand(wait_for_event, "adopt-gate"))
+        gone.queue_command(finished, PythonCommand(say, "finished while orphaned"))
+        gone.trigger_tasks(2)
+        wait_for(lambda: keeper_knows(client, dask_key(running.key)) is not None, timeout=30,
+                 what="the submission to reach the scheduler")  # fmt: skip
+        gone.client.close()  # as if its process died before it recorded anything
+        wait_for(lambda: "outcome" in (keeper_knows(client, dask_key(finished.key)) or {}),
+                 timeout=30, what="the orphaned attempt to finish")  # fmt: skip
+        new.start()
+        left = new.try_adopt_task_instances([running, finished, never, foreign])
+        assert {ti.task_id for ti in left} == {"never", "foreign"}
+        assert new.has_task(running) and not new.has_task(finished)
+        state, info = new.get_event_buffer()[finished.key]
+        assert state is S.SUCCESS and info.kind == "success"
+        _, lines = new.get_task_log(finished, 1)
+        assert "finished while orphaned" in lines
     finally:
-        Event("adopt-gate", client=observer).set()
-        alive.end()
-        new.end()
-        observer.close()
+        Event("adopt-gate", client=client).set()
+    assert drain(new, [running.key])[running.key][0] is S.SUCCESS
+    new.end()
+    assert client.sync(client.scheduler.airdask_keeper_info) == {"live": 0, "kept": 0}
+    assert client.run_on_scheduler(_airdask_tasks) == []
 
 
-def test_a_submission_is_held_in_datasets_of_at_most_100(client: Any, config: Config) -> None:
-    from distributed import Event
+def test_a_finished_attempt_is_not_run_again_when_its_worker_dies(
+    config: Config, tmp_path: Path
+) -> None:
+    """Issue 15, points 1 and 6: nothing holds a finished attempt, not even before it is
+    harvested, so killing the workers that ran it does not make Dask run it again; the
+    outcomes they pushed are the truth."""
+    import os
+    import signal
 
-    from airdask.executors.dask.adoption import DATASET_MAX
+    from task_funcs import append_line
 
-    ex = DaskExecutor(client=client, config=config, parallelism=0)
-    tis = [make_ti(f"t{i}", dag_id="held") for i in range(DATASET_MAX + 50)]
-    for ti in tis:
-        ex.queue_command(ti, PythonCommand(wait_for_event, "held-gate"))
-    try:
-        ex.heartbeat()  # one submission
-        held = [d for d in client.list_datasets() if str(d).startswith("airdask/")]
-        sizes = sorted(len(client.get_dataset(d)) for d in held)
-        assert sizes == [50, DATASET_MAX]
-    finally:
-        Event("held-gate", client=client).set()
-    drain(ex, [ti.key for ti in tis])
-    ex.end()
-    assert not [d for d in client.list_datasets() if str(d).startswith("airdask/")]
+    ledger = tmp_path / "ledger"
+    tis = [make_ti(f"t{i}", dag_id="once") for i in range(8)]
+    with local_cluster(n_workers=2, threads=2) as cl:
+        ex = DaskExecutor(cl.scheduler_address, config=config, parallelism=0)
+        ex.start()
+        for ti in tis:
+            ex.queue_command(ti, PythonCommand(append_line, str(ledger), ti.task_id))
+        ex.trigger_tasks(len(tis))  # submitted, not harvested
+        wait_for(lambda: ledger.exists() and len(ledger.read_text().split()) == len(tis),
+                 timeout=30, what="every attempt to finish")  # fmt: skip
+        for pid in ex.client.run(os.getpid).values():
+            os.kill(pid, signal.SIGKILL)
+        ex.client.wait_for_workers(2, timeout=60)  # the nannies restarted them
+        assert ex.client.run_on_scheduler(_airdask_tasks) == []  # nothing to run again
+        events = drain(ex, [ti.key for ti in tis])
+        assert all(state is S.SUCCESS for state, _ in events.values()), events
+        ex.end()
+    assert sorted(ledger.read_text().split()) == sorted(ti.task_id for ti in tis)
 
 
 def test_end_finds_attempts_whose_notification_was_lost(
     client: Any, config: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import airdask.executors.dask.executor as dask_module
-    from airdask.executors.dask.done import DoneWatcher
+    from airdask.executors.dask.tracking import Tracker
 
     monkeypatch.setattr(dask_module, "END_SWEEP_SECONDS", 1.0)
-    monkeypatch.setattr(DoneWatcher, "watch", lambda self, client, futures: None)
+    monkeypatch.setattr(Tracker, "on_finished", lambda self, event: None)  # events are lost
     ex = DaskExecutor(client=client, config=config)
     ti = make_ti("lost", dag_id="sweep")
     ex.queue_command(ti, ["true"])
     ex.heartbeat()
-    ex.end()  # would wait forever without the sweep
+    ex.end()  # would wait forever without the sweep, which asks the keeper
     state, info = ex.get_event_buffer()[ti.key]
     assert state is S.SUCCESS and info.kind == "success"
 
 
-def test_terminate_kills_with_one_round_trip_per_worker(
+def test_terminate_withdraws_everything_in_one_request(
     client: Any, config: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The keeper makes Dask forget the attempts; the worker plugin kills the commands of
+    those that run: no round trip per worker, nor per attempt."""
     ex = DaskExecutor(client=client, config=config, parallelism=0)
     pid_files = [tmp_path / f"pids{i}" for i in range(8)]
     tis = [make_ti(f"t{i}", dag_id="term") for i in range(8)]
@@ -205,20 +223,19 @@ def test_terminate_kills_with_one_round_trip_per_worker(
         return sum(pids_file_complete(f, 2)() for f in pid_files) >= 4
 
     wait_for(four_running, timeout=60, what="four commands to start")
-    calls: list[object] = []
+    runs: list[object] = []
     real_run = client.run
-
-    def counting_run(function: Any, *args: Any, **kwargs: Any) -> Any:
-        calls.append(kwargs.get("workers"))
-        return real_run(function, *args, **kwargs)
-
-    monkeypatch.setattr(client, "run", counting_run)
+    monkeypatch.setattr(client, "run", lambda *a, **kw: runs.append(a) or real_run(*a, **kw))
     ex.terminate()
-    assert 1 <= len(calls) <= 2  # one per worker with attempts, however many it has
+    assert runs == []
     pids = [pid for f in pid_files for pid in read_pids(f)]
     wait_for(lambda: not any(map(pid_alive, pids)), timeout=15, what="every process gone")
     events = ex.get_event_buffer()
-    assert all(events[ti.key][0] is S.FAILED for ti in tis)
+    assert all(events[ti.key][0] is S.FAILED for ti in tis), events
+    assert sum(pids_file_complete(f, 1)() for f in pid_files) == 4  # the others never ran
+    wait_for(lambda: client.run_on_scheduler(_airdask_tasks) == [], timeout=15,
+             what="Dask to forget them")  # fmt: skip
+    assert client.sync(client.scheduler.airdask_keeper_info)["kept"] == 0  # no outcome
 
 
 def test_the_notebook_display_shows_workers_and_pool_resources(client: Any, config: Config) -> None:
@@ -309,7 +326,7 @@ def _wait_event(name: str, say_first: str | None = None) -> None:
         raise TimeoutError("gate never opened")
 
 
-def test_small_outcomes_are_pushed_large_ones_gathered(
+def test_no_result_is_fetched_and_a_long_log_is_taken_from_its_worker(
     client: Any, config: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from airdask import runner
@@ -325,7 +342,7 @@ def test_small_outcomes_are_pushed_large_ones_gathered(
 
     monkeypatch.setattr(client, "gather", counting_gather)
     small, large = make_ti("small"), make_ti("large")
-    big_text = "x" * (runner.PUSH_LOG_MAX + 1000)
+    big_text = "".join(f"line {i:06d}\n" for i in range(runner.PUSH_LOG_MAX // 4))
     ex.queue_command(small, PythonCommand(say, "short"))
     ex.queue_command(large, PythonCommand(say, big_text))
     events = drain(ex, [small.key, large.key])
@@ -333,8 +350,8 @@ def test_small_outcomes_are_pushed_large_ones_gathered(
     ex.end()
     folder = config.get("logging", "base_log_folder")
     assert "short" in log_path(folder, small.key).read_text()
-    assert big_text in log_path(folder, large.key).read_text()
-    assert gathered == [dask_key(large.key)]  # the small outcome came with its event
+    assert big_text in log_path(folder, large.key).read_text()  # all of it, not the tail
+    assert gathered == []
 
 
 def test_tasks_name_the_runner_and_a_worker_that_lost_it_fetches_it(
@@ -360,20 +377,13 @@ def test_tasks_name_the_runner_and_a_worker_that_lost_it_fetches_it(
     state, info = drain(ex, [ti.key])[ti.key]
     assert state is S.SUCCESS, info
     ex.end()
-    # the digest-only loader (a cluster that took the worker plugin only) fetches it too
-    from airdask.executors.dask.shipping import install, light, shipped
-
-    heavy = shipped(len)
-    assert install(client, [heavy]) == "everywhere"
-    client.run(forget_shipped)
-    assert client.submit(light(heavy), "abcd", pure=False).result(timeout=30) == 4
 
 
 def test_priority_reaches_dask(client: Any, config: Config) -> None:
     ex = DaskExecutor(client=client, config=config)
     ex.start()
     ti = make_ti("prio")
-    ex.queue_command(ti, ["true"], priority=42)
+    ex.queue_command(ti, PythonCommand(wait_for_event, "prio-gate"), priority=42)
     ex.heartbeat()
     name = dask_key(ti.key)
 
@@ -381,8 +391,12 @@ def test_priority_reaches_dask(client: Any, config: Config) -> None:
         ts = dask_scheduler.tasks.get(name)
         return None if ts is None else ts.priority
 
-    # Published until harvested, so the scheduler still knows the task.
-    assert client.run_on_scheduler(priority)[0] == -42
+    try:  # while it waits on the gate (submission is asynchronous: wait for it to arrive)
+        wait_for(lambda: client.run_on_scheduler(priority) is not None, timeout=30,
+                 what="the task to reach the scheduler")  # fmt: skip
+        assert client.run_on_scheduler(priority)[0] == -42
+    finally:
+        Event("prio-gate", client=client).set()
     drain(ex, [ti.key])
     ex.end()
 
@@ -394,7 +408,7 @@ def test_queue_and_pool_routing(client: Any, config: Config) -> None:
     big = make_ti("big", pool="io", pool_slots=3)
     gpu = make_ti("gpu", queue="gpu")
     other = make_ti("other", pool="nobody_offers")
-    ex.queue_command(io_ti, ["true"])
+    ex.queue_command(io_ti, PythonCommand(wait_for_event, "io-gate"))
     ex.queue_command(big, ["true"])
     ex.queue_command(gpu, ["true"], queue="gpu")
     ex.queue_command(other, ["true"])
@@ -405,7 +419,12 @@ def test_queue_and_pool_routing(client: Any, config: Config) -> None:
         ts = dask_scheduler.tasks.get(name)
         return None if ts is None else ts.resource_restrictions
 
-    assert client.run_on_scheduler(resources) == {"io": 2.0}
+    try:  # while it waits
+        wait_for(lambda: client.run_on_scheduler(resources) is not None, timeout=30,
+                 what="the task to reach the scheduler")  # fmt: skip
+        assert client.run_on_scheduler(resources) == {"io": 2.0}
+    finally:
+        Event("io-gate", client=client).set()
     events = drain(ex, [io_ti.key, big.key, gpu.key, other.key])
     assert events[io_ti.key][0] is S.SUCCESS
     assert events[other.key][0] is S.SUCCESS  # auto: unconstrained

@@ -6,61 +6,78 @@ and ``priority=priority_weight``. The function that runs on the worker is
 :func:`airdask.runner.run_task`, shipped by value (:mod:`airdask.executors.dask.shipping`),
 so workers need not have airdask.
 
-External id
-    ``external_executor_id`` is ``"<dask scheduler id>/<dask key>"``. The futures of each
-    submission are also published, up to 100 per dataset ``airdask/<client id>/<uuid>``, on
-    the scheduler, so that after the scheduler process died a new executor re-attaches to them
-    (``get_dataset``) instead of running them again; a dataset whose attempts were all
-    harvested is removed (in batches, at least every 0.5 s, and when the executor stops).
-    Adoption happens only on the same Dask scheduler (same id).
+Outcomes (ADR 0003)
+    Nothing wants an attempt once it finished, so Dask never runs a finished attempt again:
+    the keeper (:mod:`.keeper`, on the Dask scheduler) hands each submission to Dask's
+    ``fire-and-forget`` client, and the outcome arrives as a pushed event. The keeper keeps
+    a copy until this executor acknowledges it, at the heartbeat after the one that reported
+    it (by then the scheduler has recorded it).
+
+External id and adoption
+    ``external_executor_id`` is ``"<dask scheduler id>/<dask key>"``. A new executor adopts
+    a dead one's attempts by asking the keeper about their Dask keys (which derive from the
+    task instance keys): running ones are tracked, finished ones reported from the kept
+    copy. Adoption happens only on the same Dask scheduler (same id).
+
+Connection (:mod:`.watch`)
+    While the Dask scheduler is unreachable nothing is submitted (``slots_available`` is 0)
+    and nothing is reported: a lost connection is not a task's end. Back on the same
+    scheduler, the attempts in flight are reconciled with the keeper; on a new (restarted)
+    one, the runner and the keeper are installed again and the attempts in flight are
+    reported ``connection_lost`` (outcome unknown: their worker killed them when it lost
+    its scheduler).
 
 Outcomes (``EventInfo.kind``)
     the runner's kinds (``success``, ``exit_code``, ``exception``, ``timeout``, ...),
-    ``worker_died`` (``KilledWorker``), ``killed`` (revoked/terminated by us, or cancelled by
-    Dask), ``no_worker`` (a queue/pool no worker offers) and ``connection_lost`` (the Dask
-    scheduler went away: the outcome is unknown, not a task failure).
+    ``worker_died`` (``KilledWorker``), ``killed`` (cancelled by Dask), ``no_worker`` (a
+    queue/pool no worker offers), ``error`` (Dask's) and ``connection_lost`` (outcome
+    unknown).
 
 Logs
-    The runner returns the tail of each attempt's log (``[dask] log_max_bytes``); it is
-    written to ``[logging] base_log_folder`` on a background thread, so the file appears
-    shortly after the event. ``get_task_log`` waits for it, and ``end()``/``terminate()``
-    flush every pending write.
+    Each outcome brings the tail of its attempt's log (``[dask] log_max_bytes``; beyond
+    16 KiB its worker keeps the rest until the log writer takes it). Logs are written to
+    ``[logging] base_log_folder`` on a background thread, so a file appears shortly after
+    its event; ``get_task_log`` waits for it, and ``end()``/``terminate()`` flush them all.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from typing import TYPE_CHECKING, Any
+
+from dask.base import annotate
 
 from airdask import runner
 from airdask.commands import build_spec, dask_key
 from airdask.executors.base import BaseExecutor, QueuedTaskInstanceType, TaskTuple
 from airdask.executors.common import execution_timeout
 from airdask.executors.dask.adoption import (
-    DATASET_MAX,
-    Published,
-    dataset_name,
+    KeeperError,
+    acknowledge,
     find_adoptable,
-    publish,
-    unpublish,
+    lookup,
+    withdraw,
 )
 from airdask.executors.dask.connect import DaskConnection, connect, security_from_config
 from airdask.executors.dask.done import DoneQueue, DoneWatcher
-from airdask.executors.dask.harvest import Harvested, classify_batch
-from airdask.executors.dask.ops import cluster_summary, kill_and_cancel, live_log
-from airdask.executors.dask.routing import NoWorkerError, ResourceRouter
-from airdask.executors.dask.shipping import (
-    install,
-    light,
-    reference,
-    register_runner,
-    shipped,
+from airdask.executors.dask.harvest import Harvested, from_future
+from airdask.executors.dask.keeper import ANNOTATION
+from airdask.executors.dask.ops import (
+    OUR_CANCEL_PREFIX,
+    cluster_summary,
+    live_log,
+    take_kept_logs,
 )
+from airdask.executors.dask.reporting import Reporter
+from airdask.executors.dask.routing import NoWorkerError, ResourceRouter
+from airdask.executors.dask.shipping import install, reference, register_runner, shipped
 from airdask.executors.dask.submit import Pending, chunked_groups
 from airdask.executors.dask.task_logs import LogWriter
-from airdask.executors.dask.tracking import Tracker, subscribe, unsubscribe
-from airdask.executors.events import EventInfo, timestamp
+from airdask.executors.dask.tracking import Tracker, resubscribe, subscribe, unsubscribe
+from airdask.executors.dask.watch import ConnectionWatch, Link
+from airdask.executors.events import EventInfo
 from airdask.logs import read_log
 from airdask.state import TaskInstanceKey, TaskInstanceState
 
@@ -75,8 +92,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: While end() waits, this long without a finished attempt makes it look at every future
-#: in flight itself (O(in flight), so not on every sync).
+#: While end() waits, this long without an outcome makes it ask the keeper about every
+#: attempt in flight (O(in flight), so not on every sync).
 END_SWEEP_SECONDS = 10.0
 
 
@@ -90,8 +107,6 @@ class DaskExecutor(BaseExecutor):
     :param reuse_current_client: with neither address nor client, use this process's
         current ``distributed.Client`` if there is one (a notebook's) before starting an
         embedded cluster.
-    :param adoptable: publish each attempt so a new executor can adopt it after a crash
-        (one extra scheduler round trip per heartbeat batch).
     :param resource_ttl: seconds the workers' resources are cached for routing.
     """
 
@@ -104,7 +119,6 @@ class DaskExecutor(BaseExecutor):
         client: Any | None = None,
         security: Any | None = None,
         parallelism: int | None = None,
-        adoptable: bool = True,
         reuse_current_client: bool = True,
         resource_ttl: float = 5.0,
         config: Config | None = None,
@@ -114,7 +128,6 @@ class DaskExecutor(BaseExecutor):
             cluster_address = str(self.config.get("dask", "cluster_address")) or None
         self.cluster_address = cluster_address
         self.security = security if security is not None else security_from_config(self.config)
-        self.adoptable = adoptable
         self.reuse_current_client = reuse_current_client
         self.resource_ttl = resource_ttl
         self.pool_policy = str(self.config.get("dask", "pool_resources"))
@@ -122,14 +135,24 @@ class DaskExecutor(BaseExecutor):
         self.base_log_folder = str(self.config.get("logging", "base_log_folder"))
         self._given_client = client
         self._conn: DaskConnection | None = None
+        self._watch: ConnectionWatch | None = None
         self._router: ResourceRouter | None = None
         self._done = DoneQueue()
         self._watcher = DoneWatcher(self._done)
         self._track = Tracker()
-        self._logs = LogWriter(self.base_log_folder)
-        self._published = Published()
+        self._logs = LogWriter(self.base_log_folder, fetch=self._fetch_kept_logs)
         self._meta: dict[TaskInstanceKey, tuple[int, str | None, int]] = {}
         self._pending: list[Pending] | None = None
+        #: outcomes reported by the previous sync, acknowledged to the keeper by the next
+        self._unacked: list[str] = []
+        self._reporter = Reporter(
+            self._track,
+            self._logs,
+            success=self.success,
+            fail=self.fail,
+            running=self.running_state,
+            external_id=self._external_id,
+        )
         self.scheduler_id: str | None = None
 
     # ---- connection --------------------------------------------------------------------
@@ -164,8 +187,8 @@ class DaskExecutor(BaseExecutor):
         register_runner()
         self._heavy_run_task = shipped(runner.run_task)
         self._run_task: Callable[..., Any] = self._heavy_run_task
-        self._kill_tasks = shipped(runner.kill_tasks)
         self._read_live_log = shipped(runner.read_live_log)
+        self._take_kept_logs = shipped(runner.take_kept_logs)
         self._conn = connect(
             self.config,
             address=self.cluster_address,
@@ -173,9 +196,14 @@ class DaskExecutor(BaseExecutor):
             security=self.security,
             reuse_current_client=self.reuse_current_client,
         )
+        try:
+            self._install_runner()
+            self._watch = ConnectionWatch(self._conn, reconnect=self._reconnector())
+        except BaseException:
+            self._close()
+            raise
         client = self._conn.client
-        self._install_runner()
-        self.scheduler_id = str(client.scheduler_info(n_workers=0)["id"])
+        self.scheduler_id = self._watch.scheduler_id
         self._router = ResourceRouter(client, policy=self.pool_policy, ttl=self.resource_ttl)
         subscribe(client, runner.STARTED_TOPIC, self._track.on_started)
         subscribe(client, runner.FINISHED_TOPIC, self._track.on_finished)
@@ -185,19 +213,75 @@ class DaskExecutor(BaseExecutor):
             self.dashboard_link or "none",
         )
 
+    def _reconnector(self) -> Callable[[], Any] | None:
+        """How to replace a client that closed: only one this executor made for an address
+        (a passed-in client and an embedded cluster's are not ours to replace)."""
+        conn = self._conn
+        if conn is None or not conn.owns_client or conn.cluster is not None:
+            return None
+        address = self.cluster_address
+
+        def reconnect() -> Any:
+            return connect(self.config, address=address, client=None, security=self.security,
+                           reuse_current_client=False).client  # fmt: skip
+
+        return reconnect if address else None
+
     def _install_runner(self) -> None:
-        """Put the runner on the cluster and choose how tasks name it (see ``shipping``)."""
-        heavy = self._heavy_run_task
-        reached = install(self.client, [heavy, self._kill_tasks, self._read_live_log])
-        if reached == "everywhere":  # the other two are rare: they keep their blobs
-            self._run_task = reference(heavy)
-        else:
-            self._run_task = light(heavy) if reached == "workers" else heavy
+        """Put the runner and the keeper on the cluster (see ``shipping``)."""
+        install(self.client, [self._heavy_run_task, self._read_live_log, self._take_kept_logs])
+        self._run_task = reference(self._heavy_run_task)
 
     def _external_id(self, key: str) -> str:
         return f"{self.scheduler_id}/{key}"
 
+    def _connected(self) -> bool:
+        return self._conn is not None and self._conn.client.status == "running"
+
+    def _follow_connection(self) -> bool:
+        """Whether the cluster can be used now; handles a reconnect (see the module)."""
+        if self._watch is None:
+            return False
+        link = self._watch.check()
+        if link is Link.UP:
+            return True
+        if link is Link.DOWN:
+            return False
+        client = self.client
+        for topic, handler in ((runner.STARTED_TOPIC, self._track.on_started),
+                               (runner.FINISHED_TOPIC, self._track.on_finished)):  # fmt: skip
+            subscribe(client, topic, handler)  # a replaced client subscribes anew
+        resubscribe(client)
+        self._router = ResourceRouter(client, policy=self.pool_policy, ttl=self.resource_ttl)
+        if link is Link.NEW:
+            self._unacked = []  # that keeper is gone
+            try:
+                self._install_runner()
+            except Exception as exc:  # the next reconnect tries again
+                log.error("could not install airdask on the new Dask scheduler: %s", exc)
+                self._watch.down_since = time.monotonic()
+                return False
+            self._reporter.lose(self._track.names(), "the Dask scheduler was restarted")
+            self.scheduler_id = self._watch.scheduler_id
+        else:
+            self._reconcile(self._track.names(), "lost while the connection was down")
+        return True
+
+    @property
+    def slots_available(self) -> int:
+        """0 while the Dask scheduler is unreachable: nothing new is queued meanwhile."""
+        if self._watch is not None and self._watch.down_since is not None:
+            return 0
+        return super().slots_available
+
     # ---- submitting --------------------------------------------------------------------
+
+    def trigger_tasks(self, open_slots: int) -> None:
+        """Hands nothing to Dask while it is unreachable: queued attempts wait (an outage is
+        not their fault, and must not cost them a try)."""
+        if self._conn is not None and not self._follow_connection():
+            return
+        super().trigger_tasks(open_slots)
 
     def _process_tasks(self, task_tuples: list[TaskTuple]) -> None:
         self.remember_queued(self.queued_tasks, task_tuples)
@@ -246,10 +330,6 @@ class DaskExecutor(BaseExecutor):
             self.start()
         assert self._router is not None
         priority, pool, pool_slots = self._meta.pop(key, (1, None, 1))
-        if not self._connected():
-            raise ConnectionError(
-                f"not connected to the Dask scheduler (client {self.client.status})"
-            )
         spec = build_spec(
             key,
             command,
@@ -271,18 +351,19 @@ class DaskExecutor(BaseExecutor):
             self._pending.append(item)
 
     def _submit(self, pending: list[Pending]) -> None:
-        submitted: dict[str, Any] = {}
+        submitted: list[tuple[str, Any]] = []
         for priority, resources, items in chunked_groups(pending):
             try:
-                futures = self.client.map(
-                    self._run_task,
-                    [item.spec for item in items],
-                    key=[item.spec["key"] for item in items],
-                    pure=False,
-                    retries=0,
-                    priority=priority,
-                    resources=resources,
-                )
+                with annotate(**{ANNOTATION: self.client.id}):  # the keeper's mark
+                    futures = self.client.map(
+                        self._run_task,
+                        [item.spec for item in items],
+                        key=[item.spec["key"] for item in items],
+                        pure=False,
+                        retries=0,
+                        priority=priority,
+                        resources=resources,
+                    )
             except Exception as exc:  # one failed group must not stop the others
                 log.warning("could not submit %d attempt(s): %s", len(items), exc)
                 for item in items:
@@ -291,7 +372,7 @@ class DaskExecutor(BaseExecutor):
             for item, future in zip(items, futures, strict=True):
                 name = item.spec["key"]
                 self._track.add(name, item.key, future)
-                submitted[name] = future
+                submitted.append((name, future))
                 self.queued(
                     item.key,
                     EventInfo(
@@ -300,123 +381,91 @@ class DaskExecutor(BaseExecutor):
                         external_executor_id=self._external_id(name),
                     ),
                 )
-        self._watcher.watch(self.client, list(submitted.items()))
-        if self.adoptable:
-            self._publish(submitted)
-
-    def _connected(self) -> bool:
-        return self._conn is not None and self._conn.client.status == "running"
-
-    def _publish(self, futures: dict[str, Any]) -> None:
-        if not futures or not self._connected():
-            return
-        owner, items = str(self.client.id), list(futures.items())
-        datasets = {
-            dataset_name(owner): dict(items[i : i + DATASET_MAX])
-            for i in range(0, len(items), DATASET_MAX)
-        }
-        if publish(self.client, datasets):
-            for name, group in datasets.items():
-                self._published.add(name, group)
-
-    def _unpublish(self, names: list[str]) -> None:
-        # Without a scheduler there is nothing to remove, and the call would block until
-        # the client's reconnect timeout.
-        if names and self.adoptable and self._connected():
-            unpublish(self.client, names)
+        self._watcher.watch(self.client, submitted)
 
     # ---- harvesting --------------------------------------------------------------------
 
     def sync(self) -> None:
-        """Report started and finished attempts; O(started + finished), not O(in flight)."""
-        self._report_started()
-        self._harvest(self._done.drain())
-        self._unpublish(self._published.due())  # also once work has stopped
+        """Report started and finished attempts; O(started + finished), not O(in flight).
 
-    def _report_started(self) -> None:
-        for name, event in self._track.drain_started():
-            key = self._track.ti_key(name)
-            if key is None:
-                continue
-            self.running_state(
-                key,
-                EventInfo(
-                    f"running on {event.get('worker')}",
-                    kind="running",
-                    external_executor_id=self._external_id(name),
-                    worker=event.get("worker"),
-                    hostname=event.get("hostname"),
-                    started_at=timestamp(event.get("started_at")),
-                ),
-            )
-
-    def _harvest(self, names: list[str]) -> None:
-        # Every call, even with nothing finished: events of other executors arrive too. A
-        # pushed outcome travels ahead of its future's completion, so it is in by now.
-        self._track.drain_finished()
-        mine = []
-        for name in dict.fromkeys(names):  # a key is queued once, but never report it twice
-            future = self._track.future(name)
-            if future is not None:
-                mine.append((name, future))
-        if not mine:
+        Acknowledges to the keeper the outcomes the previous call reported: the contract
+        is that the caller recorded them before this heartbeat."""
+        if self._conn is None or not self._follow_connection():
             return
-        ext = {name: self._external_id(name) for name, _ in mine}
-        try:
-            outcomes = classify_batch(self.client, mine, ext, self._track.pushed_outcome)
-        except Exception as exc:  # the loop must go on: report each as an error
-            log.exception("could not classify %d finished attempt(s)", len(mine))
-            outcomes = {
-                name: Harvested(
-                    TaskInstanceState.FAILED,
-                    EventInfo(
-                        f"could not read the outcome: {exc}",
-                        kind="error",
-                        external_executor_id=ext[name],
-                    ),
-                    None,
-                )
-                for name, _ in mine
-            }
-        del mine
-        if any(h.info.kind == "error" and _lost_runner(h.info.reason) for h in outcomes.values()):
+        if self._unacked:
+            acknowledge(self.client, self._unacked)
+        self._reporter.started()
+        self._reporter.outcomes(self._track.drain_finished())
+        self._harvest_futures(self._done.drain())
+        self._unacked = self._reporter.take_reported()
+
+    def _harvest_futures(self, names: list[str]) -> None:
+        """Report what Dask told this client alone: a graph it could not load."""
+        found: dict[str, Harvested] = {}
+        for name in dict.fromkeys(names):
+            future = self._track.future(name)
+            if future is None:
+                continue
+            try:
+                harvested = from_future(future, self._external_id(name))
+            except Exception as exc:  # the loop must go on: report it as an error
+                info = EventInfo(f"could not read the outcome: {exc}", kind="error",
+                                 external_executor_id=self._external_id(name))  # fmt: skip
+                harvested = Harvested(TaskInstanceState.FAILED, info, None)
+            if harvested is None:  # not an outcome: the future is of no further use
+                self._track.drop_future(name)
+            else:
+                found[name] = harvested
+        if any(h.info.kind == "error" and _lost_runner(h.info.reason) for h in found.values()):
             # A restarted Dask scheduler (or worker) lost the plugins: install them again
             # so that the attempts the scheduler retries find the runner.
             log.warning("the Dask cluster lost airdask's runner; installing it again")
             self._install_runner()
-        logs = []
-        for name, harvested in outcomes.items():
-            harvested.info.worker = harvested.info.worker or self._track.worker_of(name)
-            key = self._track.forget(name)
-            if key is None:
-                continue
-            text = harvested.log_text
-            logs.append((key, f"[airdask] {harvested.info.reason}\n" if text is None else text))
-            if harvested.state is TaskInstanceState.SUCCESS:
-                self.success(key, harvested.info)
-            else:
-                self.fail(key, harvested.info)
-        self._logs.submit(logs)
-        if self.adoptable:
-            self._published.done(outcomes)
+        self._reporter.report(found)
+
+    def _reconcile(self, names: list[str], why: str) -> None:
+        """Ask the keeper about ``names``: report the finished, keep the running, and report
+        the ones it does not know as lost (outcome unknown)."""
+        try:
+            answers = lookup(self.client, names)
+        except KeeperError as exc:
+            log.warning("%s; will ask again", exc)
+            return
+        outcomes = {n: a["outcome"] for n, a in answers.items() if a and "outcome" in a}
+        self._reporter.outcomes(list(outcomes.items()))
+        self._reporter.lose([n for n in names if answers.get(n) is None], why)
+
+    def _fetch_kept_logs(self, worker: str, names: list[str]) -> dict[str, str | None]:
+        if not self._connected():
+            return dict.fromkeys(names)
+        return take_kept_logs(self.client, self._take_kept_logs, worker, names)
 
     # ---- stopping ----------------------------------------------------------------------
 
     def end(self) -> None:
-        """Wait for every attempt in flight, report it, then close what we created."""
+        """Wait for every attempt in flight, report it, then close what we created.
+
+        While the Dask scheduler is unreachable there is nothing to wait for that could
+        arrive: the attempts left are reported ``connection_lost``."""
         if self._conn is None:
             return
         quiet = 0.0
         while len(self._track):
-            self._report_started()
-            done = self._done.wait(timeout=1.0)
-            quiet = 0.0 if done else quiet + 1.0
-            if quiet >= END_SWEEP_SECONDS:  # a safety net, should a notification be lost
+            if not self._follow_connection():
+                self._reporter.lose(self._track.names(), "the Dask scheduler is unreachable")
+                break
+            self._reporter.started()
+            arrived = self._track.wait_finished(timeout=1.0)
+            self._reporter.outcomes(arrived)
+            self._harvest_futures(self._done.drain())
+            quiet = 0.0 if arrived else quiet + 1.0
+            if quiet >= END_SWEEP_SECONDS:  # a safety net, should an event be lost
                 quiet = 0.0
-                futures = [(n, self._track.future(n)) for n in self._track.names()]
-                done = [n for n, f in futures if f is not None and f.done()]
-            self._harvest(done)
-        self.sync()
+                self._reconcile(self._track.names(), "unknown to the Dask scheduler")
+        self._reporter.started()
+        if self._connected():
+            acknowledge(self.client, self._unacked + self._reporter.take_reported())
+        self._unacked = []
         self._close()
 
     def terminate(self) -> None:
@@ -424,7 +473,8 @@ class DaskExecutor(BaseExecutor):
         if self._conn is None:
             return
         names = self._track.names()
-        self._kill(names, "terminated")
+        if self._connected():
+            withdraw(self.client, names, f"{OUR_CANCEL_PREFIX} terminated")
         for name in names:
             key = self._track.forget(name)
             if key is not None:
@@ -433,7 +483,9 @@ class DaskExecutor(BaseExecutor):
         self._close()
 
     def _close(self) -> None:
-        self._unpublish(self._published.take_all())
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
         self._logs.close()
         conn, self._conn = self._conn, None
         if conn is None:
@@ -445,13 +497,6 @@ class DaskExecutor(BaseExecutor):
             log.debug("could not unsubscribe", exc_info=True)
         conn.close()
 
-    def _kill(self, names: list[str], reason: str) -> None:
-        """Kill the process groups of running attempts, then cancel all of them."""
-        if not names or not self._connected():
-            return
-        futures = [f for f in (self._track.future(n) for n in names) if f is not None]
-        kill_and_cancel(self.client, self._kill_tasks, names, futures, reason)
-
     # ---- optional methods --------------------------------------------------------------
 
     def revoke_task(self, *, ti: TaskInstance) -> None:
@@ -461,10 +506,10 @@ class DaskExecutor(BaseExecutor):
         name = dask_key(key)
         if self._conn is None or self._track.ti_key(name) is None:
             return
-        self._kill([name], "revoked")
+        if self._connected():
+            withdraw(self.client, [name], f"{OUR_CANCEL_PREFIX} revoked")
         self._track.forget(name)
         self.running.discard(key)
-        self._published.done([name])
 
     def cleanup_stuck_queued_tasks(self, tis: list[TaskInstance]) -> list[str]:
         lines = []
@@ -474,20 +519,28 @@ class DaskExecutor(BaseExecutor):
         return lines
 
     def try_adopt_task_instances(self, tis: Sequence[TaskInstance]) -> Sequence[TaskInstance]:
-        """Re-attach to the attempts of ``tis`` still on this Dask scheduler (see
-        :mod:`airdask.executors.dask.adoption`); return those that could not be."""
+        """Take over the attempts of ``tis`` that the keeper of this Dask scheduler knows
+        (see :mod:`airdask.executors.dask.adoption`); return those it does not. Raises
+        :class:`~airdask.executors.dask.adoption.KeeperError` when the keeper cannot be
+        asked: then nothing is known about any of them, and none must be reset."""
         if self._conn is None:
             self.start()
         found, not_adopted = find_adoptable(self.client, self.scheduler_id, tis)
+        finished = {}
         for entry in found:
-            self.adopt_future(entry.ti.key, entry.name, entry.future, entry.dataset)
-            log.info("adopted %s (dask key %s, %s)", entry.ti.key, entry.name, entry.future.status)
+            self._track.add(entry.name, entry.ti.key, None)
+            self.running.add(entry.ti.key)
+            if entry.outcome is not None:
+                finished[entry.name] = entry.outcome
+            log.info("adopted %s (dask key %s, %s)", entry.ti.key, entry.name,
+                     "finished" if entry.outcome is not None else "in flight")  # fmt: skip
+        self._reporter.outcomes(list(finished.items()))
         return not_adopted
 
     def get_task_log(self, ti: TaskInstance, try_number: int) -> tuple[list[str], list[str]]:
         key = ti.key.with_try_number(try_number)
         name = dask_key(key)
-        if self._conn is not None and self._track.ti_key(name) is not None:
+        if self._connected() and self._track.ti_key(name) is not None:
             live = live_log(self.client, self._read_live_log, name, self._track.worker_of(name))
             if live is not None:
                 return live
@@ -500,15 +553,6 @@ class DaskExecutor(BaseExecutor):
         from airdask.executors.dask.cli import dask_group
 
         return [dask_group]
-
-    def adopt_future(self, key: TaskInstanceKey, name: str, future: Any, dataset: str) -> None:
-        """Track a future found in ``dataset`` as if this executor had submitted it. Once the
-        attempts this executor adopted from ``dataset`` are harvested, it removes the dataset
-        (with whatever else it still held: those were not handed to this executor)."""
-        self._published.add(dataset, [name])
-        self._track.add(name, key, future)
-        self.running.add(key)
-        self._watcher.watch(self.client, [(name, future)])
 
 
 def _lost_runner(reason: str) -> bool:

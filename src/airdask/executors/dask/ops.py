@@ -1,9 +1,9 @@
-"""What DaskExecutor asks of the cluster besides running attempts: killing attempts where
-they run (and finding where that is), reading a running attempt's log, and describing the
-workers.
+"""What DaskExecutor asks of the cluster besides running attempts: reading a running
+attempt's log, taking the long log tails workers keep, and describing the workers.
 
 Plain functions of a ``distributed.Client``: the executor passes in the runner functions it
-shipped (``kill_tasks``, ``read_live_log``), so nothing here needs airdask on the workers.
+shipped (``read_live_log``, ``take_kept_logs``), so nothing here needs airdask on the
+workers.
 """
 
 from __future__ import annotations
@@ -21,46 +21,18 @@ log = logging.getLogger(__name__)
 OUR_CANCEL_PREFIX = "airdask:"
 
 
-def kill_and_cancel(
-    client: Any,
-    kill_tasks: Callable[..., Any],
-    names: list[str],
-    futures: list[Any],
-    reason: str,
-) -> None:
-    """Kill the process groups of the attempts ``names`` where they run (one round trip per
-    worker, not per attempt), then cancel their ``futures`` with an airdask reason."""
-    by_worker: dict[str, list[str]] = {}
-    for name, address in processing_on(client, names).items():
-        by_worker.setdefault(address, []).append(name)
-    for address, group in by_worker.items():
-        try:
-            client.run(kill_tasks, group, reason, workers=[address])
-        except Exception as exc:
-            log.warning("could not kill %d attempt(s) on %s: %s", len(group), address, exc)
+def take_kept_logs(
+    client: Any, take: Callable[..., Any], worker: str, names: list[str]
+) -> dict[str, str | None]:
+    """The log tails ``worker`` kept for the attempts ``names`` (None for each it does not
+    have, or all of them when it cannot be reached)."""
     try:
-        client.cancel(futures, reason=f"{OUR_CANCEL_PREFIX} {reason}", force=True)
+        texts = client.run(take, names, workers=[worker], on_error="return")
     except Exception as exc:
-        log.warning("could not cancel %d attempt(s): %s", len(futures), exc)
-
-
-def processing_on(client: Any, names: list[str]) -> dict[str, str]:
-    """``{dask key: worker address}`` of those attempts that a worker is running."""
-    wanted = set(names)
-
-    def where(dask_scheduler: Any) -> dict[str, str]:
-        found = {}
-        for name in wanted:
-            ts = dask_scheduler.tasks.get(name)
-            if ts is not None and ts.processing_on is not None:
-                found[name] = ts.processing_on.address
-        return found
-
-    try:
-        return dict(client.run_on_scheduler(where))
-    except Exception as exc:
-        log.warning("could not ask the Dask scheduler where tasks run: %s", exc)
-        return {}
+        log.warning("could not take %d kept log(s) from %s: %s", len(names), worker, exc)
+        return dict.fromkeys(names)
+    found = texts.get(worker)
+    return found if isinstance(found, dict) else dict.fromkeys(names)
 
 
 def live_log(

@@ -4,16 +4,20 @@ Dask serialises a task with plain ``pickle`` first, which would send an importab
 by reference (and a worker without airdask could not load it). So each function (with
 ``airdask.runner``, registered with ``register_pickle_by_value``) is cloudpickled once, here,
 into a compressed *blob* named by its digest; a process that loads it keeps it in the module
-``_airdask_shipped`` for its lifetime. Three ways for a task to name it, best first:
+``_airdask_shipped`` for its lifetime. Two ways for a task to name it:
 
 * :func:`reference`: a module-level function of ``_airdask_shipped``, pickled by reference
-  (~60 bytes). Needs the module on the scheduler (which unpickles every task) and on the
+  (~60 bytes). It needs the module on the scheduler (which unpickles every task) and on the
   workers: :func:`install` registers a scheduler plugin and a worker plugin for that (Dask
-  runs worker plugins on every worker, present and future, before it gets any task);
-* :func:`light`: a small by-value loader with the digest, for a cluster that took the worker
-  plugin only; a worker that lacks the function fetches the blob from the scheduler's
-  metadata, where :func:`install` also records it;
-* :func:`shipped`: the loader with the blob itself, for a cluster that took no plugin.
+  runs worker plugins on every worker, present and future, before it gets any task). A
+  worker that lost the function fetches the blob from the scheduler's metadata, where
+  :func:`install` also records it;
+* :func:`shipped`: a loader that carries the blob itself, for calls that run rarely
+  (``client.run`` of the kill and live-log functions).
+
+:func:`install` also installs the keeper (:mod:`.keeper`, ADR 0003); the worker plugin
+sends each outcome when Dask stores the task's result, and kills an attempt's process group
+when Dask lets go of the task while it runs, or when its worker closes.
 
 Measured on 2 process workers: shipping the function itself made the scheduler re-pickle the
 whole runner module for every task (~0.4 ms) and each worker unpickle it (~0.2 ms); with the
@@ -30,12 +34,17 @@ import zlib
 from collections.abc import Callable
 from typing import Any
 
-from airdask.runner import FINISHED_TOPIC, SHIPPED_MODULE
+from airdask.executors.dask import keeper
+from airdask.runner import FINISHED_TOPIC, SHIPPED_MODULE, kill_all, kill_task
 
 log = logging.getLogger(__name__)
 
 #: Scheduler metadata key under which blobs are kept: ``[METADATA_KEY, digest]``.
 METADATA_KEY = "airdask-shipped"
+
+
+class ShippingError(RuntimeError):
+    """The cluster refused airdask's plugins; the message says which and why."""
 
 
 def _make_loaders() -> tuple[Callable[..., Any], Callable[..., Any]]:
@@ -103,7 +112,7 @@ def register_runner() -> None:
 
     from airdask import runner, supervision
 
-    for module in (runner, supervision):
+    for module in (runner, supervision, keeper):
         cloudpickle.register_pickle_by_value(module)
 
 
@@ -115,19 +124,10 @@ def shipped(func: Callable[..., Any]) -> functools.partial[Any]:
     return functools.partial(_CALL_CACHED, hashlib.sha256(blob).hexdigest(), blob)
 
 
-def light(heavy: functools.partial[Any]) -> functools.partial[Any]:
-    """The same callable carrying only its digest, for a cluster whose workers
-    :func:`install` reached but not its scheduler (a worker that lost the function fetches
-    it from the scheduler's metadata)."""
-    digest, _ = heavy.args
-    return functools.partial(_CALL_CACHED, digest, None)
-
-
 def reference(heavy: functools.partial[Any]) -> Callable[..., Any]:
     """The same callable as a module-level function of ``_airdask_shipped``, which pickles
-    by reference (~60 bytes, and plain ``pickle`` succeeds at the first try): for a
-    cluster whose scheduler and workers :func:`install` reached (it installs the module
-    on both; the scheduler unpickles every task too)."""
+    by reference (~60 bytes, and plain ``pickle`` succeeds at the first try), once
+    :func:`install` put the module on the scheduler and the workers."""
     import sys
 
     digest, blob = heavy.args
@@ -158,8 +158,20 @@ def _make_plugins(blobs: dict[str, bytes]) -> tuple[Any, Any]:
         def transition(self, key: Any, start: str, finish: str, **kwargs: Any) -> None:
             if start == "executing":
                 outcome = self.finished.pop(key, None)
-                if outcome is not None and finish == "memory":
-                    self.worker.log_event(FINISHED_TOPIC, outcome)
+                if finish == "memory":
+                    if outcome is not None:
+                        self.worker.log_event(FINISHED_TOPIC, outcome)
+                elif finish in ("cancelled", "released"):
+                    # Dask let go of an attempt that still runs (it was cancelled, or its
+                    # submitter is gone): its command must not outlive it.
+                    kill_task(str(key), "cancelled by Dask")
+            elif finish == "forgotten":  # a cancelled attempt's late outcome
+                self.finished.pop(key, None)
+
+        def teardown(self, worker: Any) -> None:
+            status = getattr(getattr(worker, "status", None), "name", "")
+            if status.startswith("clos"):  # the worker closes (lost its scheduler, say)
+                kill_all("its Dask worker closed")
 
     class AirdaskShippedOnScheduler(SchedulerPlugin):
         idempotent = True
@@ -174,25 +186,30 @@ def _make_plugins(blobs: dict[str, bytes]) -> tuple[Any, Any]:
     return AirdaskShipped(blobs), AirdaskShippedOnScheduler(blobs)
 
 
-def install(client: Any, functions: list[functools.partial[Any]]) -> str:
+def install(client: Any, functions: list[functools.partial[Any]]) -> None:
     """Put the blobs of ``functions`` (from :func:`shipped`) on every worker, present and
-    future, and on the scheduler. Returns how far it got: ``"everywhere"``, ``"workers"``
-    (use :func:`light`) or ``"nowhere"`` (use the blob-carrying callables; logged)."""
+    future, and on the scheduler, and install the keeper; :class:`ShippingError` if the
+    cluster refuses any of it (airdask cannot run there: ADR 0003)."""
     blobs = {f.args[0]: f.args[1] for f in functions}
     name = "airdask-shipped-" + hashlib.sha256("".join(sorted(blobs)).encode()).hexdigest()
     on_workers, on_scheduler = _make_plugins(blobs)
-    try:
-        for digest, blob in blobs.items():
-            client.set_metadata([METADATA_KEY, digest], blob)
-        client.register_plugin(on_workers, name=name[:40])
-    except Exception as exc:  # tasks then carry their blobs: slower, still correct
-        log.warning("could not install airdask's functions on the workers (%s); "
-                    "each task will carry them", exc)  # fmt: skip
-        return "nowhere"
-    try:
-        client.register_plugin(on_scheduler, name=name[:40])
-    except Exception as exc:
-        log.warning("could not install airdask's functions on the scheduler (%s); "
-                    "tasks will carry a loader", exc)  # fmt: skip
-        return "workers"
-    return "everywhere"
+    steps: list[tuple[str, Callable[[], Any]]] = [
+        *(
+            ("record the runner on the scheduler",
+             functools.partial(client.set_metadata, [METADATA_KEY, digest], blob))
+            for digest, blob in blobs.items()
+        ),
+        ("install the runner on the workers",
+         functools.partial(client.register_plugin, on_workers, name=name[:40])),
+        ("install the runner on the scheduler",
+         functools.partial(client.register_plugin, on_scheduler, name=name[:40])),
+        ("install the keeper on the scheduler",
+         functools.partial(client.register_plugin, keeper.Keeper(), name=keeper.KEEPER_NAME)),
+    ]  # fmt: skip
+    for what, step in steps:
+        try:
+            step()
+        except Exception as exc:
+            raise ShippingError(
+                f"the Dask cluster refused to {what}: {type(exc).__name__}: {exc}"
+            ) from exc

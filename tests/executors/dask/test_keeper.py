@@ -1,0 +1,123 @@
+"""The keeper (executors/dask/keeper.py) on a real cluster: what it does to airdask's
+graphs and to nobody else's, what it reports, and what it keeps."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from distributed import Client, Event
+
+from airdask import PythonCommand, runner
+from airdask.commands import build_spec
+from airdask.config import Config
+from airdask.executors.dask import DaskExecutor
+from airdask.executors.dask.keeper import Keeper
+from airdask.state import TaskInstanceKey, TaskInstanceState
+from dask_support import local_cluster
+from executor_support import drain, make_ti
+from proc_support import pid_alive, pids_file_complete, read_pids, spawn_tree_script, wait_for
+from task_funcs import wait_for_event
+
+S = TaskInstanceState
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Any]:
+    with local_cluster(n_workers=1, threads=2) as c:
+        yield c
+
+
+@pytest.fixture
+def client(cluster: Any) -> Iterator[Client]:
+    with Client(cluster, set_as_default=False) as c:
+        yield c
+
+
+def wanted_by(client: Client, key: str) -> list[str] | None:
+    def who(dask_scheduler: Any, key: str = key) -> list[str] | None:
+        ts = dask_scheduler.tasks.get(key)
+        return None if ts is None else sorted(cs.client_key for cs in ts.who_wants)
+
+    return client.run_on_scheduler(who)  # type: ignore[no-any-return]
+
+
+def test_an_airdask_attempt_is_wanted_by_fire_and_forget_only(
+    client: Client, config: Config
+) -> None:
+    ex = DaskExecutor(client=client, config=config)
+    ti = make_ti("held", dag_id="keeper")
+    ex.queue_command(ti, PythonCommand(wait_for_event, "keeper-gate"))
+    ex.heartbeat()
+    name = build_spec(ti.key, ["true"], log_root=None, return_log=True)["key"]
+    try:
+        wait_for(lambda: wanted_by(client, name) is not None, timeout=30, what="the task")
+        assert wanted_by(client, name) == ["fire-and-forget"]  # not the submitting client
+    finally:
+        Event("keeper-gate", client=client).set()
+    assert drain(ex, [ti.key])[ti.key][0] is S.SUCCESS
+    ex.end()
+
+
+def test_other_graphs_are_left_alone(client: Client) -> None:
+    client.register_plugin(Keeper(), name="airdask-keeper-1")  # as an executor would
+    future = client.submit(sum, [1, 2], key="not-airdask", pure=False)
+    assert future.result(timeout=30) == 3
+    assert wanted_by(client, "not-airdask") == [client.id]  # a result its client holds
+
+
+def test_an_attempt_dropped_by_someone_else_is_reported_and_its_command_killed(
+    client: Client, config: Config, tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "pids"
+    ex = DaskExecutor(client=client, config=config)
+    ti = make_ti("dropped", dag_id="keeper")
+    ex.queue_command(ti, spawn_tree_script(pid_file))
+    ex.heartbeat()
+    wait_for(pids_file_complete(pid_file, 2), timeout=30, what="the command to start")
+    name = build_spec(ti.key, ["true"], log_root=None, return_log=True)["key"]
+
+    def cancel_by_hand(dask_scheduler: Any, name: str = name) -> None:
+        dask_scheduler.stimulus_cancel(keys=[name], client="fire-and-forget", force=True,
+                                       reason="by hand", msg="someone else's")  # fmt: skip
+
+    client.run_on_scheduler(cancel_by_hand)
+    state, info = drain(ex, [ti.key])[ti.key]
+    assert state is S.FAILED and info.kind == "killed"
+    assert "dropped by Dask before it finished" in str(info)
+    wait_for(lambda: not any(map(pid_alive, read_pids(pid_file))), timeout=15,
+             what="the worker plugin to kill the command")  # fmt: skip
+    ex.end()
+
+
+def test_kept_copies_are_bounded_by_count_and_age() -> None:
+    keeper = Keeper(ttl=3600, max_kept=2)
+    for key in ("a", "b", "c"):
+        keeper.log_event(runner.FINISHED_TOPIC, {"key": key, "state": "success"})
+    keeper.log_event("another-topic", {"key": "d"})
+    keeper.log_event(runner.FINISHED_TOPIC, {"key": "b", "state": "failed"})  # a rerun's
+    assert list(keeper.kept) == ["b", "c"]
+    assert keeper.kept["b"][1]["state"] == "success"  # the first outcome is the outcome
+    keeper.ack(["b", "unknown"])
+    assert list(keeper.kept) == ["c"]
+    aged = Keeper(ttl=0.0)
+    aged.log_event(runner.FINISHED_TOPIC, {"key": "x"})
+    aged.log_event(runner.FINISHED_TOPIC, {"key": "y"})
+    assert list(aged.kept) == ["y"]  # x expired when y came
+
+
+def test_an_unacknowledged_outcome_waits_in_the_keeper(client: Client, config: Config) -> None:
+    ex = DaskExecutor(client=client, config=config)
+    ti = make_ti("kept", dag_id="keeper", try_number=1)
+    ex.queue_command(ti, ["true"])
+    assert drain(ex, [ti.key])[ti.key][0] is S.SUCCESS  # reported, not yet acknowledged
+    name = build_spec(ti.key, ["true"], log_root=None, return_log=True)["key"]
+    kept = client.sync(client.scheduler.airdask_lookup, keys=[name])[name]
+    assert kept["outcome"]["state"] == "success"
+    ex.heartbeat()  # the next heartbeat: the caller recorded it
+    wait_for(lambda: client.sync(client.scheduler.airdask_lookup, keys=[name])[name] is None,
+             timeout=10, what="the acknowledgement")  # fmt: skip
+    ex.end()
+    assert TaskInstanceKey("keeper", "kept", "run1", 1) == ti.key
