@@ -36,7 +36,7 @@ from airdask import PythonCommand, runner
 from airdask.commands import build_spec
 from airdask.config import load_config
 from airdask.executors.dask import DaskExecutor
-from airdask.executors.dask.shipping import install, light, reference, register_runner, shipped
+from airdask.executors.dask.shipping import install, reference, register_runner, shipped
 from airdask.state import TaskInstanceState
 from airdask.store import TaskInstance
 
@@ -101,8 +101,8 @@ def raw_same_work(client: Any, label: str, n: int, command: Any) -> float:
         build_spec(ti.key, command, log_root=None, return_log=True) for ti in tis(f"{label}-raw", n)
     ]
     heavy = shipped(runner.run_task)
-    reached = install(client, [heavy])  # as the executor does
-    run = {"everywhere": reference, "workers": light}.get(reached, lambda f: f)(heavy)
+    install(client, [heavy])  # as the executor does
+    run = reference(heavy)
     start = time.perf_counter()
     futures = client.map(run, specs, key=[s["key"] for s in specs], pure=False)
     results = client.gather(futures)
