@@ -57,13 +57,13 @@ def main(args: Sequence[str] | None = None) -> None:
         _add_optional_groups()
         argv = list(args) if args is not None else None
         cli.main(args=argv, prog_name="airdask", standalone_mode=False)
-    except click.exceptions.NoArgsIsHelpError as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
     except click.UsageError as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # click >= 8.2: `airdask` alone
+            exc.show()  # the help text, as click prints it
+            sys.exit(exc.exit_code)
         where = exc.ctx.command_path if exc.ctx is not None else "airdask"
         _fail(f"{exc.format_message()} (see '{where} --help')", exc.exit_code)
     except click.ClickException as exc:
