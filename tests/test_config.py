@@ -56,6 +56,11 @@ def test_resolved_when_built_not_at_import(home: Path, monkeypatch: pytest.Monke
         ("[core]\nparallelism = many\n", r"\[core\] parallelism: expected int, got 'many'"),
         ("[dask]\npool_resources = maybe\n", r"'maybe' is not one of auto, strict, off"),
         ("[scheduler]\nloop_interval = soon\n", r"expected float"),
+        ("[core]\nparallelism = -1\n", r"\[core\] parallelism: must be >= 0, got '-1'"),
+        ("[dask]\nconnect_timeout = 0\n", r"\[dask\] connect_timeout: must be > 0, got '0'"),
+        ("[dask]\nn_workers = 0\n", r"\[dask\] n_workers: must be >= 1, got '0'"),
+        ("[scheduler]\nloop_interval = nan\n", r"loop_interval: must be >= 0, got 'nan'"),
+        ("[logging]\nlogging_level = LOUD\n", r"'LOUD' is not one of DEBUG, INFO"),
     ],
 )
 def test_bad_file_values_name_the_key(home: Path, text: str, message: str) -> None:
@@ -116,3 +121,32 @@ def test_cli_reports_bad_config_in_one_line(home: Path) -> None:
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "[core] parallelism: expected int, got 'lots'" in proc.stderr
+
+
+def test_negative_env_values_are_refused(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRDASK__SCHEDULER__TASK_QUEUED_TIMEOUT", "-5")
+    with pytest.raises(ConfigError, match=r"task_queued_timeout: must be > 0, got '-5'"):
+        load_config()
+
+
+def test_connect_timeout_default_is_a_few_seconds(home: Path) -> None:
+    assert load_config().get("dask", "connect_timeout") == 5.0
+
+
+def test_cli_masks_the_database_password_unless_asked(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = "postgresql+psycopg://u:s3cretpw@127.0.0.1:5432/airdask"
+    monkeypatch.setenv("AIRDASK__DATABASE__SQL_ALCHEMY_CONN", url)
+    runner = CliRunner()
+    masked = "postgresql+psycopg://u:***@127.0.0.1:5432/airdask"
+    for args in (["config", "list"], ["config", "list", "--defaults"]):
+        result = runner.invoke(cli, args, env={"COLUMNS": "300"})
+        assert result.exit_code == 0 and masked in result.output
+        assert "s3cretpw" not in result.output
+    got = runner.invoke(cli, ["config", "get", "database", "sql_alchemy_conn"])
+    assert got.exit_code == 0 and got.output.strip() == masked
+    shown = runner.invoke(cli, ["config", "get", "database", "sql_alchemy_conn", "--show-secrets"])
+    assert shown.output.strip() == url
+    listed = runner.invoke(cli, ["config", "list", "--show-secrets"], env={"COLUMNS": "300"})
+    assert url in listed.output

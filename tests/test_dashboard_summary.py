@@ -128,6 +128,15 @@ def test_long_reasons_are_cut_and_bad_arguments_refused(store: Store) -> None:
         SummaryPublisher(interval=-1)
 
 
+def test_reasons_reach_the_page_with_their_secrets_masked(store: Store) -> None:
+    reason = "OperationalError: cannot log in to postgresql://etl:etl-pw-77@warehouse/db"
+    with store.session() as session:
+        session.add(Log(event="failed", dag_id="d", task_id="t", extra=reason))
+    with store.session() as session:
+        shown = build_summary(session)["events"][0]["reason"]
+    assert shown == "OperationalError: cannot log in to postgresql://etl:***@warehouse/db"
+
+
 # ---- the page's data, pure -------------------------------------------------------------
 
 

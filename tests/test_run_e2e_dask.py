@@ -92,12 +92,13 @@ def test_unreachable_cluster_is_a_one_line_error(tmp_path: Path) -> None:
     dag_file.write_text(
         "from airdask.dag import DAG, BashTask\nwith DAG('ok') as dag:\n    BashTask('a', 'true')\n"
     )
-    env = {"DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "2s"}
+    env = {"AIRDASK__DASK__CONNECT_TIMEOUT": "2"}
     result = cli("run", str(dag_file), "--cluster", "tcp://127.0.0.1:9", home=home, env=env)
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: cannot reach the Dask cluster at tcp://127.0.0.1:9")
+    assert lines[0].endswith("after 2 s")
     with store_for(home).session() as session:
         assert session.scalars(select(DagRun)).all() == []
 

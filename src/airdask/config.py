@@ -26,10 +26,24 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Option:
+    """One setting. ``sensitive`` values (credentials, or URLs that may carry them) are
+    masked wherever airdask shows them; ``at_least``/``more_than`` bound a number."""
+
     type: type  # str, int, float or bool
     default: str
     help: str
     choices: tuple[str, ...] = ()
+    sensitive: bool = False
+    at_least: float | None = None
+    more_than: float | None = None
+
+    def bounds(self) -> str:
+        """The allowed range as text (``">= 0"``), empty when unbounded."""
+        if self.more_than is not None:
+            return f"> {self.more_than:g}"
+        if self.at_least is not None:
+            return f">= {self.at_least:g}"
+        return ""
 
 
 #: Every setting airdask reads, with its default. This table is the documentation.
@@ -42,27 +56,44 @@ OPTIONS: dict[str, dict[str, Option]] = {
             "DaskExecutor, LocalDaskExecutor) or a module.path.ClassName import path.",
         ),
         "parallelism": Option(
-            int, "32", "Most task instances running at once per scheduler (0 = unlimited)."
+            int,
+            "32",
+            "Most task instances running at once per scheduler (0 = unlimited).",
+            at_least=0,
         ),
         "dags_folder": Option(str, "{AIRDASK_HOME}/dags", "Folder of DAG files (Python modules)."),
-        "default_pool_slots": Option(int, "128", "Slots of default_pool when db init creates it."),
+        "default_pool_slots": Option(
+            int, "128", "Slots of default_pool when db init creates it.", at_least=0
+        ),
     },
     "database": {
         "sql_alchemy_conn": Option(
             str,
             "sqlite:///{AIRDASK_HOME}/airdask.db",
             "SQLAlchemy URL of the metadata database (SQLite file or postgresql+psycopg://...).",
+            sensitive=True,
         ),
     },
     "logging": {
         "base_log_folder": Option(str, "{AIRDASK_HOME}/logs", "Root folder of task logs."),
         "logging_level": Option(
-            str, "INFO", "Level of airdask's own log.", ("DEBUG", "INFO", "WARNING", "ERROR")
+            str,
+            "WARNING",
+            "Level of the `airdask` command's log (stderr); -v/-vv (INFO/DEBUG) and -q (ERROR) "
+            "override it.",
+            ("DEBUG", "INFO", "WARNING", "ERROR"),
         ),
     },
     "dask": {
         "cluster_address": Option(
             str, "", "tcp:// or tls:// address of an existing Dask scheduler; empty = embedded."
+        ),
+        "connect_timeout": Option(
+            float,
+            "5",
+            "Seconds to wait for the Dask scheduler at cluster_address (or --cluster) to "
+            "answer before giving up with an error.",
+            more_than=0,
         ),
         "tls_ca": Option(str, "", "CA certificate file for mutual TLS."),
         "tls_cert": Option(str, "", "Client certificate file for mutual TLS."),
@@ -74,31 +105,57 @@ OPTIONS: dict[str, dict[str, Option]] = {
             "strict (fail the task) or off (never constrain by pool).",
             ("auto", "strict", "off"),
         ),
-        "n_workers": Option(int, "2", "Workers of the embedded LocalCluster."),
-        "threads_per_worker": Option(int, "2", "Threads per worker of the embedded LocalCluster."),
+        "n_workers": Option(int, "2", "Workers of the embedded LocalCluster.", at_least=1),
+        "threads_per_worker": Option(
+            int, "2", "Threads per worker of the embedded LocalCluster.", at_least=1
+        ),
         "dashboard_address": Option(str, ":8787", "Dashboard address of the embedded cluster."),
         "allowed_failures": Option(
-            int, "1", "Worker deaths a task survives before KilledWorker (embedded cluster)."
+            int,
+            "1",
+            "Worker deaths a task survives before KilledWorker (embedded cluster).",
+            at_least=0,
         ),
-        "log_max_bytes": Option(int, "2097152", "Largest task log a worker sends back (tail)."),
+        "log_max_bytes": Option(
+            int, "2097152", "Largest task log a worker sends back (tail).", at_least=0
+        ),
     },
     "scheduler": {
-        "loop_interval": Option(float, "0.05", "Seconds the scheduler idles when nothing moved."),
-        "job_heartbeat_sec": Option(float, "5", "Seconds between scheduler job heartbeats."),
+        "loop_interval": Option(
+            float, "0.05", "Seconds the scheduler idles when nothing moved.", at_least=0
+        ),
+        "job_heartbeat_sec": Option(
+            float, "5", "Seconds between scheduler job heartbeats.", more_than=0
+        ),
         "scheduler_health_check_threshold": Option(
-            float, "30", "Seconds without a heartbeat after which a scheduler job is dead."
+            float,
+            "30",
+            "Seconds without a heartbeat after which a scheduler job is dead.",
+            more_than=0,
         ),
         "orphaned_tasks_check_interval": Option(
-            float, "30", "Seconds between checks for task instances of dead schedulers."
+            float,
+            "30",
+            "Seconds between checks for task instances of dead schedulers.",
+            at_least=0,
         ),
         "task_queued_timeout": Option(
-            float, "600", "Seconds a task instance may stay queued before it is revoked."
+            float,
+            "600",
+            "Seconds a task instance may stay queued before it is revoked.",
+            more_than=0,
         ),
         "dashboard_summary_interval": Option(
-            float, "2", "Seconds between summaries published to the airdask dashboard page."
+            float,
+            "2",
+            "Seconds between summaries published to the airdask dashboard page.",
+            at_least=0,
         ),
         "num_stuck_in_queued_retries": Option(
-            int, "2", "Times a stuck-in-queued task instance is rescheduled before it fails."
+            int,
+            "2",
+            "Times a stuck-in-queued task instance is rescheduled before it fails.",
+            at_least=0,
         ),
     },
     "local_dask_executor": {
@@ -124,9 +181,20 @@ def _convert(section: str, key: str, raw: str, option: Option) -> Any:
             return False
         raise ConfigError(f"{where}: expected a boolean (true/false), got {raw!r}")
     try:
-        return option.type(raw)
+        value = option.type(raw)
     except ValueError:
         raise ConfigError(f"{where}: expected {option.type.__name__}, got {raw!r}") from None
+    if option.type in (int, float) and not _in_bounds(value, option):
+        raise ConfigError(f"{where}: must be {option.bounds()}, got {raw!r}")
+    return value
+
+
+def _in_bounds(value: float, option: Option) -> bool:
+    if value != value:  # NaN passes no bound
+        return False
+    if option.more_than is not None and not value > option.more_than:
+        return False
+    return option.at_least is None or value >= option.at_least
 
 
 def _option(section: str, key: str) -> Option:

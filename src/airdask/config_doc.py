@@ -20,8 +20,12 @@ def config_table() -> str:
     for section, options in OPTIONS.items():
         for key, option in options.items():
             default = f"`{option.default}`" if option.default else "(empty)"
-            meaning = option.help.replace("|", "\\|")
-            rows.append(f"| {section} | {key} | {option.type.__name__} | {default} | {meaning} |")
+            kind = " ".join(filter(None, [option.type.__name__, option.bounds()]))
+            meaning = option.help
+            if option.sensitive:
+                meaning += " **Sensitive:** masked in output (`--show-secrets` shows it)."
+            meaning = meaning.replace("|", "\\|")
+            rows.append(f"| {section} | {key} | {kind} | {default} | {meaning} |")
     return "\n".join(rows)
 
 

@@ -1,26 +1,35 @@
-"""The ``airdask`` command. Subcommand groups live in sibling modules and are added here."""
+"""The ``airdask`` command. Subcommand groups live in sibling modules and are added here.
+
+Every error reaches the user as one line on stderr, ``error: …``, with its secrets masked:
+a :class:`CliError`, a click usage error (bad option, missing or ill-typed argument) and an
+unexpected exception alike (``-vv`` shows the traceback of the latter).
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Sequence
 
 import click
 
-from airdask.cli.common import CliError, cli_context
+from airdask.cli.common import CliError, Group, cli_context, describe_error
 from airdask.cli.config_cmd import config_group
 from airdask.cli.db_cmd import db_group
+from airdask.cli.log_setup import setup_logging
+from airdask.masking import redact
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="More log output (-v INFO, -vv DEBUG).")
+@click.option("-q", "--quiet", count=True, help="Less log output (-q errors only).")
 @click.version_option(package_name="airdask")
-def cli(verbose: int) -> None:
-    """airdask: Airflow's executor model, with Dask as the cluster engine."""
-    level = logging.WARNING - 10 * verbose
-    logging.basicConfig(
-        level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s"
-    )
+def cli(verbose: int, quiet: int) -> None:
+    """airdask: Airflow's executor model, with Dask as the cluster engine.
+
+    The log level is [logging] logging_level unless -v or -q is given.
+    """
+    setup_logging(verbose=verbose, quiet=quiet)
 
 
 cli.add_command(config_group)
@@ -35,19 +44,36 @@ def _add_optional_groups() -> None:
         cli.add_command(command)
 
 
-def main() -> None:
+def _fail(message: str, code: int) -> None:
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    click.echo(f"error: {redact(lines[0] if lines else 'unknown error')}", err=True)
+    sys.exit(code)
+
+
+def main(args: Sequence[str] | None = None) -> None:
+    """The ``airdask`` entry point; ``args`` default to ``sys.argv[1:]``."""
+    setup_logging()  # before the optional groups: their import problems are logged
     try:
         _add_optional_groups()
-        cli.main(standalone_mode=False)
+        argv = list(args) if args is not None else None
+        cli.main(args=argv, prog_name="airdask", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
+    except click.UsageError as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # click >= 8.2: `airdask` alone
+            exc.show()  # the help text, as click prints it
+            sys.exit(exc.exit_code)
+        where = exc.ctx.command_path if exc.ctx is not None else "airdask"
+        _fail(f"{exc.format_message()} (see '{where} --help')", exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
+        _fail(exc.format_message(), exc.exit_code)
     except CliError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+        _fail(str(exc), 1)
+    except Exception as exc:
+        if logging.getLogger().isEnabledFor(logging.DEBUG):
+            raise
+        _fail(f"{describe_error(exc)} (unexpected; `airdask -vv ...` shows the traceback)", 1)
 
 
 __all__ = ["CliError", "cli", "cli_context", "main"]

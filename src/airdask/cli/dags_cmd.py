@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 from rich.table import Table
 
-from airdask.cli.common import CliError, cli_context
+from airdask.cli.common import CliError, Group, cli_context
 from airdask.cli.sched_common import check_pools, conf_or_error, ready_store, resolve_dag
 from airdask.dagbag import DagBag
 from airdask.scheduler.runs import RunError, create_run
 
 
-@click.group("dags")
+@click.group("dags", cls=Group)
 def dags_group() -> None:
     """List DAG files and trigger runs."""
 
@@ -22,6 +24,9 @@ def dags_list(folder: str | None) -> None:
     """DAGs of [core] dags_folder, and the files that failed to import."""
     ctx = cli_context()
     where = folder or str(ctx.config.get("core", "dags_folder"))
+    if not Path(where).expanduser().exists():
+        origin = "--folder" if folder else "[core] dags_folder"
+        raise CliError(f"{origin} {where} does not exist")
     bag = DagBag.from_path(where)
     table = Table(title=f"DAGs in {where}")
     for column in ("dag_id", "tasks", "file", "description"):

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import click
 
-from airdask.cli.common import CliError, cli_context
-from airdask.store import DatabaseError, check_db, init_db, reset_db
+from airdask.cli.common import CliError, Group, cli_context, describe_error
+from airdask.store import DatabaseError, Store, check_db, init_db, reset_db
 
 
-@click.group("db")
+@click.group("db", cls=Group)
 def db_group() -> None:
     """Create, reset and check the metadata database."""
+
+
+def _url(store: Store) -> str:
+    return store.engine.url.render_as_string(hide_password=True)
 
 
 @db_group.command("init")
@@ -21,9 +25,8 @@ def db_init() -> None:
     try:
         created = init_db(store, default_pool_slots=ctx.config.get("core", "default_pool_slots"))
     except Exception as exc:
-        raise CliError(f"cannot initialise {store.engine.url!r}: {exc}") from None
-    url = store.engine.url.render_as_string(hide_password=True)
-    click.echo(f"{'initialised' if created else 'already initialised'}: {url}")
+        raise CliError(f"cannot initialise {_url(store)}: {describe_error(exc)}") from None
+    click.echo(f"{'initialised' if created else 'already initialised'}: {_url(store)}")
 
 
 @db_group.command("reset")
@@ -32,10 +35,13 @@ def db_reset(yes: bool) -> None:
     """Drop every table and create them again (all history is lost)."""
     ctx = cli_context()
     store = ctx.store()
-    url = store.engine.url.render_as_string(hide_password=True)
+    url = _url(store)
     if not yes:
         click.confirm(f"Drop all airdask tables in {url}?", abort=True)
-    reset_db(store, default_pool_slots=ctx.config.get("core", "default_pool_slots"))
+    try:
+        reset_db(store, default_pool_slots=ctx.config.get("core", "default_pool_slots"))
+    except Exception as exc:
+        raise CliError(f"cannot reset {url}: {describe_error(exc)}") from None
     click.echo(f"reset: {url}")
 
 
@@ -43,10 +49,14 @@ def db_reset(yes: bool) -> None:
 def db_check() -> None:
     """Connect and verify the schema; exit 1 if anything is missing."""
     ctx = cli_context()
+    store = ctx.store()
     try:
-        status = check_db(ctx.store())
+        status = check_db(store)
     except DatabaseError as exc:
-        raise CliError(str(exc)) from None
+        # check_db's message carries the driver's whole text (hints, a SQLAlchemy link):
+        # one line names the server and the driver's reason.
+        cause = exc.__cause__ or exc
+        raise CliError(f"cannot connect to {_url(store)}: {describe_error(cause)}") from None
     if not status.ok:
         raise CliError(
             f"{status.url}: missing tables {', '.join(status.missing_tables)} "

@@ -6,7 +6,7 @@ import click
 from rich.table import Table
 from sqlalchemy import func, select
 
-from airdask.cli.common import CliError, cli_context
+from airdask.cli.common import CliError, Group, cli_context
 from airdask.cli.sched_common import ready_store
 from airdask.scheduler.pools import pool_stats
 from airdask.state import TaskInstanceState
@@ -16,7 +16,7 @@ S = TaskInstanceState
 IN_USE = [S.SCHEDULED.value, S.QUEUED.value, S.RUNNING.value, S.UP_FOR_RETRY.value]
 
 
-@click.group("pools")
+@click.group("pools", cls=Group)
 def pools_group() -> None:
     """Manage pools: named slot budgets shared by tasks."""
 

@@ -10,7 +10,7 @@ import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy import func, select
 
-from airdask.cli.common import CliError, cli_context
+from airdask.cli.common import CliError, Command, cli_context
 from airdask.cli.sched_common import (
     build_executor,
     check_pools,
@@ -27,7 +27,7 @@ from airdask.store import DagRun, TaskInstance
 FINISHED = [s.value for s in FINISHED_STATES]
 
 
-@click.command("run")
+@click.command("run", cls=Command)
 @click.argument("target", metavar="PATH_OR_DAG_ID")
 @click.option("--executor", "executor_name", help="Executor name or module.Class path.")
 @click.option("--cluster", help="Address of an existing Dask scheduler (implies DaskExecutor).")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +13,12 @@ from rich.table import Table
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from airdask.cli.common import CliContext, CliError
+from airdask.cli.common import CliContext, CliError, describe_error
 from airdask.config import Config
 from airdask.dag import DAG
 from airdask.dagbag import DagBag
 from airdask.executors import BaseExecutor, ExecutorLoadError, load_executor
+from airdask.masking import redact
 from airdask.scheduler.runs import RunError, check_dag_pools, parse_conf, pool_slots
 from airdask.store import Store, TaskInstance, init_db
 
@@ -42,9 +44,27 @@ def conf_or_error(text: str | None) -> dict[str, Any] | None:
         raise CliError(str(exc)) from None
 
 
+@contextlib.contextmanager
+def _dagbag_warnings_silenced() -> Iterator[None]:
+    """DagBag logs each import error as a warning; the commands that resolve one DAG report
+    the error themselves, as their one line, so the warning would say it twice."""
+    dagbag_log = logging.getLogger("airdask.dagbag")
+    was = dagbag_log.disabled
+    dagbag_log.disabled = True
+    try:
+        yield
+    finally:
+        dagbag_log.disabled = was
+
+
 def resolve_dag(target: str, config: Config) -> tuple[DAG, str]:
     """A DAG file path (its only DAG, or the one named like the file) or a DAG id in
     ``[core] dags_folder``; returns the DAG and its file."""
+    with _dagbag_warnings_silenced():
+        return _resolve_dag(target, config)
+
+
+def _resolve_dag(target: str, config: Config) -> tuple[DAG, str]:
     path = Path(target).expanduser()
     if target.endswith(".py") or path.is_file():
         if not path.is_file():
@@ -67,9 +87,18 @@ def resolve_dag(target: str, config: Config) -> tuple[DAG, str]:
     found = bag.get_dag(target)
     if found is None:
         known = ", ".join(sorted(bag.dags)) or "none"
-        hint = f"; {len(bag.import_errors)} file(s) failed to import" if bag.import_errors else ""
-        raise CliError(f"unknown DAG id {target!r} in {folder} (known: {known}){hint}")
+        raise CliError(f"unknown DAG id {target!r} in {folder} (known: {known}){_import_hint(bag)}")
     return found, bag.files[found.dag_id]
+
+
+def _import_hint(bag: DagBag) -> str:
+    """Why the DAG may be missing: the one file that failed to import, or how many did."""
+    if not bag.import_errors:
+        return ""
+    if len(bag.import_errors) == 1:
+        path, error = next(iter(bag.import_errors.items()))
+        return f"; {path} failed to import: {error}"
+    return f"; {len(bag.import_errors)} files failed to import (`airdask dags list` shows them)"
 
 
 def ready_store(ctx: CliContext) -> Store:
@@ -79,7 +108,7 @@ def ready_store(ctx: CliContext) -> Store:
         init_db(store, default_pool_slots=ctx.config.get("core", "default_pool_slots"))
     except Exception as exc:
         url = store.engine.url.render_as_string(hide_password=True)
-        raise CliError(f"cannot initialise the database {url}: {exc}") from None
+        raise CliError(f"cannot initialise the database {url}: {describe_error(exc)}") from None
     return store
 
 
@@ -130,10 +159,11 @@ def _quiet_distributed(executor: BaseExecutor) -> None:
 
 
 def _start_error(name: str, cluster: str | None, exc: BaseException) -> str:
-    detail = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
     if cluster:
-        return f"cannot reach the Dask cluster at {cluster}: {detail}"
-    return f"cannot start {name}: {detail}"
+        # The executor's own error repeats the address: describe the error it wraps.
+        cause = exc.__cause__ or exc
+        return f"cannot reach the Dask cluster at {cluster}: {describe_error(cause)}"
+    return f"cannot start {name}: {describe_error(exc)}"
 
 
 def ti_table(session: Session, dag_id: str, run_id: str, *, title: str | None = None) -> Table:
@@ -159,6 +189,6 @@ def ti_table(session: Session, dag_id: str, run_id: str, *, title: str | None = 
             str(ti.try_number),
             duration,
             ti.hostname or "",
-            ti.reason or "",
+            redact(ti.reason or ""),
         )
     return table

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import click
 
-from airdask.cli.common import cli_context
+from airdask.cli.common import Command, cli_context
 from airdask.cli.sched_common import build_executor, ready_store
 from airdask.scheduler.loop import SchedulerJob
 
 
-@click.command("scheduler")
+@click.command("scheduler", cls=Command)
 @click.option("--executor", "executor_name", help="Executor name or module.Class path.")
 @click.option("--cluster", help="Address of an existing Dask scheduler (implies DaskExecutor).")
 def scheduler_command(executor_name: str | None, cluster: str | None) -> None:

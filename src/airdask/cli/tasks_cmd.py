@@ -5,13 +5,13 @@ from __future__ import annotations
 import click
 from sqlalchemy import select
 
-from airdask.cli.common import CliError, cli_context
+from airdask.cli.common import CliError, Group, cli_context
 from airdask.cli.sched_common import ready_store, ti_table
 from airdask.logs import log_path, read_log
 from airdask.store import DagRun, TaskInstance
 
 
-@click.group("tasks")
+@click.group("tasks", cls=Group)
 def tasks_group() -> None:
     """Task instance states and logs."""
 
@@ -51,6 +51,8 @@ def _no_run(session: object, dag_id: str, run_id: str) -> str:
 @click.option("--try", "try_number", type=int, help="Attempt number (default: the latest).")
 def tasks_logs(dag_id: str, task_id: str, run_id: str, try_number: int | None) -> None:
     """The log of one attempt: from the executor while it runs, the log folder otherwise."""
+    if try_number is not None and try_number < 1:
+        raise CliError(f"--try must be >= 1, got {try_number}")
     ctx = cli_context()
     store = ready_store(ctx)
     with store.session() as session:
@@ -61,7 +63,7 @@ def tasks_logs(dag_id: str, task_id: str, run_id: str, try_number: int | None) -
             raise CliError(f"run {run_id!r} of DAG {dag_id!r} has no task {task_id!r}")
     if ti.try_number < 1:
         raise CliError(f"{dag_id}.{task_id} has not run yet in {run_id} (state {ti.state})")
-    number = try_number or ti.try_number
+    number = ti.try_number if try_number is None else try_number
     if not 1 <= number <= ti.try_number:
         raise CliError(f"{dag_id}.{task_id} has tries 1..{ti.try_number}, not {number}")
     folder = ctx.config.get("logging", "base_log_folder")

@@ -18,6 +18,9 @@ Summary layout (version 1)::
                   "reason"}, ...],                             # newest first
     }
 
+Event reasons are masked (:func:`airdask.masking.redact`): the page is open to anyone who can
+open the Dask dashboard.
+
 Cost: pools and events are bounded by the pools table and ``max_events`` (primary-key
 order); ``running``/``queued`` use the state index and touch only live task instances; the
 counts by state are ``GROUP BY state`` answered from the ``ix_ti_state`` index alone.
@@ -34,6 +37,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from airdask.masking import redact
 from airdask.state import LIVE_VALUES, TaskInstanceState
 from airdask.store.models import DagRun, Log, Pool, TaskInstance, utcnow
 
@@ -81,7 +85,9 @@ def _events(session: Session, max_events: int) -> list[dict[str, Any]]:
     rows = session.scalars(select(Log).order_by(Log.id.desc()).limit(max_events))
     events = []
     for row in rows:
-        reason = row.extra or ""
+        # Reasons quote errors, which may quote a URL with its password: the page is served
+        # to anyone who can open the Dask dashboard.
+        reason = redact(row.extra or "")
         if len(reason) > MAX_REASON_CHARS:
             reason = reason[: MAX_REASON_CHARS - 1] + "…"
         events.append(

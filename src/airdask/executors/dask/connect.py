@@ -128,11 +128,21 @@ def connect(
     never closed by us."""
     if client is not None:
         return DaskConnection(client, None, owns_client=False)
+    import dask
+    from dask.utils import parse_timedelta
     from distributed import Client
 
     if address:
         try:
-            new = Client(address, security=security, set_as_default=False)  # type: ignore[no-untyped-call]
+            new = Client(  # type: ignore[no-untyped-call]
+                address,
+                security=security,
+                set_as_default=False,
+                timeout=float(config.get("dask", "connect_timeout")),
+            )
+            # Client's timeout is also how long it tries to reconnect after losing the
+            # scheduler: keep Dask's window for that; connect_timeout is for start-up only.
+            new._timeout = parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"))
             return DaskConnection(new, None, owns_client=True)
         except Exception as exc:
             raise DaskConnectError(f"cannot connect to Dask scheduler {address}: {exc}") from exc
