@@ -4,16 +4,20 @@
   ``[scheduler] scheduler_health_check_threshold`` are marked failed; their runs pass to this
   scheduler; their QUEUED/RUNNING task instances are offered to
   ``executor.try_adopt_task_instances`` and the rest are reset (state none) to be scheduled
-  again. A reset is not the task's fault, so it gets one more try (``max_tries + 1``).
+  again. A reset is not the task's fault, so it gets one more try (``max_tries + 1``). If
+  adoption itself fails, nothing is reset: what the executor could not look at may still be
+  running, so those task instances are left as they are for the next check.
 * :func:`handle_stuck_queued` — task instances QUEUED by this job for longer than
-  ``[scheduler] task_queued_timeout`` are revoked in the executor
-  (``cleanup_stuck_queued_tasks``, else ``revoke_task``) and scheduled again, up to
-  ``num_stuck_in_queued_retries`` times; then they fail with a reason saying so.
+  ``[scheduler] task_queued_timeout`` are withdrawn from the executor
+  (``cleanup_stuck_queued_tasks``, else ``revoke_task`` one by one) and scheduled again, up
+  to ``num_stuck_in_queued_retries`` times; then they fail with a reason saying so. A task
+  instance whose withdrawal failed is left QUEUED (its attempt may still start) with a Log
+  row saying why, and tried again at the next check. An executor that supports neither
+  method cannot withdraw anything: its task instances are rescheduled, as in Airflow.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -36,6 +40,8 @@ class RecoveryReport:
     dead_jobs: list[int] = field(default_factory=list)
     adopted: list[str] = field(default_factory=list)
     reset: list[str] = field(default_factory=list)
+    #: Left as they were: adoption failed, or a stuck attempt could not be withdrawn.
+    deferred: list[str] = field(default_factory=list)
     rescheduled: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     runs: set[tuple[str, str]] = field(default_factory=set)
@@ -109,9 +115,12 @@ def adopt_or_reset_orphans(
         return report
     try:
         not_adopted = list(executor.try_adopt_task_instances(orphans))
-    except Exception as exc:  # a failing adoption means: reset them all
-        log.error("try_adopt_task_instances failed: %s; resetting all orphans", exc)
-        not_adopted = list(orphans)
+    except Exception as exc:  # what it could not look at may still run: touch nothing
+        why = f"try_adopt_task_instances failed: {type(exc).__name__}: {exc}"
+        log.error("%s; %d orphaned task instances left for the next check", why, len(orphans))
+        session.add(Log(event="adopt_failed", extra=f"{why}; {len(orphans)} left as they were"))
+        report.deferred = [str(ti.key) for ti in orphans]
+        return report
     left = {id(ti) for ti in not_adopted}
     for ti in orphans:
         if id(ti) not in left:
@@ -161,18 +170,16 @@ def handle_stuck_queued(
     )
     if not stuck:
         return report
-    try:
-        for line in executor.cleanup_stuck_queued_tasks(stuck):
-            log.info("%s", line)
-    except NotSupportedError:
-        for ti in stuck:
-            with contextlib.suppress(NotSupportedError):
-                executor.revoke_task(ti=ti)
-    except Exception as exc:  # the executor's problem must not stop the loop
-        log.error("cleanup_stuck_queued_tasks failed: %s", exc)
+    what = f"stuck in queued for more than {timeout:g}s"
+    kept = withdraw(executor, stuck)
     for ti in stuck:
+        problem = kept.get(id(ti))
+        if problem is not None:
+            extra = f"{what}; not rescheduled: {problem}; trying again at the next check"
+            add_ti_log(session, ti, "stuck_in_queued_kept", extra)
+            report.deferred.append(str(ti.key))
+            continue
         ti.stuck_in_queued_count += 1
-        what = f"stuck in queued for more than {timeout:g}s"
         report.runs.add((ti.dag_id, ti.run_id))
         if ti.stuck_in_queued_count > max_reschedules:
             set_state(ti, S.FAILED)
@@ -188,4 +195,43 @@ def handle_stuck_queued(
             ti.reason = f"{what}: revoked and rescheduled ({ti.stuck_in_queued_count})"
             report.rescheduled.append(str(ti.key))
             add_ti_log(session, ti, "stuck_in_queued_rescheduled", ti.reason)
+    if report.deferred:
+        log.warning("%d stuck task instances could not be withdrawn", len(report.deferred))
     return report
+
+
+def withdraw(executor: BaseExecutor, tis: list[TaskInstance]) -> dict[int, str]:
+    """Withdraw ``tis`` from the executor; return ``{id(ti): why}`` for those that may still
+    run (empty when all were withdrawn, or the executor cannot withdraw anything).
+
+    ``cleanup_stuck_queued_tasks`` returning means all were withdrawn. If it raises, each is
+    tried with ``revoke_task`` (withdrawing twice is harmless), so one bad attempt does not
+    keep the others queued."""
+    cleanup_error: str | None = None
+    try:
+        for line in executor.cleanup_stuck_queued_tasks(tis):
+            log.info("%s", line)
+        return {}
+    except NotSupportedError:
+        pass
+    except Exception as exc:  # the executor's problem must not stop the loop
+        cleanup_error = f"cleanup_stuck_queued_tasks failed ({type(exc).__name__}: {exc})"
+        log.error("%s; revoking one at a time", cleanup_error)
+    kept: dict[int, str] = {}
+    for ti in tis:
+        problem = _revoke(executor, ti, cleanup_error)
+        if problem is not None:
+            kept[id(ti)] = problem
+    return kept
+
+
+def _revoke(executor: BaseExecutor, ti: TaskInstance, cleanup_error: str | None) -> str | None:
+    try:
+        executor.revoke_task(ti=ti)
+    except NotSupportedError:
+        # Neither method exists: nothing can be withdrawn, so nothing is waited for. After a
+        # failed cleanup, though, the attempt is in an unknown state: keep it queued.
+        return cleanup_error
+    except Exception as exc:
+        return f"revoking it failed ({type(exc).__name__}: {exc})"
+    return None

@@ -16,6 +16,7 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from airdask.dag import DAG
+from airdask.scheduler.events import set_state
 from airdask.state import UNFINISHED_STATES, DagRunState, TaskInstanceState
 from airdask.store.models import DagRun, Log, Pool, TaskInstance, utcnow
 
@@ -130,17 +131,28 @@ def start_run(session: Session, run: DagRun, dag: DAG, *, job_id: int | None) ->
     return len(rows)
 
 
+#: What :func:`fail_run` does to the task instances that have not finished and are not
+#: live: the ones that never ran are skipped (as Airflow's "mark run failed" does), one
+#: waiting for its retry fails (its try failed and there will be no other).
+_ENDED_BY_FAILED_RUN = {None: S.SKIPPED, S.SCHEDULED: S.SKIPPED, S.UP_FOR_RETRY: S.FAILED}
+
+
 def fail_run(session: Session, run: DagRun, reason: str) -> None:
-    """End a run that cannot be scheduled (its DAG no longer loads) with ``reason``."""
+    """End a run that cannot be scheduled (its DAG no longer loads) with ``reason``.
+
+    Its waiting task instances change state through the transition table (see
+    :data:`_ENDED_BY_FAILED_RUN`); live ones are left to finish and be recorded."""
     now = utcnow()
+    waiting = [s.value for s in _ENDED_BY_FAILED_RUN if s is not None]
     for ti in session.scalars(
         select(TaskInstance).where(
             TaskInstance.dag_id == run.dag_id,
             TaskInstance.run_id == run.run_id,
-            TaskInstance.state.is_(None) | TaskInstance.state.in_([S.SCHEDULED, S.UP_FOR_RETRY]),
+            TaskInstance.state.is_(None) | TaskInstance.state.in_(waiting),
         )
     ):
-        ti.state, ti.end_date, ti.reason = S.FAILED.value, now, reason
+        set_state(ti, _ENDED_BY_FAILED_RUN[ti.ti_state])
+        ti.end_date, ti.reason = now, reason
     run.state, run.end_date = DagRunState.FAILED.value, now
     session.add(Log(event="run_failed", dag_id=run.dag_id, run_id=run.run_id, extra=reason))
 
