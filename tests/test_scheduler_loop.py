@@ -346,7 +346,7 @@ def test_fail_run_moves_task_instances_through_the_transition_table(store: Store
             BashTask(name, "true")
     with store.session() as session:
         run = create_run(session, dag)
-        start_run(session, run, dag, job_id=None)
+        start_run(session, run, dag)
         session.flush()
         before = {"ready": "scheduled", "retrying": "up_for_retry", "live": "running"}
         before["done"] = "success"

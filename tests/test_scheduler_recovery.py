@@ -47,7 +47,7 @@ def _run_owned_by(store: Store, dag: DAG, job_id: int, live: dict[str, str]) -> 
     """A running run whose TIs in ``live`` are queued/running under ``job_id``."""
     with store.session() as session:
         run = create_run(session, dag, scheduled_by_job_id=job_id)
-        start_run(session, run, dag, job_id=job_id)
+        start_run(session, run, dag)
         session.flush()
         for ti in session.scalars(select(TaskInstance).where(TaskInstance.run_id == run.run_id)):
             if ti.task_id in live:

@@ -101,8 +101,12 @@ def create_run(
     return run
 
 
-def start_run(session: Session, run: DagRun, dag: DAG, *, job_id: int | None) -> int:
-    """Create the run's task instances (no state yet) and mark it running."""
+def start_run(session: Session, run: DagRun, dag: DAG) -> int:
+    """Create the run's task instances (no state yet) and mark it running.
+
+    The caller holds the run's lock (:func:`.claims.claim_queued_runs`); the run's owner is
+    left as it is (``airdask run`` owns its runs; a run of ``airdask scheduler`` has none,
+    so every scheduler works on it)."""
     weights = dag.priority_weights()
     rows = [
         {
@@ -127,7 +131,6 @@ def start_run(session: Session, run: DagRun, dag: DAG, *, job_id: int | None) ->
         session.execute(insert(TaskInstance), rows)
     run.state = DagRunState.RUNNING.value
     run.start_date = utcnow()
-    run.scheduled_by_job_id = job_id
     return len(rows)
 
 
@@ -161,17 +164,16 @@ _UNFINISHED = [s.value for s in UNFINISHED_STATES if s is not None]
 
 
 def finish_runs(
-    session: Session, runs: Iterable[tuple[str, str]], dags: Mapping[str, DAG]
+    session: Session, runs: Iterable[DagRun], dags: Mapping[str, DAG]
 ) -> dict[tuple[str, str], str]:
-    """Finish each running run whose task instances are all finished; return new states.
+    """Finish each of ``runs`` (running, locked by the caller: :func:`.claims.claim_running_runs`)
+    whose task instances are all finished; return the new states.
 
     As in Airflow, a run fails when one of its leaves failed or is upstream_failed, and
     succeeds otherwise (skipped leaves included)."""
     finished: dict[tuple[str, str], str] = {}
-    for dag_id, run_id in runs:
-        run = session.get(DagRun, (dag_id, run_id))
-        if run is None or run.state != DagRunState.RUNNING.value:
-            continue
+    for run in runs:
+        dag_id, run_id = run.dag_id, run.run_id
         in_run = (TaskInstance.dag_id == dag_id) & (TaskInstance.run_id == run_id)
         unfinished = session.scalar(
             select(func.count())
