@@ -15,7 +15,9 @@ works on for the length of one transaction, and skips what another holds.
 
 Locks last one transaction. Only two kinds are waited for — the pool rows, whose holders
 wait for nothing else, and the task instances an event batch changes, always locked in the
-same order (run, then task id) — so schedulers do not wait for each other in a circle.
+same order (run, then task id) — so schedulers do not wait for each other in a circle. Where
+PostgreSQL still aborts a transaction (a lock timeout, a deadlock), the error is transient:
+the pass is tried again (see :mod:`.loop`).
 
 SQLite has no row locks (``FOR UPDATE`` renders as nothing there); one scheduler per SQLite
 file is enforced instead (:mod:`.jobs`). Processes that own their runs (``airdask run``)

@@ -2,6 +2,7 @@
 
 A pass, in order:
 
+0. write what an earlier pass could not (:mod:`.held`: events, adoptions, callback logs);
 1. start queued DagRuns this job may take (create their task instances);
 2. evaluate trigger rules for not-yet-started task instances of runs where something
    changed (``scheduled``, ``skipped`` or ``upstream_failed``);
@@ -22,6 +23,18 @@ Several schedulers may share one PostgreSQL database: steps 1-3 and 5 work under
 (:mod:`.claims`), events change only the task instances this job queued, and each job adopts
 the orphans of dead ones under locks too (:mod:`.recovery`). On SQLite, one scheduler
 (:mod:`.jobs`).
+
+The database may go away for a moment (a restart, a failover). A transient error
+(:func:`airdask.store.transient.is_transient`) ends the pass, not the scheduler: the loop
+waits (0.1 s, doubling to 5 s) and passes again, for as long as it takes. A pass cut short
+leaves nothing half-done — its transaction is rolled back and the runs it was examining
+stay marked for the next pass — and what the executor already handed over is kept
+(:mod:`.held`). **The executor is not heartbeaten while events taken from its
+``get_event_buffer()`` are not yet written**: an executor may take a heartbeat (and
+``end()``) to mean that everything it handed over before is recorded, and release what it
+kept for it (the DaskExecutor does). After an outage the scheduler declares no other job
+dead for ``scheduler_health_check_threshold`` seconds: the others could not heartbeat
+either.
 """
 
 from __future__ import annotations
@@ -46,7 +59,7 @@ from airdask.dashboard.summary import SummaryPublisher, dask_client_of
 from airdask.executors.base import BaseExecutor
 from airdask.executors.events import EventInfo
 from airdask.scheduler import jobs, recovery
-from airdask.scheduler.callbacks import CallbackSink, TaskCallbackRequest
+from airdask.scheduler.callbacks import CallbackSink, callback_requests, log_rows
 from airdask.scheduler.claims import (
     RunKey,
     claim_queued_runs,
@@ -54,17 +67,22 @@ from airdask.scheduler.claims import (
     run_scope,
 )
 from airdask.scheduler.dagcache import DagCache
-from airdask.scheduler.events import Outcomes, add_ti_log, apply_events, set_state
+from airdask.scheduler.events import add_ti_log, apply_events, set_state
+from airdask.scheduler.held import Held, merge_events
+from airdask.scheduler.outage import Outage, patiently
 from airdask.scheduler.ready import evaluate_run, queue_ready
 from airdask.scheduler.runs import fail_run, finish_runs, start_run
 from airdask.state import DagRunState, TaskInstanceKey, TaskInstanceState
-from airdask.store.models import DagRun, Job, Log, TaskInstance, utcnow
+from airdask.store.models import DagRun, Job, TaskInstance, utcnow
 from airdask.store.session import Store
+from airdask.store.transient import is_transient
 
 log = logging.getLogger(__name__)
 S = TaskInstanceState
 #: Most task instances handed to the executor in one pass (Airflow's max_tis_per_query).
 MAX_TIS_PER_PASS = 512
+#: Longest :meth:`SchedulerJob.stop` keeps trying to reach the database to record the end.
+STOP_DB_PATIENCE = 30.0
 
 
 class JobDeclaredDead(RuntimeError):
@@ -116,6 +134,7 @@ class SchedulerJob:
         #: report an unreachable cluster before writing anything).
         self.executor_started = False
         self.dirty: set[RunKey] = set()
+        self.held = Held()
         self._local_pending: set[TaskInstanceKey] = set()
         self._stop = threading.Event()
         self._last_heartbeat = 0.0
@@ -124,6 +143,7 @@ class SchedulerJob:
         sched = "scheduler"
         self.heartbeat_interval = float(config.get(sched, "job_heartbeat_sec"))
         self.health_threshold = float(config.get(sched, "scheduler_health_check_threshold"))
+        self.outage = Outage(threshold=self.health_threshold, stop=self._stop)
         self.orphan_interval = float(config.get(sched, "orphaned_tasks_check_interval"))
         self.queued_timeout = float(config.get(sched, "task_queued_timeout"))
         self.stuck_retries = int(config.get(sched, "num_stuck_in_queued_retries"))
@@ -164,25 +184,41 @@ class SchedulerJob:
             self.executor.start()
             self.executor_started = True
 
-        with self.store.session() as session:
-            self.dirty |= set(self._running_runs(session))
-        self._recover(force=True)
-        self._heartbeat_job(force=True)
+        def startup() -> None:
+            with self.store.session() as session:
+                self.dirty |= set(self._running_runs(session))
+            self._recover(force=True)
+            self._heartbeat_job(force=True)
+
+        self.outage.retry_until_stopped(startup)
+        self._back_online()
 
     def stop(self, *, state: str = "success") -> None:
         """``executor.end()`` (waits for running attempts), persist their outcomes, mark the
-        Job row finished."""
+        Job row finished.
+
+        ``end()`` counts as a heartbeat: it is called only once every event already taken
+        from the executor is written. If the database stays out for
+        :data:`STOP_DB_PATIENCE` seconds, the executor is left as it is (its attempts keep
+        running, adoptable) and the Job row is left for another scheduler to declare dead."""
         # Before end(): an embedded cluster (and its dashboard) closes with the executor.
         self._publish_summary(force=True)
+        deadline = time.monotonic() + STOP_DB_PATIENCE
+        if not patiently(self._write_held, deadline=deadline):
+            log.error(
+                "the database stayed unreachable: %d outcomes are not recorded; leaving the "
+                "executor's attempts running for the next scheduler to adopt or reset",
+                len(self.held.events),
+            )
+            return
         try:
             self.executor.end()
         except NotImplementedError:
             log.warning("%s has no end(); attempts it still runs are not awaited", self.executor)
         finally:
-            try:
-                self._process_events()
-            finally:
-                self._finish_job(state)
+            self._take_events()
+            if patiently(self._write_held, deadline=deadline):
+                patiently(lambda: self._finish_job(state), deadline=deadline)
 
     def _finish_job(self, state: str) -> None:
         if self.job_id is None:
@@ -234,17 +270,27 @@ class SchedulerJob:
         on_pass: Callable[[PassResult], None] | None = None,
         handle_signals: bool = True,
     ) -> None:
-        """Start, pass until ``until()`` holds or a stop is requested, then :meth:`stop`."""
+        """Start, pass until ``until()`` holds or a stop is requested, then :meth:`stop`.
+
+        A transient database error in a pass (or in ``on_pass``/``until``) is waited out
+        (see the module docstring); any other error stops the scheduler."""
         undo = self.install_signal_handlers() if handle_signals else (lambda: None)
         state = "success"
         try:
             self.start()
             while not self._stop.is_set():
-                result = self.run_once()
-                if on_pass is not None:
-                    on_pass(result)
-                if until is not None and until():
-                    break
+                try:
+                    result = self.run_once()
+                    self._back_online()
+                    if on_pass is not None:
+                        on_pass(result)
+                    if until is not None and until():
+                        break
+                except Exception as exc:
+                    if not is_transient(exc):
+                        raise
+                    self._lost_database(exc)
+                    continue
                 if not result.busy:
                     self._stop.wait(self.loop_interval)
         except BaseException:
@@ -256,10 +302,21 @@ class SchedulerJob:
             finally:
                 undo()
 
+    def _lost_database(self, exc: BaseException) -> None:
+        self.outage.wait_out(exc, kept=len(self.held.events))
+        self._last_heartbeat = float("-inf")  # heartbeat at the first pass that gets through
+
+    def _back_online(self) -> None:
+        if self.outage.ongoing:  # the outage ends once this went through too
+            with self.store.session() as session:
+                self.dirty |= recovery.requeue_unsent(session, self.executor, job_id=self.job_id)
+            self.outage.back_online()
+
     # ---- one pass ----------------------------------------------------------------------
 
     def run_once(self) -> PassResult:
         result = PassResult()
+        self._write_held()
         self._heartbeat_job()  # here and at the end: a slow pass must not look like a death
         self.dag_cache.refresh()
         evaluated: set[RunKey] = set()
@@ -278,8 +335,9 @@ class SchedulerJob:
         if self.executor.is_local:
             self._local_pending.update(ti.key for ti, _ in queued)
         self.executor.heartbeat()
+        self._take_events()
         try:
-            result.events = self._process_events()
+            result.events = self._write_events()
             with self.store.session() as session:
                 result.finished_runs = self._finish_runs(session, evaluated | self.dirty)
         except BaseException:
@@ -379,7 +437,8 @@ class SchedulerJob:
 
     # ---- events --------------------------------------------------------------------------
 
-    def _process_events(self) -> int:
+    def _take_events(self) -> None:
+        """Move the executor's events into :attr:`held` (they stay there until written)."""
         events = self.executor.get_event_buffer()
         if self._local_pending:
             # Local executors start an attempt when they trigger it and report no running
@@ -391,14 +450,32 @@ class SchedulerJob:
                 events.setdefault(
                     key, (S.RUNNING, EventInfo("started", kind="running", hostname=host))
                 )
+        merge_events(self.held.events, events)
+
+    def _write_held(self) -> None:
+        """Write what earlier passes could not; raises (a transient error) while the
+        database is still out."""
+        if self.held.adoptions:
+            assert self.job_id is not None
+            with self.store.session() as session:
+                self.held.write_adoptions(session, self.job_id)
+            self.held.adoptions = []
+        self._write_events()
+        self._write_logs()
+
+    def _write_events(self) -> int:
+        events = self.held.events
         if not events:
             return 0
         with self.store.session() as session:
             outcomes = apply_events(
                 session, events, retry_delay=self._retry_delay, job_id=self.job_id
             )
-            self.dirty |= outcomes.runs
-            self._send_callbacks(session, outcomes)
+            requests = callback_requests(session, outcomes.finished, self._task_of)
+        self.held.events = {}
+        self.dirty |= outcomes.runs
+        for request in requests:  # once the outcome is recorded, never twice
+            self.executor.send_callback(request)
         return len(events)
 
     def _task_of(self, ti: TaskInstance) -> BaseTask | None:
@@ -412,44 +489,16 @@ class SchedulerJob:
         task = self._task_of(ti)
         return (task.retry_delay or 0.0) if task is not None else 0.0
 
-    def _send_callbacks(self, session: Session, outcomes: Outcomes) -> None:
-        for ti in outcomes.finished:
-            task = self._task_of(ti)
-            if task is None:
-                continue
-            wanted = task.on_success_callback if ti.state == "success" else task.on_failure_callback
-            if wanted is None:
-                continue
-            run = session.get(DagRun, (ti.dag_id, ti.run_id))
-            self.executor.send_callback(
-                TaskCallbackRequest(
-                    ti.dag_id,
-                    ti.task_id,
-                    ti.run_id,
-                    ti.try_number,
-                    ti.state or "",
-                    ti.reason,
-                    run.conf if run is not None else None,
-                )
-            )
-
     def _run_callbacks(self) -> None:
-        if not self.sink.pending:
-            return
-        results = self.sink.run_pending(self.dags.get)
-        with self.store.session() as session:
-            for result in results:
-                r = result.request
-                session.add(
-                    Log(
-                        event="callback_failed" if result.error else "callback",
-                        dag_id=r.dag_id,
-                        task_id=r.task_id,
-                        run_id=r.run_id,
-                        try_number=r.try_number,
-                        extra=f"{r.kind}: {result.error or 'ok'}",
-                    )
-                )
+        if self.sink.pending:
+            self.held.logs.extend(log_rows(self.sink.run_pending(self.dags.get)))
+        self._write_logs()
+
+    def _write_logs(self) -> None:
+        if self.held.logs:
+            with self.store.session() as session:
+                self.held.write_logs(session)
+            self.held.logs = []
 
     # ---- periodic work -----------------------------------------------------------------
 
@@ -474,18 +523,25 @@ class SchedulerJob:
         assert job_id is not None
         now = time.monotonic()
         if force or now - self._last_orphan_check >= self.orphan_interval:
-            with self.store.session() as session:
-                report = recovery.adopt_or_reset_orphans(
-                    session,
-                    self.executor,
-                    job_id=job_id,
-                    threshold=self.health_threshold,
-                    scope=self._run_scope(),
-                )
-                # Every running run is examined again now and then: another scheduler
-                # may have recorded the last upstream outcome and stopped (or died)
-                # before it scheduled what follows.
-                self.dirty |= set(self._running_runs(session))
+            report: recovery.RecoveryReport | None = None
+            try:
+                with self.store.session() as session:
+                    report = recovery.adopt_or_reset_orphans(
+                        session,
+                        self.executor,
+                        job_id=job_id,
+                        threshold=self.health_threshold,
+                        scope=self._run_scope(),
+                        declare_dead=self.outage.may_declare_dead(),
+                    )
+                    # Every running run is examined again now and then: another scheduler
+                    # may have recorded the last upstream outcome and stopped (or died)
+                    # before it scheduled what follows.
+                    self.dirty |= set(self._running_runs(session))
+            except BaseException:
+                if report is not None:  # the executor took them over: record that later
+                    self.held.adoptions.extend(report.adopted_keys)
+                raise
             self._last_orphan_check = now
             self.dirty |= report.runs
         if force or now - self._last_stuck_check >= min(self.queued_timeout / 2, 30.0):

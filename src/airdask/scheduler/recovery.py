@@ -30,7 +30,7 @@ from airdask.executors.base import BaseExecutor, NotSupportedError
 from airdask.scheduler.claims import run_scope
 from airdask.scheduler.events import add_ti_log, set_state
 from airdask.scheduler.jobs import mark_dead
-from airdask.state import LIVE_VALUES, DagRunState, TaskInstanceState
+from airdask.state import LIVE_VALUES, DagRunState, TaskInstanceKey, TaskInstanceState
 from airdask.store.models import DagRun, Job, Log, TaskInstance, utcnow
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,8 @@ _OPEN_RUNS = (DagRunState.QUEUED.value, DagRunState.RUNNING.value)
 class RecoveryReport:
     dead_jobs: list[int] = field(default_factory=list)
     adopted: list[str] = field(default_factory=list)
+    #: The attempts adopted, with the job each was adopted from.
+    adopted_keys: list[tuple[TaskInstanceKey, int | None]] = field(default_factory=list)
     reset: list[str] = field(default_factory=list)
     #: Left as they were: adoption failed, or a stuck attempt could not be withdrawn.
     deferred: list[str] = field(default_factory=list)
@@ -132,12 +134,15 @@ def adopt_or_reset_orphans(
         session.add(Log(event="adopt_failed", extra=f"{why}; {len(orphans)} left as they were"))
         report.deferred = [str(ti.key) for ti in orphans]
         return report
+    # No database I/O from here on: if the commit fails, the caller still gets the report
+    # and knows what the executor took over (see :class:`.held.Held`).
     left = {id(ti) for ti in not_adopted}
     for ti in orphans:
         if id(ti) not in left:
             old = ti.queued_by_job_id
             ti.queued_by_job_id = job_id
             report.adopted.append(str(ti.key))
+            report.adopted_keys.append((ti.key, old))
             add_ti_log(session, ti, "adopted", f"from scheduler job {old} by job {job_id}")
             continue
         add_ti_log(
@@ -248,3 +253,28 @@ def _revoke(executor: BaseExecutor, ti: TaskInstance, cleanup_error: str | None)
     except Exception as exc:
         return f"revoking it failed ({type(exc).__name__}: {exc})"
     return None
+
+
+def requeue_unsent(
+    session: Session, executor: BaseExecutor, *, job_id: int | None
+) -> set[tuple[str, str]]:
+    """After a database outage: a task instance this job marked QUEUED that its executor
+    does not have was never handed over (the commit went through, its answer was lost), so
+    it is scheduled again with the same try. Returns the runs touched."""
+    runs: set[tuple[str, str]] = set()
+    queued = session.scalars(
+        select(TaskInstance)
+        .where(TaskInstance.state == S.QUEUED.value, TaskInstance.queued_by_job_id == job_id)
+        .with_for_update(skip_locked=True, key_share=True)
+    ).all()
+    for ti in queued:
+        if executor.has_task(ti):
+            continue
+        reason = "queued, but never handed to the executor (database outage)"
+        add_ti_log(session, ti, "requeued_unsent", reason)
+        set_state(ti, S.SCHEDULED)
+        ti.try_number -= 1  # this try never started
+        ti.queued_dttm = None
+        ti.reason = f"{reason}: scheduled again"
+        runs.add((ti.dag_id, ti.run_id))
+    return runs
