@@ -218,9 +218,9 @@ def test_ready_task_instances_are_queued_once_within_the_pool(
     a, b = side_a.outcome(), side_b.outcome()
     first.stop()  # waits for the attempts and records them
     second.stop()
-    # The second counted the first's three as using the pool, unless they had already
-    # been recorded as finished by then.
-    assert a.queued == 3 and b.queued in (0, 3)
+    # The second counted the first's three as using the pool, except those already
+    # recorded as finished by then.
+    assert a.queued == 3 and b.queued <= 3
     tis = tis_of(store, "pool_race", run_id)
     queued_by = Counter(ti.queued_by_job_id for ti in tis.values() if ti.try_number)
     assert queued_by == Counter(

@@ -133,10 +133,13 @@ def test_two_schedulers_share_a_run_and_one_takes_over_when_the_other_is_killed(
     assert run_state(store, "ha", "r1") == "success"
     tis = tis_of(store, "ha", "r1")
     assert len(tis) == width + 2 and {ti.state for ti in tis.values()} == {"success"}
-    # the work was shared, then taken over
-    assert jobs[victim.pid] in {ti.queued_by_job_id for ti in tis.values()}
-    adopted = {e.task_id for e in log_events(store, "ha", event="adopted")}
-    assert adopted, "the survivor adopted none of the victim's attempts"
+    # the work was shared (both had attempts live before the kill), then taken over
+    adoptions = log_events(store, "ha", event="adopted")
+    assert adoptions, "the survivor adopted none of the victim's attempts"
+    assert {e.extra for e in adoptions} == {
+        f"from scheduler job {victim_job} by job {jobs[survivor.pid]}"
+    }
+    adopted = {e.task_id for e in adoptions}
     assert "adopted" in logs[1].read_text()
     assert all(tis[t].try_number == 1 for t in adopted)
     # every task's command started and ended exactly once, across both schedulers
