@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from airdask.config import Config
 from airdask.dag import DAG, BashTask, PythonTask
@@ -14,10 +15,10 @@ from airdask.executors import load_executor
 from airdask.executors.events import EventInfo
 from airdask.scheduler.events import apply_events
 from airdask.scheduler.loop import SchedulerJob
-from airdask.scheduler.runs import RunError, create_run
-from airdask.state import TaskInstanceState
-from airdask.store import Pool, Store
-from sched_support import log_events, make_store, run_dag, tis_of
+from airdask.scheduler.runs import RunError, create_run, fail_run, start_run
+from airdask.state import TaskInstanceState, can_transition, coerce_state
+from airdask.store import DagRun, Pool, Store, TaskInstance
+from sched_support import log_events, make_store, run_dag, run_state, tis_of
 from task_funcs import append_line, ledger_task, max_concurrency, start_order
 
 S = TaskInstanceState
@@ -337,3 +338,35 @@ def test_dag_cache_reloads_an_edited_file_at_once(tmp_path: Path) -> None:
     write("raise RuntimeError('broken')\n", 10)
     cache.refresh(every=0.0)
     assert "edit" not in cache.dags and "broken" in cache.errors["edit"]
+
+
+def test_fail_run_moves_task_instances_through_the_transition_table(store: Store) -> None:
+    with DAG("doomed") as dag:
+        for name in ("never", "ready", "retrying", "live", "done"):
+            BashTask(name, "true")
+    with store.session() as session:
+        run = create_run(session, dag)
+        start_run(session, run, dag)
+        session.flush()
+        before = {"ready": "scheduled", "retrying": "up_for_retry", "live": "running"}
+        before["done"] = "success"
+        for ti in session.scalars(select(TaskInstance).where(TaskInstance.run_id == run.run_id)):
+            ti.state = before.get(ti.task_id)
+        run_id = run.run_id
+    with store.session() as session:
+        fail_run(session, session.get(DagRun, ("doomed", run_id)), "DAG file gone")  # type: ignore[arg-type]
+    tis = tis_of(store, "doomed", run_id)
+    after = {t: ti.state for t, ti in tis.items()}
+    # never ran: skipped (as Airflow's "mark failed" does); its try failed: failed; the live
+    # attempt finishes and is recorded; nothing changes against the table
+    assert after == {
+        "never": "skipped",
+        "ready": "skipped",
+        "retrying": "failed",
+        "live": "running",
+        "done": "success",
+    }
+    for task, state in after.items():
+        assert can_transition(coerce_state(before.get(task)), coerce_state(state)), task
+    assert {tis[t].reason for t in ("never", "ready", "retrying")} == {"DAG file gone"}
+    assert run_state(store, "doomed", run_id) == "failed"

@@ -7,19 +7,23 @@ import signal
 import subprocess
 import time
 from collections import Counter
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
 
 from airdask.config import Config, load_config
 from airdask.dag import DAG, BashTask
-from airdask.executors import load_executor
+from airdask.executors import BaseExecutor, load_executor
+from airdask.executors.local import LocalExecutor
+from airdask.executors.sequential import SequentialExecutor
 from airdask.scheduler import recovery
 from airdask.scheduler.loop import SchedulerJob
 from airdask.scheduler.runs import create_run, start_run
-from airdask.store import Job, Store, TaskInstance, utcnow
+from airdask.store import Job, Log, Store, TaskInstance, utcnow
 from proc_support import wait_for
 from sched_support import AIRDASK, cli, cli_env, log_events, make_store, run_state, tis_of
 from task_funcs import read_ledger
@@ -43,7 +47,7 @@ def _run_owned_by(store: Store, dag: DAG, job_id: int, live: dict[str, str]) -> 
     """A running run whose TIs in ``live`` are queued/running under ``job_id``."""
     with store.session() as session:
         run = create_run(session, dag, scheduled_by_job_id=job_id)
-        start_run(session, run, dag, job_id=job_id)
+        start_run(session, run, dag)
         session.flush()
         for ti in session.scalars(select(TaskInstance).where(TaskInstance.run_id == run.run_id)):
             if ti.task_id in live:
@@ -261,3 +265,117 @@ def test_dask_attempts_are_adopted_after_a_scheduler_sigkill(tmp_path: Path) -> 
     assert all(tis[t].try_number == 1 for t in adopted)
     starts = Counter(name for kind, name, _ in read_ledger(str(ledger)) if kind == "start")
     assert all(starts[t] == 1 for t in adopted)
+
+
+class AdoptionFailsOnce(SequentialExecutor):
+    """Its first ``try_adopt_task_instances`` fails (as when its cluster cannot be asked)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.calls = 0
+
+    def try_adopt_task_instances(self, tis: Sequence[TaskInstance]) -> Sequence[TaskInstance]:
+        self.calls += 1
+        if self.calls == 1:
+            raise ConnectionError("the cluster did not answer")
+        return tis
+
+
+def test_a_failed_adoption_resets_nothing(store: Store, config: Config) -> None:
+    dead = _dead_job(store, age=120)
+    dag = _dag()
+    run_id = _run_owned_by(store, dag, dead, {"q": "queued", "r": "running"})
+    executor = AdoptionFailsOnce(config=config)
+    job = SchedulerJob(store=store, executor=executor, config=config)
+    job_id = job.register()
+
+    def check() -> recovery.RecoveryReport:
+        with store.session() as session:
+            return recovery.adopt_or_reset_orphans(session, executor, job_id=job_id, threshold=30)
+
+    first = check()
+    assert first.reset == [] and len(first.deferred) == 2
+    tis = tis_of(store, "orphans", run_id)
+    # what the executor could not look at may still run: left exactly as it was
+    assert {t: (tis[t].state, tis[t].queued_by_job_id) for t in "qr"} == {
+        "q": ("queued", dead),
+        "r": ("running", dead),
+    }
+    with store.session() as session:
+        [failed] = session.scalars(select(Log).where(Log.event == "adopt_failed")).all()
+    assert "the cluster did not answer" in (failed.extra or "")
+    second = check()  # the next check asks again; this time it answers (adopts nothing)
+    assert len(second.reset) == 2
+    assert {tis_of(store, "orphans", run_id)[t].state for t in "qr"} == {None}
+
+
+class RevokeFailsOnce(LocalExecutor):
+    """Its first revoke fails (as when its cluster cannot be reached)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.revokes = 0
+
+    def revoke_task(self, *, ti: TaskInstance) -> None:
+        self.revokes += 1
+        if self.revokes <= 2:  # cleanup_stuck_queued_tasks, then the one-by-one retry
+            raise ConnectionError("the cluster did not answer")
+        super().revoke_task(ti=ti)
+
+
+class CannotWithdraw(BaseExecutor):
+    """Implements only the mandatory methods: cleanup and revoke are not supported."""
+
+    def execute_async(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def sync(self) -> None:
+        pass
+
+
+def _stuck(store: Store, job_id: int, run_id: str) -> None:
+    with store.session() as session:
+        ti = session.get(TaskInstance, ("orphans", "q", run_id, -1))
+        assert ti is not None
+        ti.state, ti.queued_dttm = "queued", utcnow() - timedelta(seconds=60)
+
+
+def test_a_stuck_task_whose_revoke_failed_stays_queued(store: Store, config: Config) -> None:
+    executor = RevokeFailsOnce(config=config, parallelism=2)
+    job = SchedulerJob(store=store, executor=executor, config=config)
+    job_id = job.register()
+    run_id = _run_owned_by(store, _dag(), job_id, {"q": "queued"})
+    _stuck(store, job_id, run_id)
+
+    def check() -> recovery.RecoveryReport:
+        with store.session() as session:
+            return recovery.handle_stuck_queued(
+                session, executor, job_id=job_id, timeout=10, max_reschedules=2
+            )
+
+    first = check()
+    assert first.rescheduled == [] and len(first.deferred) == 1
+    ti = tis_of(store, "orphans", run_id)["q"]
+    assert (ti.state, ti.stuck_in_queued_count, ti.try_number) == ("queued", 0, 1)
+    [kept] = log_events(store, "orphans", event="stuck_in_queued_kept")
+    assert "revoking it failed (ConnectionError: the cluster did not answer)" in (kept.extra or "")
+    second = check()  # the revoke works now: withdrawn, then scheduled again
+    assert len(second.rescheduled) == 1
+    assert tis_of(store, "orphans", run_id)["q"].state == "scheduled"
+    executor.end()
+
+
+def test_an_executor_that_cannot_withdraw_gets_its_stuck_tasks_rescheduled(
+    store: Store, config: Config
+) -> None:
+    executor = CannotWithdraw(config=config)
+    job = SchedulerJob(store=store, executor=executor, config=config)
+    job_id = job.register()
+    run_id = _run_owned_by(store, _dag(), job_id, {"q": "queued"})
+    _stuck(store, job_id, run_id)
+    with store.session() as session:
+        report = recovery.handle_stuck_queued(
+            session, executor, job_id=job_id, timeout=10, max_reschedules=2
+        )
+    assert len(report.rescheduled) == 1 and report.deferred == []
+    assert tis_of(store, "orphans", run_id)["q"].state == "scheduled"

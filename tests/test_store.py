@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import inspect, select, text
+from sqlalchemy import create_engine, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
 from airdask.cli import cli
@@ -25,6 +25,7 @@ from airdask.store import (
     reset_db,
     utcnow,
 )
+from airdask.store.transient import Backoff, describe, is_transient
 
 
 @pytest.fixture
@@ -176,3 +177,43 @@ def test_timestamps_are_utc_aware(store: Store) -> None:
     with store.session() as session:
         run = session.get(DagRun, ("d", "r"))
         assert run is not None and run.start_date == later
+
+
+def _error_of(store: Store, sql: str) -> Exception:
+    try:
+        with store.engine.connect() as conn:
+            conn.execute(text(sql))
+    except Exception as exc:
+        return exc
+    raise AssertionError(f"{sql!r} did not fail")
+
+
+def test_transient_database_errors_are_told_apart(tmp_path: Path) -> None:
+    store = Store.from_url(f"sqlite:///{tmp_path}/a.db")
+    init_db(store)
+    assert not is_transient(_error_of(store, "SELECT * FROM no_such_table"))
+    with pytest.raises(IntegrityError) as dup, store.session() as session:
+        session.add(Pool(name=DEFAULT_POOL, slots=1))
+    assert not is_transient(dup.value)
+    # another process holds SQLite's write lock longer than the busy timeout: transient
+    busy = Store(create_engine(f"sqlite:///{tmp_path}/a.db", connect_args={"timeout": 0}))
+    with store.engine.connect() as holder:
+        holder.execute(text("BEGIN IMMEDIATE"))
+        locked = _error_of(busy, "INSERT INTO slot_pool (name, slots) VALUES ('x', 1)")
+        holder.execute(text("ROLLBACK"))
+    assert is_transient(locked) and describe(locked) == "OperationalError: database is locked"
+    # a PostgreSQL server that refuses connections (down, restarting): transient
+    down = Store.from_url("postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=2")
+    assert is_transient(_error_of(down, "SELECT 1"))
+    for each in (store, busy, down):
+        each.dispose()
+
+
+def test_backoff_doubles_up_to_its_ceiling() -> None:
+    backoff = Backoff(first=0.1, most=0.5)
+    assert [backoff.next() for _ in range(5)] == [0.1, 0.2, 0.4, 0.5, 0.5]
+    assert backoff.tries == 5
+    backoff.reset()
+    assert (backoff.next(), backoff.tries) == (0.1, 1)
+    with pytest.raises(ValueError, match="0 < first <= most"):
+        Backoff(first=1, most=0.5)

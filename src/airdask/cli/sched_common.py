@@ -19,6 +19,7 @@ from airdask.dag import DAG
 from airdask.dagbag import DagBag
 from airdask.executors import BaseExecutor, ExecutorLoadError, load_executor
 from airdask.masking import redact
+from airdask.scheduler.jobs import live_schedulers, sqlite_refusal
 from airdask.scheduler.runs import RunError, check_dag_pools, parse_conf, pool_slots
 from airdask.store import Store, TaskInstance, init_db
 
@@ -110,6 +111,18 @@ def ready_store(ctx: CliContext) -> Store:
         url = store.engine.url.render_as_string(hide_password=True)
         raise CliError(f"cannot initialise the database {url}: {describe_error(exc)}") from None
     return store
+
+
+def refuse_second_sqlite_scheduler(ctx: CliContext, store: Store) -> None:
+    """A quick, early :class:`CliError` when another scheduler already runs on this SQLite
+    database (the scheduler checks again, atomically, when it starts)."""
+    if store.engine.dialect.name != "sqlite":
+        return
+    threshold = float(ctx.config.get("scheduler", "scheduler_health_check_threshold"))
+    with store.session() as session:
+        others = live_schedulers(session, threshold=threshold)
+        if others:
+            raise CliError(sqlite_refusal(others[0]))
 
 
 def check_pools(session: Session, dag: DAG) -> None:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import click
 
-from airdask.cli.common import Command, cli_context
-from airdask.cli.sched_common import build_executor, ready_store
-from airdask.scheduler.loop import SchedulerJob
+from airdask.cli.common import CliError, Command, cli_context
+from airdask.cli.sched_common import build_executor, ready_store, refuse_second_sqlite_scheduler
+from airdask.scheduler.jobs import SchedulerConflict
+from airdask.scheduler.loop import JobDeclaredDead, SchedulerJob
 
 
 @click.command("scheduler", cls=Command)
@@ -14,9 +15,13 @@ from airdask.scheduler.loop import SchedulerJob
 @click.option("--cluster", help="Address of an existing Dask scheduler (implies DaskExecutor).")
 def scheduler_command(executor_name: str | None, cluster: str | None) -> None:
     """Run the scheduler loop until SIGTERM/SIGINT: picks up triggered runs, hands ready
-    task instances to the executor, records outcomes, recovers after crashes."""
+    task instances to the executor, records outcomes, recovers after crashes.
+
+    Several schedulers may run at once on one PostgreSQL database (they share the work and
+    take over from one that dies); on SQLite a second one is refused."""
     ctx = cli_context()
     store = ready_store(ctx)
+    refuse_second_sqlite_scheduler(ctx, store)  # before starting an executor for nothing
     executor = build_executor(ctx.config, executor_name, cluster)
     job = SchedulerJob(store=store, executor=executor, config=ctx.config)
     job.executor_started = True
@@ -25,7 +30,10 @@ def scheduler_command(executor_name: str | None, cluster: str | None) -> None:
     link = getattr(executor, "dashboard_link", None)
     if link:
         ctx.console.print(f"Dask dashboard: {link}")
-    job.run()
+    try:
+        job.run()
+    except (SchedulerConflict, JobDeclaredDead) as exc:
+        raise CliError(str(exc)) from None
     ctx.console.print(f"scheduler job {job_id} stopped")
 
 

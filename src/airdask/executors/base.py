@@ -13,6 +13,16 @@ The scheduler drives it like this, on every loop pass::
     for key, (state, info) in executor.get_event_buffer().items():
         ...                                  # persist the outcome
 
+**A heartbeat acknowledges the last handover.** The scheduler calls ``heartbeat()`` (and
+``end()``) only once every event it took from ``get_event_buffer()`` is written to the
+database. While the database is out it keeps those events and does not heartbeat, for as
+long as the outage lasts. So an executor may treat its next ``heartbeat()`` as "what you
+handed me last time is recorded" and release whatever it kept to recover it (the
+DaskExecutor releases harvested attempts then); until that heartbeat, what it handed over
+must stay recoverable by a scheduler that adopts its attempts after a crash. The other
+calls (``queue_command``, ``try_adopt_task_instances``, ``cleanup_stuck_queued_tasks``,
+``revoke_task``) may come between a handover and its acknowledgement.
+
 Leave these alone (the scheduler relies on their exact behaviour): ``heartbeat``,
 ``queue_command``, ``get_event_buffer``, ``has_task``, ``send_callback``, ``trigger_tasks``,
 ``change_state``/``success``/``fail``/``queued``/``running_state``.
@@ -340,7 +350,9 @@ class BaseExecutor:
     # ---- optional ----------------------------------------------------------------------
 
     def end(self) -> None:
-        """Wait for every running attempt to finish and report it, then release resources."""
+        """Wait for every running attempt to finish and report it, then release resources.
+
+        Like ``heartbeat()``, called only once the events already taken are recorded."""
         raise NotSupportedError(f"{type(self).__name__} does not implement end()")
 
     def terminate(self) -> None:
@@ -350,8 +362,15 @@ class BaseExecutor:
     def cleanup_stuck_queued_tasks(self, tis: list[TaskInstance]) -> list[str]:
         """Give up on task instances stuck in queued: revoke each, return a line per TI.
 
-        The scheduler reschedules (or fails) every TI passed in; the returned lines describe
-        what was done, for the log.
+        Return only when every TI passed in was withdrawn (it will not start, or was
+        killed): the scheduler then reschedules (or fails) them all; the returned lines
+        describe what was done, for the log.
+
+        :raises NotSupportedError: the executor cannot withdraw work; the scheduler then
+            tries ``revoke_task`` for each TI.
+        :raises Exception: any other error means "not all withdrawn": the scheduler tries
+            ``revoke_task`` for each TI, and one whose revoke does not succeed stays QUEUED
+            (its attempt may still start) until the next check.
         """
         raise NotSupportedError(
             f"{type(self).__name__} cannot clean up stuck queued tasks: it has no way to "
@@ -359,11 +378,26 @@ class BaseExecutor:
         )
 
     def revoke_task(self, *, ti: TaskInstance) -> None:
-        """Withdraw one attempt: cancel it if waiting, kill it if running. No event follows."""
+        """Withdraw one attempt: cancel it if waiting, kill it if running. No event follows.
+
+        Returning means the attempt will not run (any more); revoking an attempt the
+        executor does not have is a success. Raise when that cannot be made sure (e.g. the
+        cluster cannot be reached): the scheduler leaves the TI QUEUED and asks again later,
+        rather than starting another try beside an attempt that may still run.
+
+        :raises NotSupportedError: the executor cannot withdraw anything (a stuck TI is then
+            rescheduled without it, as in Airflow).
+        """
         raise NotSupportedError(f"{type(self).__name__} cannot revoke tasks")
 
     def try_adopt_task_instances(self, tis: Sequence[TaskInstance]) -> Sequence[TaskInstance]:
         """Take over attempts started by a scheduler that died; return those not adopted.
+
+        Return a TI only when its attempt is known not to run any more (or never to have
+        started): the scheduler resets what is returned and schedules another try. Raise
+        when the backend cannot be asked: the scheduler then resets nothing and offers the
+        same TIs again at its next orphan check. Several schedulers may share a database:
+        each TI is offered to one of them only.
 
         The default adopts nothing: every TI is returned and the scheduler resets it.
         """

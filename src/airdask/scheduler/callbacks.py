@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import logging
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from airdask.dag import DAG
+from sqlalchemy.orm import Session
+
+from airdask.dag import DAG, BaseTask
+from airdask.store.models import DagRun, TaskInstance, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -93,3 +96,49 @@ def _run_one(request: TaskCallbackRequest, dag_for: Callable[[str], DAG | None])
         )
         return f"{type(exc).__name__}: {exc}"
     return None
+
+
+def callback_requests(
+    session: Session,
+    finished: Iterable[TaskInstance],
+    task_of: Callable[[TaskInstance], BaseTask | None],
+) -> list[TaskCallbackRequest]:
+    """The requests for the callbacks of task instances that just finished (``task_of``
+    finds a TI's task, or None when its DAG is not loaded)."""
+    requests = []
+    for ti in finished:
+        task = task_of(ti)
+        if task is None:
+            continue
+        wanted = task.on_success_callback if ti.state == "success" else task.on_failure_callback
+        if wanted is None:
+            continue
+        run = session.get(DagRun, (ti.dag_id, ti.run_id))
+        requests.append(
+            TaskCallbackRequest(
+                ti.dag_id,
+                ti.task_id,
+                ti.run_id,
+                ti.try_number,
+                ti.state or "",
+                ti.reason,
+                run.conf if run is not None else None,
+            )
+        )
+    return requests
+
+
+def log_rows(results: Iterable[CallbackResult]) -> list[dict[str, Any]]:
+    """A Log row (as insert values) per callback that ran."""
+    return [
+        {
+            "dttm": utcnow(),
+            "event": "callback_failed" if result.error else "callback",
+            "dag_id": result.request.dag_id,
+            "task_id": result.request.task_id,
+            "run_id": result.request.run_id,
+            "try_number": result.request.try_number,
+            "extra": f"{result.request.kind}: {result.error or 'ok'}",
+        }
+        for result in results
+    ]

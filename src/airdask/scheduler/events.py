@@ -3,6 +3,11 @@
 Rules (Airflow's ``process_executor_events``, adapted to a scheduler that is the only DB
 writer):
 
+* Only task instances queued by the reporting scheduler's job (``queued_by_job_id``) are
+  changed: when several schedulers share the database, an event about a TI that another
+  scheduler has since adopted or queued again is not applied (an ``event_ignored`` Log row).
+  The TIs are locked while the batch is applied, so a decision is never made on a state
+  another scheduler is changing.
 * ``queued``/``running`` events update a live attempt (same try, still queued/running).
 * A terminal event for the attempt the database considers live sets ``success``, or
   ``up_for_retry`` (with ``next_try_at``) while tries remain, else ``failed``.
@@ -61,15 +66,17 @@ def set_state(ti: TaskInstance, new: TaskInstanceState | None) -> None:
 
 
 def load_tis(
-    session: Session, keys: Iterable[TaskInstanceKey]
+    session: Session, keys: Iterable[TaskInstanceKey], *, lock: bool = False
 ) -> dict[tuple[Any, ...], TaskInstance]:
     """TIs by primary ``(dag_id, task_id, run_id, map_index)``: one indexed query per run
-    (and chunk of task ids)."""
+    (and chunk of task ids). ``lock`` locks them until the transaction ends (waiting for
+    another scheduler that holds one), always in the same order, so that what is decided
+    from them is still true when it is written."""
     by_run: dict[tuple[str, str], set[str]] = defaultdict(set)
     for key in keys:
         by_run[(key.dag_id, key.run_id)].add(key.task_id)
     found: dict[tuple[Any, ...], TaskInstance] = {}
-    for (dag_id, run_id), task_ids in by_run.items():
+    for (dag_id, run_id), task_ids in sorted(by_run.items()):
         ids = sorted(task_ids)
         for i in range(0, len(ids), CHUNK):
             stmt = select(TaskInstance).where(
@@ -77,6 +84,8 @@ def load_tis(
                 TaskInstance.run_id == run_id,
                 TaskInstance.task_id.in_(ids[i : i + CHUNK]),
             )
+            if lock:
+                stmt = stmt.order_by(TaskInstance.task_id).with_for_update(key_share=True)
             for ti in session.scalars(stmt):
                 found[(ti.dag_id, ti.task_id, ti.run_id, ti.map_index)] = ti
     return found
@@ -181,12 +190,17 @@ def apply_events(
     events: Mapping[TaskInstanceKey, tuple[TaskInstanceState | None, Any]],
     *,
     retry_delay: Callable[[TaskInstance], float],
+    job_id: int | None = None,
     now: datetime | None = None,
 ) -> Outcomes:
-    """Apply executor events to their task instances (see the module docstring)."""
+    """Apply executor events to their task instances (see the module docstring).
+
+    :param job_id: the scheduler job whose executor reported the events: only task instances
+        that job queued (``queued_by_job_id``) are changed. ``None`` applies events to any
+        task instance (for tools and tests that play the executor)."""
     now = now or utcnow()
     out = Outcomes()
-    tis = load_tis(session, events)
+    tis = load_tis(session, events, lock=True)
     detach(session, tis.values())
     changed: list[TaskInstance] = []
     logs = LogRows()
@@ -196,6 +210,15 @@ def apply_events(
         if ti is None:
             log.warning("event %s for unknown task instance %s ignored", state, key)
             out.ignored += 1
+            continue
+        if job_id is not None and ti.queued_by_job_id != job_id:
+            extra = (
+                f"the executor of scheduler job {job_id} reports try {key.try_number} "
+                f"{state.value if state else 'none'} ({info.reason}) but the task instance "
+                f"is now queued by job {ti.queued_by_job_id} (try {ti.try_number}, "
+                f"{ti.state or 'none'})"
+            )
+            _ignore(logs, out, ti, key, extra)
             continue
         if state in (S.QUEUED, S.RUNNING):
             if _apply_progress(ti, key, state, info):
@@ -216,9 +239,7 @@ def apply_events(
                     f"executor reports try {key.try_number} {state.value} ({info.reason}) "
                     f"but the database has try {ti.try_number} in state {ti.state or 'none'}"
                 )
-                log.warning("%s: %s; ignored", key, extra)
-                logs.add(ti, "event_ignored", key.try_number, extra)
-                out.ignored += 1
+                _ignore(logs, out, ti, key, extra)
                 continue
             logs.add(ti, "late_success_accepted", key.try_number, info.reason)
         _apply_terminal(logs, ti, key, state, info, now, retry_delay, out)
@@ -226,6 +247,15 @@ def apply_events(
     write_back(session, changed)
     logs.flush(session)
     return out
+
+
+def _ignore(
+    logs: LogRows, out: Outcomes, ti: TaskInstance, key: TaskInstanceKey, extra: str
+) -> None:
+    """An event that contradicts the database: logged, an ``event_ignored`` row, counted."""
+    log.warning("%s: %s; ignored", key, extra)
+    logs.add(ti, "event_ignored", key.try_number, extra)
+    out.ignored += 1
 
 
 def _apply_progress(

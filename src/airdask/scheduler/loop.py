@@ -2,6 +2,7 @@
 
 A pass, in order:
 
+0. write what an earlier pass could not (:mod:`.held`: events, adoptions, callback logs);
 1. start queued DagRuns this job may take (create their task instances);
 2. evaluate trigger rules for not-yet-started task instances of runs where something
    changed (``scheduled``, ``skipped`` or ``upstream_failed``);
@@ -11,17 +12,34 @@ A pass, in order:
    commit, then ``executor.queue_command``;
 4. ``executor.heartbeat()``; persist ``get_event_buffer()`` (see :mod:`.events`);
 5. finish runs whose task instances are all finished; run callbacks;
-6. now and then: heartbeat the Job row, adopt-or-reset orphans, handle stuck-in-queued.
+6. now and then: heartbeat the Job row, adopt-or-reset orphans (and look at every running
+   run again), handle stuck-in-queued.
 
 Every query is on indexed state columns and bounded by the work at hand (runs that changed,
 ready task instances, events), never by the history. One task's problem (its DAG no longer
 loads, its command cannot be built) fails that task with the reason; the loop goes on.
+
+Several schedulers may share one PostgreSQL database: steps 1-3 and 5 work under row locks
+(:mod:`.claims`), events change only the task instances this job queued, and each job adopts
+the orphans of dead ones under locks too (:mod:`.recovery`). On SQLite, one scheduler
+(:mod:`.jobs`).
+
+The database may go away for a moment (a restart, a failover). A transient error
+(:func:`airdask.store.transient.is_transient`) ends the pass, not the scheduler: the loop
+waits (0.1 s, doubling to 5 s) and passes again, for as long as it takes. A pass cut short
+leaves nothing half-done — its transaction is rolled back and the runs it was examining
+stay marked for the next pass — and what the executor already handed over is kept
+(:mod:`.held`). **The executor is not heartbeaten while events taken from its
+``get_event_buffer()`` are not yet written**: an executor may take a heartbeat (and
+``end()``) to mean that everything it handed over before is recorded, and release what it
+kept for it (the DaskExecutor does). After an outage the scheduler declares no other job
+dead for ``scheduler_health_check_threshold`` seconds: the others could not heartbeat
+either.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import socket
 import threading
@@ -31,7 +49,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from types import FrameType
 
-from sqlalchemy import ColumnElement, false, or_, select, update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.orm import Session
 
 from airdask.commands import Command
@@ -40,21 +58,36 @@ from airdask.dag import DAG, BaseTask
 from airdask.dashboard.summary import SummaryPublisher, dask_client_of
 from airdask.executors.base import BaseExecutor
 from airdask.executors.events import EventInfo
-from airdask.scheduler import recovery
-from airdask.scheduler.callbacks import CallbackSink, TaskCallbackRequest
+from airdask.scheduler import jobs, recovery
+from airdask.scheduler.callbacks import CallbackSink, callback_requests, log_rows
+from airdask.scheduler.claims import (
+    RunKey,
+    claim_queued_runs,
+    claim_running_runs,
+    run_scope,
+)
 from airdask.scheduler.dagcache import DagCache
-from airdask.scheduler.events import Outcomes, add_ti_log, apply_events, set_state
+from airdask.scheduler.events import add_ti_log, apply_events, set_state
+from airdask.scheduler.held import Held, merge_events
+from airdask.scheduler.outage import Outage, patiently
 from airdask.scheduler.ready import evaluate_run, queue_ready
 from airdask.scheduler.runs import fail_run, finish_runs, start_run
 from airdask.state import DagRunState, TaskInstanceKey, TaskInstanceState
-from airdask.store.models import DagRun, Job, Log, TaskInstance, utcnow
+from airdask.store.models import DagRun, Job, TaskInstance, utcnow
 from airdask.store.session import Store
+from airdask.store.transient import is_transient
 
 log = logging.getLogger(__name__)
 S = TaskInstanceState
-RunKey = tuple[str, str]
 #: Most task instances handed to the executor in one pass (Airflow's max_tis_per_query).
 MAX_TIS_PER_PASS = 512
+#: Longest :meth:`SchedulerJob.stop` keeps trying to reach the database to record the end.
+STOP_DB_PATIENCE = 30.0
+
+
+class JobDeclaredDead(RuntimeError):
+    """Another scheduler declared this job dead (its heartbeat was too old) and took over
+    its task instances; this scheduler must stop."""
 
 
 @dataclass
@@ -74,7 +107,7 @@ class SchedulerJob:
     """A scheduler: a Job row, an executor inside, and the passes that drive both.
 
     :param run_filter: only these runs (``airdask run``); ``None`` takes every run not owned
-        by another live scheduler.
+        by another live job, beside any other scheduler on the same PostgreSQL database.
     :param dags: DAGs already loaded (by id); others are loaded from the run's ``dag_file``
         or ``[core] dags_folder``.
     """
@@ -101,6 +134,7 @@ class SchedulerJob:
         #: report an unreachable cluster before writing anything).
         self.executor_started = False
         self.dirty: set[RunKey] = set()
+        self.held = Held()
         self._local_pending: set[TaskInstanceKey] = set()
         self._stop = threading.Event()
         self._last_heartbeat = 0.0
@@ -109,6 +143,7 @@ class SchedulerJob:
         sched = "scheduler"
         self.heartbeat_interval = float(config.get(sched, "job_heartbeat_sec"))
         self.health_threshold = float(config.get(sched, "scheduler_health_check_threshold"))
+        self.outage = Outage(threshold=self.health_threshold, stop=self._stop)
         self.orphan_interval = float(config.get(sched, "orphaned_tasks_check_interval"))
         self.queued_timeout = float(config.get(sched, "task_queued_timeout"))
         self.stuck_retries = int(config.get(sched, "num_stuck_in_queued_retries"))
@@ -119,49 +154,71 @@ class SchedulerJob:
 
     # ---- lifecycle ---------------------------------------------------------------------
 
+    @property
+    def kind(self) -> str:
+        """``SchedulerJob`` for an unfiltered scheduler, else ``RunJob`` (see :mod:`.jobs`)."""
+        return jobs.SCHEDULER if self.run_filter is None else jobs.RUN
+
     def register(self) -> int:
         """Create the Job row (before anything else is written for this scheduler)."""
         with self.store.session() as session:
-            job = Job(
-                job_type="SchedulerJob",
-                state="running",
-                hostname=socket.gethostname(),
-                pid=os.getpid(),
-                executor_class=type(self.executor).__name__,
+            self.job_id = jobs.register(
+                session, kind=self.kind, executor_class=type(self.executor).__name__
             )
-            session.add(job)
-            session.flush()
-            self.job_id = job.id
         self.executor.job_id = self.job_id
         self.executor.callback_sink = self.sink
         self._last_heartbeat = time.monotonic()
         return self.job_id
 
     def start(self) -> None:
-        """Register (if not yet), start the executor, and recover what dead jobs left."""
+        """Register (if not yet), claim the job's kind (refused for a second scheduler on
+        SQLite: :class:`~airdask.scheduler.jobs.SchedulerConflict`), start the executor,
+        and recover what dead jobs left."""
         if self.job_id is None:
             self.register()
+        job_id = self.job_id
+        assert job_id is not None
+        with self.store.session() as session:
+            jobs.claim_kind(session, job_id, kind=self.kind, threshold=self.health_threshold)
         if not self.executor_started:
             self.executor.start()
             self.executor_started = True
-        with self.store.session() as session:
-            self.dirty |= set(self._running_runs(session))
-        self._recover(force=True)
+
+        def startup() -> None:
+            with self.store.session() as session:
+                self.dirty |= set(self._running_runs(session))
+            self._recover(force=True)
+            self._heartbeat_job(force=True)
+
+        self.outage.retry_until_stopped(startup)
+        self._back_online()
 
     def stop(self, *, state: str = "success") -> None:
         """``executor.end()`` (waits for running attempts), persist their outcomes, mark the
-        Job row finished."""
+        Job row finished.
+
+        ``end()`` counts as a heartbeat: it is called only once every event already taken
+        from the executor is written. If the database stays out for
+        :data:`STOP_DB_PATIENCE` seconds, the executor is left as it is (its attempts keep
+        running, adoptable) and the Job row is left for another scheduler to declare dead."""
         # Before end(): an embedded cluster (and its dashboard) closes with the executor.
         self._publish_summary(force=True)
+        deadline = time.monotonic() + STOP_DB_PATIENCE
+        if not patiently(self._write_held, deadline=deadline):
+            log.error(
+                "the database stayed unreachable: %d outcomes are not recorded; leaving the "
+                "executor's attempts running for the next scheduler to adopt or reset",
+                len(self.held.events),
+            )
+            return
         try:
             self.executor.end()
         except NotImplementedError:
             log.warning("%s has no end(); attempts it still runs are not awaited", self.executor)
         finally:
-            try:
-                self._process_events()
-            finally:
-                self._finish_job(state)
+            self._take_events()
+            if patiently(self._write_held, deadline=deadline):
+                patiently(lambda: self._finish_job(state), deadline=deadline)
 
     def _finish_job(self, state: str) -> None:
         if self.job_id is None:
@@ -169,7 +226,9 @@ class SchedulerJob:
         with self.store.session() as session:
             job = session.get(Job, self.job_id)
             if job is not None:
-                job.state, job.end_date, job.latest_heartbeat = state, utcnow(), utcnow()
+                if job.state == "running":  # a job declared dead stays failed
+                    job.state = state
+                job.end_date, job.latest_heartbeat = utcnow(), utcnow()
             # Unfinished runs go back to any scheduler (``airdask scheduler`` finishes them).
             session.execute(
                 update(DagRun)
@@ -211,17 +270,27 @@ class SchedulerJob:
         on_pass: Callable[[PassResult], None] | None = None,
         handle_signals: bool = True,
     ) -> None:
-        """Start, pass until ``until()`` holds or a stop is requested, then :meth:`stop`."""
+        """Start, pass until ``until()`` holds or a stop is requested, then :meth:`stop`.
+
+        A transient database error in a pass (or in ``on_pass``/``until``) is waited out
+        (see the module docstring); any other error stops the scheduler."""
         undo = self.install_signal_handlers() if handle_signals else (lambda: None)
         state = "success"
         try:
             self.start()
             while not self._stop.is_set():
-                result = self.run_once()
-                if on_pass is not None:
-                    on_pass(result)
-                if until is not None and until():
-                    break
+                try:
+                    result = self.run_once()
+                    self._back_online()
+                    if on_pass is not None:
+                        on_pass(result)
+                    if until is not None and until():
+                        break
+                except Exception as exc:
+                    if not is_transient(exc):
+                        raise
+                    self._lost_database(exc)
+                    continue
                 if not result.busy:
                     self._stop.wait(self.loop_interval)
         except BaseException:
@@ -233,25 +302,47 @@ class SchedulerJob:
             finally:
                 undo()
 
+    def _lost_database(self, exc: BaseException) -> None:
+        self.outage.wait_out(exc, kept=len(self.held.events))
+        self._last_heartbeat = float("-inf")  # heartbeat at the first pass that gets through
+
+    def _back_online(self) -> None:
+        if self.outage.ongoing:  # the outage ends once this went through too
+            with self.store.session() as session:
+                self.dirty |= recovery.requeue_unsent(session, self.executor, job_id=self.job_id)
+            self.outage.back_online()
+
     # ---- one pass ----------------------------------------------------------------------
 
     def run_once(self) -> PassResult:
         result = PassResult()
+        self._write_held()
+        self._heartbeat_job()  # here and at the end: a slow pass must not look like a death
         self.dag_cache.refresh()
-        with self.store.session() as session:
-            result.started_runs = self._start_queued_runs(session)
-            evaluated = self._take_dirty()
-            result.settled = self._evaluate_dirty(session, evaluated)
-            queued = self._queue_ready(session)
+        evaluated: set[RunKey] = set()
+        try:
+            with self.store.session() as session:
+                result.started_runs = self._start_queued_runs(session)
+                evaluated = self._take_dirty()
+                result.settled = self._evaluate_dirty(session, evaluated)
+                queued = self._queue_ready(session)
+        except BaseException:
+            self.dirty |= evaluated  # examined again at the next pass
+            raise
         for ti, command in queued:
             self.executor.queue_command(ti, command, priority=ti.priority_weight, queue=ti.queue)
         result.queued = len(queued)
         if self.executor.is_local:
             self._local_pending.update(ti.key for ti, _ in queued)
         self.executor.heartbeat()
-        result.events = self._process_events()
-        with self.store.session() as session:
-            result.finished_runs = finish_runs(session, evaluated | self.dirty, self.dags)
+        self._take_events()
+        try:
+            result.events = self._write_events()
+            with self.store.session() as session:
+                result.finished_runs = self._finish_runs(session, evaluated | self.dirty)
+        except BaseException:
+            self.dirty |= evaluated
+            raise
         self._run_callbacks()
         self._heartbeat_job()
         self._recover()
@@ -269,15 +360,13 @@ class SchedulerJob:
         return dirty
 
     def _run_scope(self) -> ColumnElement[bool]:
-        if self.run_filter is not None:
-            return _in_runs(self.run_filter)
-        return DagRun.scheduled_by_job_id.is_(None) | (DagRun.scheduled_by_job_id == self.job_id)
+        return run_scope(self.job_id, self.run_filter)
 
     def _running_runs(self, session: Session) -> list[RunKey]:
         stmt = select(DagRun.dag_id, DagRun.run_id).where(
             DagRun.state == DagRunState.RUNNING.value, self._run_scope()
         )
-        return list(session.execute(stmt))
+        return [(dag_id, run_id) for dag_id, run_id in session.execute(stmt)]
 
     def _dag_of_run(self, session: Session, dag_id: str, run_id: str) -> DAG | None:
         if dag_id in self.dags:
@@ -286,24 +375,25 @@ class SchedulerJob:
         return self.dag_cache.get(dag_id, run.dag_file if run is not None else None)
 
     def _start_queued_runs(self, session: Session) -> int:
-        runs = session.scalars(
-            select(DagRun).where(DagRun.state == DagRunState.QUEUED.value, self._run_scope())
-        ).all()
+        runs = claim_queued_runs(session, self._run_scope())
         for run in runs:
             dag = self.dag_cache.get(run.dag_id, run.dag_file)
             if dag is None:
                 fail_run(session, run, self.dag_cache.errors[run.dag_id])
                 continue
-            count = start_run(session, run, dag, job_id=self.job_id)
+            count = start_run(session, run, dag)
             log.info("started run %s of %s (%d task instances)", run.run_id, run.dag_id, count)
             self.dirty.add((run.dag_id, run.run_id))
         return len(runs)
 
     def _evaluate_dirty(self, session: Session, runs: set[RunKey]) -> int:
-        """Trigger rules for the not-yet-started TIs of changed runs (see :mod:`.ready`)."""
+        """Trigger rules for the not-yet-started TIs of changed runs (see :mod:`.ready`);
+        a run another scheduler is examining is left for the next pass."""
+        claimed, busy = claim_running_runs(session, runs)
+        self.dirty |= busy
         changed = 0
-        for dag_id, run_id in runs:
-            dag = self._dag_of_run(session, dag_id, run_id)
+        for (dag_id, run_id), run in claimed.items():
+            dag = self.dags.get(dag_id) or self.dag_cache.get(dag_id, run.dag_file)
             if dag is None:
                 continue
             count, settled = evaluate_run(session, dag, run_id)
@@ -311,6 +401,11 @@ class SchedulerJob:
             if settled:
                 self.dirty.add((dag_id, run_id))
         return changed
+
+    def _finish_runs(self, session: Session, runs: set[RunKey]) -> dict[RunKey, str]:
+        claimed, busy = claim_running_runs(session, runs)
+        self.dirty |= busy
+        return finish_runs(session, claimed.values(), self.dags)
 
     def _queue_ready(self, session: Session) -> list[tuple[TaskInstance, Command]]:
         """Mark ready TIs QUEUED (next try) within every limit; return (ti, command)."""
@@ -340,7 +435,10 @@ class SchedulerJob:
         self.dirty.add((ti.dag_id, ti.run_id))
         return None
 
-    def _process_events(self) -> int:
+    # ---- events --------------------------------------------------------------------------
+
+    def _take_events(self) -> None:
+        """Move the executor's events into :attr:`held` (they stay there until written)."""
         events = self.executor.get_event_buffer()
         if self._local_pending:
             # Local executors start an attempt when they trigger it and report no running
@@ -352,12 +450,32 @@ class SchedulerJob:
                 events.setdefault(
                     key, (S.RUNNING, EventInfo("started", kind="running", hostname=host))
                 )
+        merge_events(self.held.events, events)
+
+    def _write_held(self) -> None:
+        """Write what earlier passes could not; raises (a transient error) while the
+        database is still out."""
+        if self.held.adoptions:
+            assert self.job_id is not None
+            with self.store.session() as session:
+                self.held.write_adoptions(session, self.job_id)
+            self.held.adoptions = []
+        self._write_events()
+        self._write_logs()
+
+    def _write_events(self) -> int:
+        events = self.held.events
         if not events:
             return 0
         with self.store.session() as session:
-            outcomes = apply_events(session, events, retry_delay=self._retry_delay)
-            self.dirty |= outcomes.runs
-            self._send_callbacks(session, outcomes)
+            outcomes = apply_events(
+                session, events, retry_delay=self._retry_delay, job_id=self.job_id
+            )
+            requests = callback_requests(session, outcomes.finished, self._task_of)
+        self.held.events = {}
+        self.dirty |= outcomes.runs
+        for request in requests:  # once the outcome is recorded, never twice
+            self.executor.send_callback(request)
         return len(events)
 
     def _task_of(self, ti: TaskInstance) -> BaseTask | None:
@@ -371,44 +489,16 @@ class SchedulerJob:
         task = self._task_of(ti)
         return (task.retry_delay or 0.0) if task is not None else 0.0
 
-    def _send_callbacks(self, session: Session, outcomes: Outcomes) -> None:
-        for ti in outcomes.finished:
-            task = self._task_of(ti)
-            if task is None:
-                continue
-            wanted = task.on_success_callback if ti.state == "success" else task.on_failure_callback
-            if wanted is None:
-                continue
-            run = session.get(DagRun, (ti.dag_id, ti.run_id))
-            self.executor.send_callback(
-                TaskCallbackRequest(
-                    ti.dag_id,
-                    ti.task_id,
-                    ti.run_id,
-                    ti.try_number,
-                    ti.state or "",
-                    ti.reason,
-                    run.conf if run is not None else None,
-                )
-            )
-
     def _run_callbacks(self) -> None:
-        if not self.sink.pending:
-            return
-        results = self.sink.run_pending(self.dags.get)
-        with self.store.session() as session:
-            for result in results:
-                r = result.request
-                session.add(
-                    Log(
-                        event="callback_failed" if result.error else "callback",
-                        dag_id=r.dag_id,
-                        task_id=r.task_id,
-                        run_id=r.run_id,
-                        try_number=r.try_number,
-                        extra=f"{r.kind}: {result.error or 'ok'}",
-                    )
-                )
+        if self.sink.pending:
+            self.held.logs.extend(log_rows(self.sink.run_pending(self.dags.get)))
+        self._write_logs()
+
+    def _write_logs(self) -> None:
+        if self.held.logs:
+            with self.store.session() as session:
+                self.held.write_logs(session)
+            self.held.logs = []
 
     # ---- periodic work -----------------------------------------------------------------
 
@@ -418,42 +508,50 @@ class SchedulerJob:
         now = time.monotonic()
         if not force and now - self._last_heartbeat < self.heartbeat_interval:
             return
-        self._last_heartbeat = now
         with self.store.session() as session:
-            job = session.get(Job, self.job_id)
-            if job is not None:
-                job.latest_heartbeat = utcnow()
+            alive = jobs.heartbeat(session, self.job_id)
+        self._last_heartbeat = now
+        if not alive:
+            raise JobDeclaredDead(
+                f"scheduler job {self.job_id} was declared dead by another scheduler (no "
+                f"heartbeat for more than {self.health_threshold:g}s) and its task instances "
+                "were taken over; stopping"
+            )
 
     def _recover(self, *, force: bool = False) -> None:
-        assert self.job_id is not None
+        job_id = self.job_id
+        assert job_id is not None
         now = time.monotonic()
         if force or now - self._last_orphan_check >= self.orphan_interval:
-            self._last_orphan_check = now
-            with self.store.session() as session:
-                report = recovery.adopt_or_reset_orphans(
-                    session,
-                    self.executor,
-                    job_id=self.job_id,
-                    threshold=self.health_threshold,
-                    own_runs_only=self.run_filter,
-                )
-                self.dirty |= report.runs
-                if report.dead_jobs and self.run_filter is None:
+            report: recovery.RecoveryReport | None = None
+            try:
+                with self.store.session() as session:
+                    report = recovery.adopt_or_reset_orphans(
+                        session,
+                        self.executor,
+                        job_id=job_id,
+                        threshold=self.health_threshold,
+                        scope=self._run_scope(),
+                        declare_dead=self.outage.may_declare_dead(),
+                    )
+                    # Every running run is examined again now and then: another scheduler
+                    # may have recorded the last upstream outcome and stopped (or died)
+                    # before it scheduled what follows.
                     self.dirty |= set(self._running_runs(session))
+            except BaseException:
+                if report is not None:  # the executor took them over: record that later
+                    self.held.adoptions.extend(report.adopted_keys)
+                raise
+            self._last_orphan_check = now
+            self.dirty |= report.runs
         if force or now - self._last_stuck_check >= min(self.queued_timeout / 2, 30.0):
-            self._last_stuck_check = now
             with self.store.session() as session:
-                report = recovery.handle_stuck_queued(
+                stuck = recovery.handle_stuck_queued(
                     session,
                     self.executor,
-                    job_id=self.job_id,
+                    job_id=job_id,
                     timeout=self.queued_timeout,
                     max_reschedules=self.stuck_retries,
                 )
-                self.dirty |= report.runs
-
-
-def _in_runs(runs: Sequence[RunKey]) -> ColumnElement[bool]:
-    if not runs:
-        return false()
-    return or_(*[(DagRun.dag_id == d) & (DagRun.run_id == r) for d, r in runs])
+            self._last_stuck_check = now
+            self.dirty |= stuck.runs

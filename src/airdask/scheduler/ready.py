@@ -8,7 +8,7 @@ open slots and the pass's budget.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 
 from sqlalchemy import ColumnElement, func, select
@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from airdask.commands import Command
 from airdask.dag import DAG
+from airdask.scheduler.claims import lock_pools
 from airdask.scheduler.events import set_state, write_back
 from airdask.scheduler.pools import SlotBudget
 from airdask.scheduler.rules import Decision, UpstreamCounts, decision_state, evaluate
@@ -74,9 +75,12 @@ def evaluate_run(session: Session, dag: DAG, run_id: str) -> tuple[int, bool]:
     return changed, settled
 
 
-def open_pool_slots(session: Session) -> dict[str, int]:
-    """Open slots per pool: slots minus the pool_slots of its queued and running TIs."""
-    slots = {name: n for name, n in session.execute(select(Pool.name, Pool.slots))}
+def open_pool_slots(session: Session, slots: Mapping[str, int] | None = None) -> dict[str, int]:
+    """Open slots per pool: slots (read here unless given) minus the pool_slots of its
+    queued and running TIs."""
+    if slots is None:
+        slots = {name: n for name, n in session.execute(select(Pool.name, Pool.slots))}
+    slots = dict(slots)
     used = session.execute(
         select(TaskInstance.pool, func.sum(TaskInstance.pool_slots))
         .where(TaskInstance.state.in_(LIVE_VALUES))
@@ -97,8 +101,14 @@ def queue_ready(
     command_for: CommandFor,
 ) -> list[tuple[TaskInstance, Command]]:
     """Mark up to ``total`` ready TIs of runs in ``scope`` QUEUED with the next try_number,
-    within pool open slots, highest priority first; return them with their commands."""
-    budget = SlotBudget(open_pool_slots(session), total=total)
+    within pool open slots, highest priority first; return them with their commands.
+
+    Several schedulers may do this at once (:mod:`.claims`): the pool rows are locked first,
+    so the open slots counted here stay true until this transaction commits, and each ready
+    TI is locked ``SKIP LOCKED``."""
+    if total <= 0:
+        return []
+    budget = SlotBudget(open_pool_slots(session, lock_pools(session)), total=total)
     if budget.exhausted:
         return []
     now = utcnow()
@@ -118,7 +128,10 @@ def queue_ready(
     if full:
         stmt = stmt.where(TaskInstance.pool.not_in(full))
     queued: list[tuple[TaskInstance, Command]] = []
-    for ti in session.scalars(stmt.limit(budget.total * 4)).all():
+    stmt = stmt.limit(budget.total * 4).with_for_update(
+        of=TaskInstance, skip_locked=True, key_share=True
+    )
+    for ti in session.scalars(stmt).all():
         if budget.exhausted:
             break
         if budget.take(ti.pool, ti.pool_slots) is not None:

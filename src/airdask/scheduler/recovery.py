@@ -1,66 +1,96 @@
 """Recovery, as in Airflow: dead scheduler jobs, orphaned task instances, stuck in queued.
 
 * :func:`adopt_or_reset_orphans` — scheduler jobs whose heartbeat is older than
-  ``[scheduler] scheduler_health_check_threshold`` are marked failed; their runs pass to this
-  scheduler; their QUEUED/RUNNING task instances are offered to
-  ``executor.try_adopt_task_instances`` and the rest are reset (state none) to be scheduled
-  again. A reset is not the task's fault, so it gets one more try (``max_tries + 1``).
+  ``[scheduler] scheduler_health_check_threshold`` are declared dead (:func:`.jobs.mark_dead`)
+  and the runs they owned are released to any scheduler. Their QUEUED/RUNNING task
+  instances are locked (``SKIP LOCKED``: two survivors never take the same one), offered to
+  ``executor.try_adopt_task_instances``, and the ones it returns are reset (state none) to be
+  scheduled again. A reset is not the task's fault, so it gets one more try (``max_tries +
+  1``). If adoption itself fails, nothing is reset: what the executor could not look at may
+  still be running, so those task instances are left as they are for the next check.
 * :func:`handle_stuck_queued` — task instances QUEUED by this job for longer than
-  ``[scheduler] task_queued_timeout`` are revoked in the executor
-  (``cleanup_stuck_queued_tasks``, else ``revoke_task``) and scheduled again, up to
-  ``num_stuck_in_queued_retries`` times; then they fail with a reason saying so.
+  ``[scheduler] task_queued_timeout`` are withdrawn from the executor
+  (``cleanup_stuck_queued_tasks``, else ``revoke_task`` one by one) and scheduled again, up
+  to ``num_stuck_in_queued_retries`` times; then they fail with a reason saying so. A task
+  instance whose withdrawal failed is left QUEUED (its attempt may still start) with a Log
+  row saying why, and tried again at the next check. An executor that supports neither
+  method cannot withdraw anything: its task instances are rescheduled, as in Airflow.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.orm import Session
 
 from airdask.executors.base import BaseExecutor, NotSupportedError
+from airdask.scheduler.claims import run_scope
 from airdask.scheduler.events import add_ti_log, set_state
-from airdask.state import LIVE_VALUES, DagRunState, TaskInstanceState
+from airdask.scheduler.jobs import mark_dead
+from airdask.state import LIVE_VALUES, DagRunState, TaskInstanceKey, TaskInstanceState
 from airdask.store.models import DagRun, Job, Log, TaskInstance, utcnow
 
 log = logging.getLogger(__name__)
 S = TaskInstanceState
+_OPEN_RUNS = (DagRunState.QUEUED.value, DagRunState.RUNNING.value)
 
 
 @dataclass
 class RecoveryReport:
     dead_jobs: list[int] = field(default_factory=list)
     adopted: list[str] = field(default_factory=list)
+    #: The attempts adopted, with the job each was adopted from.
+    adopted_keys: list[tuple[TaskInstanceKey, int | None]] = field(default_factory=list)
     reset: list[str] = field(default_factory=list)
+    #: Left as they were: adoption failed, or a stuck attempt could not be withdrawn.
+    deferred: list[str] = field(default_factory=list)
     rescheduled: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     runs: set[tuple[str, str]] = field(default_factory=set)
 
 
-def mark_dead_jobs(session: Session, *, job_id: int, threshold: float, now: datetime) -> list[int]:
-    """Mark running scheduler jobs without a heartbeat for ``threshold`` seconds failed."""
-    limit = now - timedelta(seconds=threshold)
-    dead = list(
-        session.scalars(
-            select(Job).where(
-                Job.state == "running", Job.latest_heartbeat < limit, Job.id != job_id
-            )
+def release_runs_of_dead_jobs(session: Session) -> int:
+    """Runs owned by a job that is no longer running go back to any scheduler."""
+    alive = select(Job.id).where(Job.state == "running")
+    result = session.execute(
+        update(DagRun)
+        .where(
+            DagRun.state.in_(_OPEN_RUNS),
+            DagRun.scheduled_by_job_id.is_not(None),
+            DagRun.scheduled_by_job_id.not_in(alive),
         )
+        .values(scheduled_by_job_id=None)
+        .execution_options(synchronize_session=False)
     )
-    for job in dead:
-        job.state, job.end_date = "failed", now
-        session.add(
-            Log(
-                event="job_dead",
-                extra=f"scheduler job {job.id} (pid {job.pid} on "
-                f"{job.hostname}): no heartbeat since {job.latest_heartbeat.isoformat()}",
-            )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def lock_orphans(session: Session, scope: ColumnElement[bool]) -> list[TaskInstance]:
+    """Live task instances of running runs in ``scope`` whose job is not running, locked for
+    this transaction; those another scheduler is recovering are skipped."""
+    alive = select(Job.id).where(Job.state == "running")
+    stmt = (
+        select(TaskInstance)
+        .join(
+            DagRun,
+            (DagRun.dag_id == TaskInstance.dag_id) & (DagRun.run_id == TaskInstance.run_id),
         )
-    return [job.id for job in dead]
+        .where(
+            TaskInstance.state.in_(LIVE_VALUES),
+            or_(
+                TaskInstance.queued_by_job_id.is_(None),
+                TaskInstance.queued_by_job_id.not_in(alive),
+            ),
+            DagRun.state == DagRunState.RUNNING.value,
+            scope,
+        )
+        .order_by(TaskInstance.dag_id, TaskInstance.run_id, TaskInstance.task_id)
+        .with_for_update(of=TaskInstance, skip_locked=True, key_share=True)
+    )
+    return list(session.scalars(stmt))
 
 
 def adopt_or_reset_orphans(
@@ -69,55 +99,50 @@ def adopt_or_reset_orphans(
     *,
     job_id: int,
     threshold: float,
-    own_runs_only: Sequence[tuple[str, str]] | None = None,
+    scope: ColumnElement[bool] | None = None,
+    declare_dead: bool = True,
     now: datetime | None = None,
 ) -> RecoveryReport:
-    """See the module docstring. With ``own_runs_only`` (``airdask run``), only task
-    instances of those runs are considered and no other run is taken over."""
+    """See the module docstring. ``scope`` limits the runs whose orphans this job takes
+    (:func:`.claims.run_scope`; default: an unfiltered scheduler's); ``declare_dead=False``
+    skips declaring jobs dead (right after this scheduler lost the database itself: the
+    others could not heartbeat either)."""
     now = now or utcnow()
+    if scope is None:
+        scope = run_scope(job_id, None)
     report = RecoveryReport()
-    report.dead_jobs = mark_dead_jobs(session, job_id=job_id, threshold=threshold, now=now)
-    if own_runs_only is None and report.dead_jobs:
-        session.execute(
-            update(DagRun)
-            .where(
-                DagRun.scheduled_by_job_id.in_(report.dead_jobs),
-                DagRun.state.in_([DagRunState.QUEUED.value, DagRunState.RUNNING.value]),
+    if declare_dead:
+        dead = mark_dead(session, job_id=job_id, threshold=threshold, now=now)
+        report.dead_jobs = [job.id for job in dead]
+        for job in dead:
+            log.warning(
+                "scheduler job %d (pid %s on %s) declared dead: no heartbeat for %.1fs",
+                job.id,
+                job.pid,
+                job.hostname,
+                (now - job.latest_heartbeat).total_seconds(),
             )
-            .values(scheduled_by_job_id=job_id)
-        )
-    alive = select(Job.id).where(Job.state == "running")
-    stmt = select(TaskInstance).where(
-        TaskInstance.state.in_(LIVE_VALUES),
-        TaskInstance.queued_by_job_id.is_(None) | TaskInstance.queued_by_job_id.not_in(alive),
-    )
-    orphans = list(session.scalars(stmt))
-    if own_runs_only is not None:
-        mine = set(own_runs_only)
-        orphans = [ti for ti in orphans if (ti.dag_id, ti.run_id) in mine]
-    else:
-        owned = set(
-            session.execute(
-                select(DagRun.dag_id, DagRun.run_id).where(
-                    DagRun.state == DagRunState.RUNNING.value,
-                    DagRun.scheduled_by_job_id.is_(None) | (DagRun.scheduled_by_job_id == job_id),
-                )
-            ).all()
-        )
-        orphans = [ti for ti in orphans if (ti.dag_id, ti.run_id) in owned]
+    release_runs_of_dead_jobs(session)
+    orphans = lock_orphans(session, scope)
     if not orphans:
         return report
     try:
         not_adopted = list(executor.try_adopt_task_instances(orphans))
-    except Exception as exc:  # a failing adoption means: reset them all
-        log.error("try_adopt_task_instances failed: %s; resetting all orphans", exc)
-        not_adopted = list(orphans)
+    except Exception as exc:  # what it could not look at may still run: touch nothing
+        why = f"try_adopt_task_instances failed: {type(exc).__name__}: {exc}"
+        log.error("%s; %d orphaned task instances left for the next check", why, len(orphans))
+        session.add(Log(event="adopt_failed", extra=f"{why}; {len(orphans)} left as they were"))
+        report.deferred = [str(ti.key) for ti in orphans]
+        return report
+    # No database I/O from here on: if the commit fails, the caller still gets the report
+    # and knows what the executor took over (see :class:`.held.Held`).
     left = {id(ti) for ti in not_adopted}
     for ti in orphans:
         if id(ti) not in left:
             old = ti.queued_by_job_id
             ti.queued_by_job_id = job_id
             report.adopted.append(str(ti.key))
+            report.adopted_keys.append((ti.key, old))
             add_ti_log(session, ti, "adopted", f"from scheduler job {old} by job {job_id}")
             continue
         add_ti_log(
@@ -130,10 +155,9 @@ def adopt_or_reset_orphans(
         ti.reason = f"reset: its scheduler job {ti.queued_by_job_id} died while it was live"
         report.reset.append(str(ti.key))
         report.runs.add((ti.dag_id, ti.run_id))
-    if report.adopted or report.reset:
-        log.warning(
-            "orphaned task instances: %d adopted, %d reset", len(report.adopted), len(report.reset)
-        )
+    log.warning(
+        "orphaned task instances: %d adopted, %d reset", len(report.adopted), len(report.reset)
+    )
     return report
 
 
@@ -146,33 +170,34 @@ def handle_stuck_queued(
     max_reschedules: int,
     now: datetime | None = None,
 ) -> RecoveryReport:
-    """Revoke and reschedule (or finally fail) TIs stuck in QUEUED; see the module docs."""
+    """Withdraw and reschedule (or finally fail) TIs stuck in QUEUED; see the module docs."""
     now = now or utcnow()
     report = RecoveryReport()
     limit = now - timedelta(seconds=timeout)
     stuck = list(
         session.scalars(
-            select(TaskInstance).where(
+            select(TaskInstance)
+            .where(
                 TaskInstance.state == S.QUEUED.value,
                 TaskInstance.queued_by_job_id == job_id,
                 TaskInstance.queued_dttm < limit,
             )
+            # Skipped if another scheduler is adopting them (it declared this one dead).
+            .with_for_update(skip_locked=True, key_share=True)
         )
     )
     if not stuck:
         return report
-    try:
-        for line in executor.cleanup_stuck_queued_tasks(stuck):
-            log.info("%s", line)
-    except NotSupportedError:
-        for ti in stuck:
-            with contextlib.suppress(NotSupportedError):
-                executor.revoke_task(ti=ti)
-    except Exception as exc:  # the executor's problem must not stop the loop
-        log.error("cleanup_stuck_queued_tasks failed: %s", exc)
+    what = f"stuck in queued for more than {timeout:g}s"
+    kept = withdraw(executor, stuck)
     for ti in stuck:
+        problem = kept.get(id(ti))
+        if problem is not None:
+            extra = f"{what}; not rescheduled: {problem}; trying again at the next check"
+            add_ti_log(session, ti, "stuck_in_queued_kept", extra)
+            report.deferred.append(str(ti.key))
+            continue
         ti.stuck_in_queued_count += 1
-        what = f"stuck in queued for more than {timeout:g}s"
         report.runs.add((ti.dag_id, ti.run_id))
         if ti.stuck_in_queued_count > max_reschedules:
             set_state(ti, S.FAILED)
@@ -188,4 +213,68 @@ def handle_stuck_queued(
             ti.reason = f"{what}: revoked and rescheduled ({ti.stuck_in_queued_count})"
             report.rescheduled.append(str(ti.key))
             add_ti_log(session, ti, "stuck_in_queued_rescheduled", ti.reason)
+    if report.deferred:
+        log.warning("%d stuck task instances could not be withdrawn", len(report.deferred))
     return report
+
+
+def withdraw(executor: BaseExecutor, tis: list[TaskInstance]) -> dict[int, str]:
+    """Withdraw ``tis`` from the executor; return ``{id(ti): why}`` for those that may still
+    run (empty when all were withdrawn, or the executor cannot withdraw anything).
+
+    ``cleanup_stuck_queued_tasks`` returning means all were withdrawn. If it raises, each is
+    tried with ``revoke_task`` (withdrawing twice is harmless), so one bad attempt does not
+    keep the others queued."""
+    cleanup_error: str | None = None
+    try:
+        for line in executor.cleanup_stuck_queued_tasks(tis):
+            log.info("%s", line)
+        return {}
+    except NotSupportedError:
+        pass
+    except Exception as exc:  # the executor's problem must not stop the loop
+        cleanup_error = f"cleanup_stuck_queued_tasks failed ({type(exc).__name__}: {exc})"
+        log.error("%s; revoking one at a time", cleanup_error)
+    kept: dict[int, str] = {}
+    for ti in tis:
+        problem = _revoke(executor, ti, cleanup_error)
+        if problem is not None:
+            kept[id(ti)] = problem
+    return kept
+
+
+def _revoke(executor: BaseExecutor, ti: TaskInstance, cleanup_error: str | None) -> str | None:
+    try:
+        executor.revoke_task(ti=ti)
+    except NotSupportedError:
+        # Neither method exists: nothing can be withdrawn, so nothing is waited for. After a
+        # failed cleanup, though, the attempt is in an unknown state: keep it queued.
+        return cleanup_error
+    except Exception as exc:
+        return f"revoking it failed ({type(exc).__name__}: {exc})"
+    return None
+
+
+def requeue_unsent(
+    session: Session, executor: BaseExecutor, *, job_id: int | None
+) -> set[tuple[str, str]]:
+    """After a database outage: a task instance this job marked QUEUED that its executor
+    does not have was never handed over (the commit went through, its answer was lost), so
+    it is scheduled again with the same try. Returns the runs touched."""
+    runs: set[tuple[str, str]] = set()
+    queued = session.scalars(
+        select(TaskInstance)
+        .where(TaskInstance.state == S.QUEUED.value, TaskInstance.queued_by_job_id == job_id)
+        .with_for_update(skip_locked=True, key_share=True)
+    ).all()
+    for ti in queued:
+        if executor.has_task(ti):
+            continue
+        reason = "queued, but never handed to the executor (database outage)"
+        add_ti_log(session, ti, "requeued_unsent", reason)
+        set_state(ti, S.SCHEDULED)
+        ti.try_number -= 1  # this try never started
+        ti.queued_dttm = None
+        ti.reason = f"{reason}: scheduled again"
+        runs.add((ti.dag_id, ti.run_id))
+    return runs

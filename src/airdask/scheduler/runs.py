@@ -16,6 +16,7 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from airdask.dag import DAG
+from airdask.scheduler.events import set_state
 from airdask.state import UNFINISHED_STATES, DagRunState, TaskInstanceState
 from airdask.store.models import DagRun, Log, Pool, TaskInstance, utcnow
 
@@ -100,8 +101,12 @@ def create_run(
     return run
 
 
-def start_run(session: Session, run: DagRun, dag: DAG, *, job_id: int | None) -> int:
-    """Create the run's task instances (no state yet) and mark it running."""
+def start_run(session: Session, run: DagRun, dag: DAG) -> int:
+    """Create the run's task instances (no state yet) and mark it running.
+
+    The caller holds the run's lock (:func:`.claims.claim_queued_runs`); the run's owner is
+    left as it is (``airdask run`` owns its runs; a run of ``airdask scheduler`` has none,
+    so every scheduler works on it)."""
     weights = dag.priority_weights()
     rows = [
         {
@@ -126,21 +131,31 @@ def start_run(session: Session, run: DagRun, dag: DAG, *, job_id: int | None) ->
         session.execute(insert(TaskInstance), rows)
     run.state = DagRunState.RUNNING.value
     run.start_date = utcnow()
-    run.scheduled_by_job_id = job_id
     return len(rows)
 
 
+#: What :func:`fail_run` does to the task instances that have not finished and are not
+#: live: the ones that never ran are skipped (as Airflow's "mark run failed" does), one
+#: waiting for its retry fails (its try failed and there will be no other).
+_ENDED_BY_FAILED_RUN = {None: S.SKIPPED, S.SCHEDULED: S.SKIPPED, S.UP_FOR_RETRY: S.FAILED}
+
+
 def fail_run(session: Session, run: DagRun, reason: str) -> None:
-    """End a run that cannot be scheduled (its DAG no longer loads) with ``reason``."""
+    """End a run that cannot be scheduled (its DAG no longer loads) with ``reason``.
+
+    Its waiting task instances change state through the transition table (see
+    :data:`_ENDED_BY_FAILED_RUN`); live ones are left to finish and be recorded."""
     now = utcnow()
+    waiting = [s.value for s in _ENDED_BY_FAILED_RUN if s is not None]
     for ti in session.scalars(
         select(TaskInstance).where(
             TaskInstance.dag_id == run.dag_id,
             TaskInstance.run_id == run.run_id,
-            TaskInstance.state.is_(None) | TaskInstance.state.in_([S.SCHEDULED, S.UP_FOR_RETRY]),
+            TaskInstance.state.is_(None) | TaskInstance.state.in_(waiting),
         )
     ):
-        ti.state, ti.end_date, ti.reason = S.FAILED.value, now, reason
+        set_state(ti, _ENDED_BY_FAILED_RUN[ti.ti_state])
+        ti.end_date, ti.reason = now, reason
     run.state, run.end_date = DagRunState.FAILED.value, now
     session.add(Log(event="run_failed", dag_id=run.dag_id, run_id=run.run_id, extra=reason))
 
@@ -149,17 +164,16 @@ _UNFINISHED = [s.value for s in UNFINISHED_STATES if s is not None]
 
 
 def finish_runs(
-    session: Session, runs: Iterable[tuple[str, str]], dags: Mapping[str, DAG]
+    session: Session, runs: Iterable[DagRun], dags: Mapping[str, DAG]
 ) -> dict[tuple[str, str], str]:
-    """Finish each running run whose task instances are all finished; return new states.
+    """Finish each of ``runs`` (running, locked by the caller: :func:`.claims.claim_running_runs`)
+    whose task instances are all finished; return the new states.
 
     As in Airflow, a run fails when one of its leaves failed or is upstream_failed, and
     succeeds otherwise (skipped leaves included)."""
     finished: dict[tuple[str, str], str] = {}
-    for dag_id, run_id in runs:
-        run = session.get(DagRun, (dag_id, run_id))
-        if run is None or run.state != DagRunState.RUNNING.value:
-            continue
+    for run in runs:
+        dag_id, run_id = run.dag_id, run.run_id
         in_run = (TaskInstance.dag_id == dag_id) & (TaskInstance.run_id == run_id)
         unfinished = session.scalar(
             select(func.count())

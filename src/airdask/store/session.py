@@ -23,6 +23,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+#: Seconds a PostgreSQL connection attempt may take (unless the URL says otherwise).
+PG_CONNECT_TIMEOUT = 10
+
+
 def make_engine(url: str) -> Engine:
     """An engine for ``url``; the folder of a SQLite file is created if needed."""
     parsed = make_url(url)
@@ -32,7 +36,11 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    connect_args: dict[str, Any] = {}
+    if parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
+        # An unreachable server must fail a try (which the scheduler repeats), not hang it.
+        connect_args["connect_timeout"] = PG_CONNECT_TIMEOUT
+    return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
 
 
 def engine_from_config(config: Config) -> Engine:
