@@ -11,9 +11,9 @@ writer):
 * ``queued``/``running`` events update a live attempt (same try, still queued/running).
 * A terminal event for the attempt the database considers live sets ``success``, or
   ``up_for_retry`` (with ``next_try_at``) while tries remain, else ``failed``.
-* An outcome-unknown event (``EventInfo.kind == "connection_lost"``: the Dask scheduler was
-  lost) is handled as a failure of that try: retried per the task's ``retries``, and the
-  reason says the outcome is unknown.
+* An outcome-unknown event (``EventInfo.kind == "connection_lost"``: the attempt was lost
+  with its Dask scheduler) is not the task's fault: it is tried again at once without being
+  charged a try (``max_tries + 1``), and the reason says the outcome is unknown.
 * An event that contradicts the database is not applied; it is logged with both sides as a
   ``event_ignored`` Log row. That covers an older try (the TI moved on), and a TI already
   finished or reset by recovery. One exception: a *success* of the same try for a TI that
@@ -289,9 +289,16 @@ def _apply_terminal(
     if info.external_executor_id:
         ti.external_executor_id = info.external_executor_id
     reason = info.reason
-    if info.outcome_unknown:
-        reason = f"outcome unknown (treated as a failed try): {reason}"
-    if state == S.SUCCESS:
+    if info.outcome_unknown and state != S.SUCCESS:
+        # Lost with its Dask scheduler (or its broker): not the task's fault, so it is
+        # tried again at once without being charged a try (ADR 0004).
+        set_state(ti, S.UP_FOR_RETRY)
+        ti.max_tries += 1
+        ti.next_try_at = now
+        reason = f"outcome unknown, retried without charging a try: {reason}"
+        ti.reason = f"{reason} (try {key.try_number})"
+        out.retrying.append(ti)
+    elif state == S.SUCCESS:
         set_state(ti, S.SUCCESS)
         # After retries, keep why the earlier try failed: the table shows what happened.
         earlier = ti.reason if key.try_number > 1 else None
