@@ -19,6 +19,7 @@ from airdask import PythonCommand
 from airdask.commands import dask_key
 from airdask.config import Config
 from airdask.executors.dask import DaskExecutor
+from airdask.executors.dask.adoption import KeeperError
 from airdask.state import TaskInstanceState
 from dask_support import external_cluster, local_cluster
 from executor_support import drain, make_ti
@@ -180,6 +181,9 @@ def test_a_restarted_dask_scheduler_costs_no_try_and_leaves_no_command(
         ex.queue_command(during, ["true"])
         ex.heartbeat()
         assert ex.slots_available == 0 and ex.has_task(during)  # held, not failed
+        with pytest.raises(KeeperError, match="unreachable"):  # it may still run, for all
+            ex.revoke_task(ti=tis[0])  # the executor knows: the scheduler keeps it queued
+        assert ex.has_task(tis[0])
         assert {k for k, (s, _) in ex.get_event_buffer().items() if s is not S.QUEUED} == set()
         cl.restart_scheduler()
         cl.start_worker(nthreads=2)  # a dask worker ends with its scheduler: a new one
@@ -203,6 +207,7 @@ ADOPT_SCRIPT = textwrap.dedent(
     from airdask import PythonCommand
     from airdask.config import load_config
     from airdask.executors.dask import DaskExecutor
+from airdask.executors.dask.adoption import KeeperError
     from executor_support import make_ti
 
     address, ledger, out, n = sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])

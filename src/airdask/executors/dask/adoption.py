@@ -49,13 +49,15 @@ def lookup(client: Any, names: list[str]) -> dict[str, Any]:
 
 def withdraw(client: Any, names: list[str], reason: str) -> None:
     """Make Dask forget the attempts ``names``: waiting ones never run, running ones have
-    their process groups killed by the worker plugin, and no outcome is reported."""
+    their process groups killed by the worker plugin, and no outcome is reported.
+    :class:`KeeperError` when that cannot be made sure."""
     if not names:
         return
     try:
         client.sync(client.scheduler.airdask_cancel, keys=names, reason=reason)
     except Exception as exc:
-        log.warning("could not withdraw %d attempt(s): %s", len(names), exc)
+        raise KeeperError(f"could not withdraw {len(names)} attempt(s): "
+                          f"{type(exc).__name__}: {exc}") from exc  # fmt: skip
 
 
 def acknowledge(client: Any, names: list[str]) -> None:

@@ -474,7 +474,10 @@ class DaskExecutor(BaseExecutor):
             return
         names = self._track.names()
         if self._connected():
-            withdraw(self.client, names, f"{OUR_CANCEL_PREFIX} terminated")
+            try:
+                withdraw(self.client, names, f"{OUR_CANCEL_PREFIX} terminated")
+            except KeeperError as exc:  # stopping goes on: report them all the same
+                log.error("%s; they may still run", exc)
         for name in names:
             key = self._track.forget(name)
             if key is not None:
@@ -500,18 +503,23 @@ class DaskExecutor(BaseExecutor):
     # ---- optional methods --------------------------------------------------------------
 
     def revoke_task(self, *, ti: TaskInstance) -> None:
-        """Cancel the attempt if it waits, kill it if it runs; no event follows."""
+        """Cancel the attempt if it waits, kill it if it runs; no event follows.
+
+        :raises KeeperError: the Dask scheduler cannot be reached (or refused), so the
+            attempt may still run; it stays tracked, and a later revoke tries again."""
         key = ti.key
         self.queued_tasks.pop(key, None)
         name = dask_key(key)
         if self._conn is None or self._track.ti_key(name) is None:
             return
-        if self._connected():
-            withdraw(self.client, [name], f"{OUR_CANCEL_PREFIX} revoked")
+        if not self._connected():
+            raise KeeperError(f"cannot withdraw {key}: the Dask scheduler is unreachable")
+        withdraw(self.client, [name], f"{OUR_CANCEL_PREFIX} revoked")
         self._track.forget(name)
         self.running.discard(key)
 
     def cleanup_stuck_queued_tasks(self, tis: list[TaskInstance]) -> list[str]:
+        """Revoke each (see :meth:`revoke_task`); raises if any could not be withdrawn."""
         lines = []
         for ti in tis:
             self.revoke_task(ti=ti)
