@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from airdask.config import Config
 from airdask.dag import DAG
 from airdask.executors import BaseExecutor, load_executor
 from airdask.scheduler.loop import SchedulerJob
-from airdask.scheduler.runs import create_run
+from airdask.scheduler.single_run import drive_run
 from airdask.store import DagRun, Log, Store, TaskInstance, init_db
 
 AIRDASK = [sys.executable, "-m", "airdask.cli"]
@@ -43,19 +42,10 @@ def run_dag(
     if isinstance(executor, str):
         executor = load_executor(executor, config=config, **executor_kwargs)
     job = SchedulerJob(store=store, executor=executor, config=config, dags={dag.dag_id: dag})
-    job.register()
-    with store.session() as session:
-        run_id = create_run(session, dag, conf=conf, scheduled_by_job_id=job.job_id).run_id
-    job.run_filter = [(dag.dag_id, run_id)]
-    deadline = time.monotonic() + timeout
-
-    def done() -> bool:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"run {run_id} did not finish within {timeout}s")
-        return run_state(store, dag.dag_id, run_id) in ("success", "failed")
-
-    job.run(until=done, handle_signals=False)
-    return run_state(store, dag.dag_id, run_id) or "", tis_of(store, dag.dag_id, run_id)
+    outcome = drive_run(job, dag, conf=conf, timeout=timeout, handle_signals=False)
+    if outcome.timed_out:
+        raise AssertionError(f"run {outcome.run_id} did not finish within {timeout}s")
+    return outcome.state or "", tis_of(store, dag.dag_id, outcome.run_id)
 
 
 def run_state(store: Store, dag_id: str, run_id: str) -> str | None:

@@ -9,7 +9,6 @@ until the run finishes (in this process, with the executor inside it) and return
 from __future__ import annotations
 
 import html
-import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -21,12 +20,10 @@ from airdask.dag import DAG
 from airdask.display import dag_run_html, table_html
 from airdask.executors import BaseExecutor, load_executor
 from airdask.logs import read_log
-from airdask.scheduler.loop import PassResult, SchedulerJob
-from airdask.scheduler.runs import create_run
+from airdask.scheduler.loop import SchedulerJob
+from airdask.scheduler.single_run import drive_run
 from airdask.state import DagRunState, TaskInstanceKey
 from airdask.store import DagRun, Pool, Store, TaskInstance, init_db
-
-FINISHED_RUN = (DagRunState.SUCCESS.value, DagRunState.FAILED.value)
 
 
 @dataclass(frozen=True)
@@ -201,40 +198,15 @@ def run_dag(
     try:
         init_db(store, default_pool_slots=int(config.get("core", "default_pool_slots")))
         job = SchedulerJob(store=store, executor=executor, config=config, dags={dag.dag_id: dag})
-        job.register()
-        with store.session() as session:
-            run_id = create_run(session, dag, conf=conf, scheduled_by_job_id=job.job_id).run_id
-        job.run_filter = [(dag.dag_id, run_id)]
-        seen: dict[str, Any] = {"link": None, "timed_out": False}
-        started = time.monotonic()
-        deadline = None if timeout is None else started + timeout
-
-        def on_pass(result: PassResult) -> None:
-            # The link is gone once end() closed the connection: remember it while running.
-            seen["link"] = seen["link"] or getattr(executor, "dashboard_link", None)
-
-        def finished() -> bool:
-            with store.session() as session:
-                state = session.scalar(
-                    select(DagRun.state).where(DagRun.dag_id == dag.dag_id, DagRun.run_id == run_id)
-                )
-            if state in FINISHED_RUN:
-                return True
-            if deadline is not None and time.monotonic() > deadline:
-                seen["timed_out"] = True
-                executor.terminate()
-                return True
-            return False
-
-        job.run(until=finished, on_pass=on_pass)
+        outcome = drive_run(job, dag, conf=conf, timeout=timeout)
         return DagRunResult.load(
             store,
             dag.dag_id,
-            run_id,
+            outcome.run_id,
             executor=type(executor).__name__,
-            dashboard_link=seen["link"],
-            elapsed=time.monotonic() - started,
-            timed_out=seen["timed_out"],
+            dashboard_link=outcome.dashboard_link,
+            elapsed=outcome.elapsed,
+            timed_out=outcome.timed_out,
             base_log_folder=str(config.get("logging", "base_log_folder")),
         )
     finally:
