@@ -1,6 +1,6 @@
 """The configuration reference as a Markdown table, generated from :data:`OPTIONS`.
 
-``python -m airdask.config_doc`` prints it; the README embeds it between markers and a test
+``python -m airdask.config_doc`` prints it; docs/configuration.md embeds it between markers and a test
 checks that the two agree, so the documented defaults cannot drift from the code.
 """
 
