@@ -92,6 +92,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     _check([sys.executable, "-m", "venv", "--without-pip", str(venv)])
     pins.write_text(_pins())
     into = ["--python", str(venv / "bin" / "python")]
+    # --no-compile: modules compile when first imported, not every file of every dependency.
     options = ["--quiet", "--no-compile", "--constraint", str(pins)]
     _check([sys.executable, "-m", "pip", *into, "install", *options, str(wheel)])
     (root / "home").mkdir()
