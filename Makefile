@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck pytest bench clean
+.PHONY: demo test lint typecheck pytest bench docs docs-serve clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,5 +38,12 @@ test: lint typecheck pytest
 bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/executor_throughput.py
 
+# The reference site (mkdocs.yml, docs/) into site/; tests/test_docs.py builds it too.
+docs: $(VENV)/.installed-dev
+	$(BIN)/mkdocs build --strict
+
+docs-serve: $(VENV)/.installed-dev
+	$(BIN)/mkdocs serve
+
 clean:
-	rm -rf $(VENV) .airdask-demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .airdask-demo .pytest_cache .mypy_cache .ruff_cache site

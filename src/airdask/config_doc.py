@@ -1,7 +1,7 @@
 """The configuration reference as a Markdown table, generated from :data:`OPTIONS`.
 
-``python -m airdask.config_doc`` prints it; the README embeds it between markers and a test
-checks that the two agree, so the documented defaults cannot drift from the code.
+``python -m airdask.config_doc`` prints it; docs/configuration.md embeds it between markers
+and a test checks that the two agree, so the documented defaults cannot drift from the code.
 """
 
 from __future__ import annotations

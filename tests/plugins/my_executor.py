@@ -1,5 +1,5 @@
 """A user's own executor, loaded in tests through ``[core] executor = my_executor.InlineExecutor``
-(the README shows the same class)."""
+(docs/executors.md shows the same class)."""
 
 from __future__ import annotations
 
