@@ -75,6 +75,8 @@ def test_revoke_kills_a_running_task_and_reports_nothing(config: Config, tmp_pat
     ti = make_ti("long")
     ex.queue_command(ti, spawn_tree_script(pids))
     ex.heartbeat()
+    state, info = ex.get_event_buffer()[ti.key]  # a local executor reports its own start
+    assert state is S.RUNNING and info.kind == "running" and info.hostname
     wait_for(pids_file_complete(pids, 2), timeout=60, what="start")
     ex.revoke_task(ti=ti)
     assert not ex.has_task(ti)

@@ -24,6 +24,7 @@ from airdask.scheduler.loop import SchedulerJob
 from airdask.scheduler.single_run import drive_run
 from airdask.state import DagRunState, TaskInstanceKey
 from airdask.store import DagRun, Pool, Store, TaskInstance, init_db
+from airdask.store.queries import pool_resources
 
 
 @dataclass(frozen=True)
@@ -192,11 +193,13 @@ def run_dag(
     left to ``airdask scheduler``.
     """
     config = config if config is not None else load_config()
-    if executor is None or isinstance(executor, str):
-        executor = load_executor(executor, config=config)
     store = Store.from_config(config)
     try:
         init_db(store, default_pool_slots=int(config.get("core", "default_pool_slots")))
+        if executor is None or isinstance(executor, str):
+            with store.session() as session:
+                resources = pool_resources(session)
+            executor = load_executor(executor, config=config, worker_resources=resources)
         job = SchedulerJob(store=store, executor=executor, config=config, dags={dag.dag_id: dag})
         outcome = drive_run(job, dag, conf=conf, timeout=timeout)
         return DagRunResult.load(

@@ -22,6 +22,7 @@ from airdask.masking import redact
 from airdask.scheduler.jobs import live_schedulers, sqlite_refusal
 from airdask.scheduler.runs import RunError, check_dag_pools, parse_conf, pool_slots
 from airdask.store import Store, TaskInstance, init_db
+from airdask.store.queries import pool_resources_of
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +143,9 @@ def build_executor(config: Config, name: str | None, cluster: str | None) -> Bas
         name = name or "DaskExecutor"
         kwargs["cluster_address"] = cluster
     try:
-        executor = load_executor(name, config=config, **kwargs)
+        executor = load_executor(
+            name, config=config, worker_resources=pool_resources_of(config), **kwargs
+        )
     except ExecutorLoadError as exc:
         raise CliError(str(exc)) from None
     except Exception as exc:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import click
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from airdask.cli.common import CliError, Group, cli_context
 from airdask.cli.sched_common import ready_store, ti_table
+from airdask.config import Config
 from airdask.logs import log_path, read_log
 from airdask.store import DagRun, TaskInstance
 
@@ -32,10 +34,7 @@ def tasks_states(dag_id: str, run_id: str) -> None:
         )
 
 
-def _no_run(session: object, dag_id: str, run_id: str) -> str:
-    from sqlalchemy.orm import Session
-
-    assert isinstance(session, Session)
+def _no_run(session: Session, dag_id: str, run_id: str) -> str:
     runs = session.scalars(
         select(DagRun.run_id).where(DagRun.dag_id == dag_id).order_by(DagRun.queued_at.desc())
     ).all()
@@ -77,13 +76,11 @@ def tasks_logs(dag_id: str, task_id: str, run_id: str, try_number: int | None) -
         click.echo(line)
 
 
-def _live_log(config: object, ti: TaskInstance, number: int) -> tuple[list[str], list[str]] | None:
+def _live_log(config: Config, ti: TaskInstance, number: int) -> tuple[list[str], list[str]] | None:
     """``executor.get_task_log`` of the configured executor, when it can reach the attempt
     from this process (an external Dask cluster); None otherwise."""
-    from airdask.config import Config
     from airdask.executors import load_executor
 
-    assert isinstance(config, Config)
     if not config.get("dask", "cluster_address"):
         return None
     try:
@@ -91,18 +88,12 @@ def _live_log(config: object, ti: TaskInstance, number: int) -> tuple[list[str],
         executor.start()
     except Exception as exc:
         return [f"cannot reach the executor for the live log: {exc}"], []
-    try:
-        # A fresh executor knows nothing of the attempt: re-attach to it first (the same
-        # public path a restarted scheduler uses), then ask for its live log.
-        if number == ti.try_number:
-            executor.try_adopt_task_instances([ti])
+    try:  # an executor that did not submit the attempt still finds it where it runs
         return executor.get_task_log(ti, number)
     except Exception as exc:
         return [f"cannot read the live log through the executor: {exc}"], []
     finally:
-        client = getattr(executor, "client", None)
-        if client is not None:
-            client.close()
+        executor.end()  # it runs nothing of its own: this only closes its connection
 
 
 def commands() -> list[click.Command]:

@@ -60,7 +60,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -264,7 +264,18 @@ class BaseExecutor:
                 self.attempts.pop(key, None)
                 task_tuples.append((key, command, queue, ti.executor_config))
         if task_tuples:
+            self._before_process({key: self.queued_tasks[key] for key, *_ in task_tuples})
             self._process_tasks(task_tuples)
+
+    def _before_process(self, entries: Mapping[TaskInstanceKey, QueuedTaskInstanceType]) -> None:
+        """Hook: the queued entries ``trigger_tasks`` is about to hand to ``execute_async``
+        (by ``_process_tasks``), while they are still in ``queued_tasks``.
+
+        Each entry is ``(command, priority, queue, task instance)``; ``execute_async`` gets
+        only the command, queue and executor_config, so an executor that needs an
+        attempt's priority or pool (the DaskExecutor asks Dask for them) keeps them here.
+        Called on the scheduler's thread, once per batch. The default does nothing.
+        """
 
     def _process_tasks(self, task_tuples: list[TaskTuple]) -> None:
         for key, command, queue, executor_config in task_tuples:

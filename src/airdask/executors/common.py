@@ -9,7 +9,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from airdask.commands import Command, build_spec
-from airdask.executors.events import info_from_outcome
+from airdask.executors.events import EventInfo, info_from_outcome, timestamp
 from airdask.logs import read_log
 from airdask.runner import Outcome, TaskSpec
 from airdask.state import TaskInstanceKey
@@ -85,3 +85,21 @@ def drain_queue(source: queue.SimpleQueue[T]) -> list[T]:
             items.append(source.get_nowait())
         except queue.Empty:
             return items
+
+
+def report_started(executor: BaseExecutor, key: TaskInstanceKey) -> None:
+    """Report that ``key`` started on this machine now (what a local executor says when it
+    hands an attempt to its process; without it the task instance would stay QUEUED until
+    its outcome, and look stuck after ``task_queued_timeout``)."""
+    import socket
+    import time
+
+    executor.running_state(
+        key,
+        EventInfo(
+            "started",
+            kind="running",
+            hostname=socket.gethostname(),
+            started_at=timestamp(time.time()),
+        ),
+    )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
+from inspect import signature
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -43,12 +45,24 @@ def executor_class(name: str) -> type[BaseExecutor]:
 
 
 def load_executor(
-    name_or_path: str | None = None, *, config: Config | None = None, **kwargs: Any
+    name_or_path: str | None = None,
+    *,
+    config: Config | None = None,
+    worker_resources: Mapping[str, float] | None = None,
+    **kwargs: Any,
 ) -> BaseExecutor:
-    """An executor built from the argument, or from ``[core] executor`` when it is None."""
+    """An executor built from the argument, or from ``[core] executor`` when it is None.
+
+    :param worker_resources: the pools table as resources (``{pool: slots}``), for an
+        executor that starts workers of its own (an embedded Dask cluster); executors whose
+        constructor takes no ``worker_resources`` are built without it.
+    """
     if config is None:
         from airdask.config import load_config
 
         config = load_config()
     name = name_or_path or str(config.get("core", "executor"))
-    return executor_class(name)(config=config, **kwargs)
+    cls = executor_class(name)
+    if worker_resources is not None and "worker_resources" in signature(cls).parameters:
+        kwargs["worker_resources"] = worker_resources
+    return cls(config=config, **kwargs)

@@ -25,6 +25,7 @@ from airdask.executors.common import (
     local_spec,
     log_from_folder,
     report_outcome,
+    report_started,
 )
 from airdask.executors.events import EventInfo
 from airdask.runner import TaskSpec
@@ -127,6 +128,7 @@ class LocalExecutor(BaseExecutor):
                 self._collect(timeout=0)
                 continue
             worker.key = key
+            report_started(self, key)
 
     def _idle_worker(self) -> _Worker | None:
         """An idle pool worker, a new one while the pool is below ``parallelism``, or None."""

@@ -9,10 +9,10 @@ moved into the facade's event buffer on every ``sync()``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from airdask.executors.base import BaseExecutor, TaskTuple
+from airdask.executors.base import BaseExecutor, QueuedTaskInstanceType, TaskTuple
 from airdask.executors.dask import DaskExecutor
 from airdask.executors.local import LocalExecutor
 from airdask.state import TaskInstanceKey, TaskInstanceState
@@ -39,13 +39,19 @@ class LocalDaskExecutor(BaseExecutor):
         client: Any | None = None,
         security: Any | None = None,
         parallelism: int | None = None,
+        worker_resources: Mapping[str, float] | None = None,
         config: Config | None = None,
     ) -> None:
         super().__init__(parallelism, config=config)
         self.local_queue = str(self.config.get("local_dask_executor", "local_queue"))
         self.local_executor = LocalExecutor(0, config=self.config)
         self.dask_executor = DaskExecutor(
-            cluster_address, client=client, security=security, parallelism=0, config=self.config
+            cluster_address,
+            client=client,
+            security=security,
+            parallelism=0,
+            worker_resources=worker_resources,
+            config=self.config,
         )
 
     @property
@@ -59,8 +65,10 @@ class LocalDaskExecutor(BaseExecutor):
         for child in self.children:
             child.start()
 
+    def _before_process(self, entries: Mapping[TaskInstanceKey, QueuedTaskInstanceType]) -> None:
+        self.dask_executor._before_process(entries)  # the Dask side asks Dask for priorities
+
     def _process_tasks(self, task_tuples: list[TaskTuple]) -> None:
-        self.dask_executor.remember_queued(self.queued_tasks, task_tuples)
         with self.dask_executor.batch():
             super()._process_tasks(task_tuples)
         self._move_events()

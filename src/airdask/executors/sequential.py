@@ -11,6 +11,7 @@ from airdask.executors.common import (
     local_spec,
     log_from_folder,
     report_outcome,
+    report_started,
 )
 from airdask.executors.events import EventInfo
 from airdask.runner import TaskSpec
@@ -58,6 +59,7 @@ class SequentialExecutor(BaseExecutor):
                 self.fail(key, EventInfo(skip, kind="killed"))
                 continue
             self._current = key
+            report_started(self, key)  # replaced by the outcome before anyone reads it
             try:
                 outcome = self._run(spec)
             finally:

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import logging
 import signal
-import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -57,7 +56,6 @@ from airdask.config import Config
 from airdask.dag import DAG, BaseTask
 from airdask.dashboard.summary import SummaryPublisher, dask_client_of
 from airdask.executors.base import BaseExecutor
-from airdask.executors.events import EventInfo
 from airdask.scheduler import jobs, recovery
 from airdask.scheduler.callbacks import CallbackSink, callback_requests, log_rows
 from airdask.scheduler.claims import (
@@ -72,7 +70,7 @@ from airdask.scheduler.held import Held, merge_events
 from airdask.scheduler.outage import Outage, patiently
 from airdask.scheduler.ready import evaluate_run, queue_ready
 from airdask.scheduler.runs import fail_run, finish_runs, start_run
-from airdask.state import DagRunState, TaskInstanceKey, TaskInstanceState
+from airdask.state import DagRunState, TaskInstanceState
 from airdask.store.models import DagRun, Job, TaskInstance, utcnow
 from airdask.store.session import Store
 from airdask.store.transient import is_transient
@@ -135,7 +133,6 @@ class SchedulerJob:
         self.executor_started = False
         self.dirty: set[RunKey] = set()
         self.held = Held()
-        self._local_pending: set[TaskInstanceKey] = set()
         self._stop = threading.Event()
         self._last_heartbeat = 0.0
         self._last_orphan_check = 0.0
@@ -332,8 +329,6 @@ class SchedulerJob:
         for ti, command in queued:
             self.executor.queue_command(ti, command, priority=ti.priority_weight, queue=ti.queue)
         result.queued = len(queued)
-        if self.executor.is_local:
-            self._local_pending.update(ti.key for ti, _ in queued)
         self.executor.heartbeat()
         self._take_events()
         try:
@@ -440,16 +435,6 @@ class SchedulerJob:
     def _take_events(self) -> None:
         """Move the executor's events into :attr:`held` (they stay there until written)."""
         events = self.executor.get_event_buffer()
-        if self._local_pending:
-            # Local executors start an attempt when they trigger it and report no running
-            # event: an attempt that left queued_tasks has started.
-            started = {k for k in self._local_pending if k not in self.executor.queued_tasks}
-            self._local_pending -= started
-            host = socket.gethostname()
-            for key in started:
-                events.setdefault(
-                    key, (S.RUNNING, EventInfo("started", kind="running", hostname=host))
-                )
         merge_events(self.held.events, events)
 
     def _write_held(self) -> None:

@@ -17,12 +17,14 @@ from distributed import Event
 from airdask import PythonCommand
 from airdask.commands import dask_key
 from airdask.config import Config
+from airdask.executors import load_executor
 from airdask.executors.dask import DaskExecutor
 from airdask.executors.dask.adoption import split_external_id
 from airdask.executors.events import EventInfo
 from airdask.logs import log_path
 from airdask.state import TaskInstanceKey, TaskInstanceState
 from airdask.store import Pool, Store, init_db
+from airdask.store.queries import pool_resources_of
 from dask_support import ExternalCluster, external_cluster, local_cluster
 from executor_support import drain, make_ti
 from proc_support import pid_alive, pids_file_complete, read_pids, spawn_tree_script, wait_for
@@ -513,6 +515,8 @@ def test_revoke_kills_a_running_command(client: Any, config: Config, tmp_path: P
 
 
 def test_embedded_cluster_offers_the_pools_table(home: Path, config: Config) -> None:
+    """The caller reads the pools table (the executor opens no database): the way the CLI
+    and the notebook API build an executor."""
     store = Store.from_config(config)
     init_db(store)
     with store.session() as session:
@@ -521,7 +525,8 @@ def test_embedded_cluster_offers_the_pools_table(home: Path, config: Config) -> 
     cfg = config.with_overrides(
         {("dask", "dashboard_address"): "127.0.0.1:0", ("dask", "n_workers"): 1}
     )
-    ex = DaskExecutor(config=cfg)
+    ex = load_executor("DaskExecutor", config=cfg, worker_resources=pool_resources_of(cfg))
+    assert isinstance(ex, DaskExecutor)
     ex.start()
     try:
         workers = ex.client.scheduler_info(n_workers=-1)["workers"]

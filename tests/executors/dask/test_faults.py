@@ -207,7 +207,6 @@ ADOPT_SCRIPT = textwrap.dedent(
     from airdask import PythonCommand
     from airdask.config import load_config
     from airdask.executors.dask import DaskExecutor
-from airdask.executors.dask.adoption import KeeperError
     from executor_support import make_ti
 
     address, ledger, out, n = sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])

@@ -16,7 +16,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from airdask.executors.dask.connect import pool_resources_from_db, security_from_config
+from airdask.executors.dask.connect import security_from_config
+from airdask.store.queries import pool_resources_of
 
 
 def _config() -> Any:
@@ -89,7 +90,7 @@ def dask_worker(
     Options not listed here (--nthreads, --nworkers, --memory-limit, ...) go to dask worker.
     """
     config = _config()
-    merged = {**pool_resources_from_db(config), **parse_resources(resources)}
+    merged = {**pool_resources_of(config), **parse_resources(resources)}
     argv = worker_command(config, _address(config, address), merged, list(ctx.args))
     if dry_run:
         click.echo(shlex.join(argv))

@@ -1,5 +1,6 @@
 """Connecting DaskExecutor to a cluster: an address, a passed-in Client, or an embedded
-LocalCluster whose workers offer the pools table as resources; mutual TLS from config."""
+LocalCluster whose workers offer the resources the caller passes in (the pools table);
+mutual TLS from config."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from airdask.config import Config
 
 log = logging.getLogger(__name__)
@@ -38,31 +41,6 @@ def security_from_config(config: Config) -> Any | None:
     )
 
 
-def pool_resources_from_db(config: Config) -> dict[str, float]:
-    """``{pool: slots}`` of every non-default pool, or ``{}`` when the metadata DB is absent
-    or not initialised (an embedded cluster then simply offers no pool resources)."""
-    from sqlalchemy import inspect, select
-
-    from airdask.store import DEFAULT_POOL, Pool, Store
-
-    try:
-        store = Store.from_config(config)
-    except Exception as exc:
-        log.info("no metadata database for pool resources: %s", exc)
-        return {}
-    try:
-        if "slot_pool" not in inspect(store.engine).get_table_names():
-            return {}
-        with store.session() as session:
-            pools = session.execute(select(Pool.name, Pool.slots)).all()
-        return {name: float(slots) for name, slots in pools if name != DEFAULT_POOL and slots > 0}
-    except Exception as exc:
-        log.warning("could not read pools for worker resources: %s", exc)
-        return {}
-    finally:
-        store.dispose()
-
-
 @dataclass
 class DaskConnection:
     client: Any
@@ -83,13 +61,12 @@ class DaskConnection:
                 log.warning("error closing the embedded Dask cluster: %s", exc)
 
 
-def embedded_cluster(config: Config, *, resources: dict[str, float] | None = None) -> Any:
-    """A LocalCluster of process workers configured from ``[dask]``."""
+def embedded_cluster(config: Config, *, resources: Mapping[str, float] | None = None) -> Any:
+    """A LocalCluster of process workers configured from ``[dask]``, offering
+    ``resources`` (the pools table, read by the caller) on each worker."""
     import dask
     from distributed import LocalCluster
 
-    if resources is None:
-        resources = pool_resources_from_db(config)
     with dask.config.set(
         {"distributed.scheduler.allowed-failures": int(config.get("dask", "allowed_failures"))}
     ):
@@ -98,7 +75,7 @@ def embedded_cluster(config: Config, *, resources: dict[str, float] | None = Non
             threads_per_worker=int(config.get("dask", "threads_per_worker")),
             processes=True,
             dashboard_address=str(config.get("dask", "dashboard_address")) or None,
-            resources=resources or None,
+            resources=dict(resources) if resources else None,
             # A string, not an import: importing the preload loads Bokeh and adds the page.
             scheduler_kwargs={"preload": ["airdask.dashboard.preload"]},
         )
@@ -122,6 +99,7 @@ def connect(
     client: Any | None,
     security: Any | None,
     reuse_current_client: bool = True,
+    worker_resources: Mapping[str, float] | None = None,
 ) -> DaskConnection:
     """Reuse ``client``, else attach to ``address``, else reuse the process's current Client
     (the notebook case), else start an embedded cluster. Clients we did not create are
@@ -150,7 +128,7 @@ def connect(
     if current is not None:
         log.info("reusing this process's Dask client (scheduler %s)", current.scheduler.address)
         return DaskConnection(current, None, owns_client=False)
-    cluster = embedded_cluster(config)
+    cluster = embedded_cluster(config, resources=worker_resources)
     try:
         new = Client(cluster, set_as_default=False)  # type: ignore[no-untyped-call]
         return DaskConnection(new, cluster, owns_client=True)

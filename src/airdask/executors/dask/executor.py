@@ -108,6 +108,9 @@ class DaskExecutor(BaseExecutor):
         current ``distributed.Client`` if there is one (a notebook's) before starting an
         embedded cluster.
     :param resource_ttl: seconds the workers' resources are cached for routing.
+    :param worker_resources: what the workers of an embedded cluster offer (``{pool:
+        slots}``, see :func:`airdask.store.queries.pool_resources`); the caller reads it
+        from the pools table, the executor opens no database.
     """
 
     is_local = False
@@ -121,9 +124,11 @@ class DaskExecutor(BaseExecutor):
         parallelism: int | None = None,
         reuse_current_client: bool = True,
         resource_ttl: float = 5.0,
+        worker_resources: Mapping[str, float] | None = None,
         config: Config | None = None,
     ) -> None:
         super().__init__(parallelism, config=config)
+        self.worker_resources = dict(worker_resources or {})
         if cluster_address is None:
             cluster_address = str(self.config.get("dask", "cluster_address")) or None
         self.cluster_address = cluster_address
@@ -195,6 +200,7 @@ class DaskExecutor(BaseExecutor):
             client=self._given_client,
             security=self.security,
             reuse_current_client=self.reuse_current_client,
+            worker_resources=self.worker_resources,
         )
         try:
             self._install_runner()
@@ -276,30 +282,20 @@ class DaskExecutor(BaseExecutor):
 
     # ---- submitting --------------------------------------------------------------------
 
-    def trigger_tasks(self, open_slots: int) -> None:
-        """Hands nothing to Dask while it is unreachable: queued attempts wait (an outage is
-        not their fault, and must not cost them a try)."""
-        if self._conn is not None and not self._follow_connection():
-            return
-        super().trigger_tasks(open_slots)
+    def _before_process(self, entries: Mapping[TaskInstanceKey, QueuedTaskInstanceType]) -> None:
+        """Keep the priority and pool of attempts about to reach ``execute_async``."""
+        for key, (_, priority, _, ti) in entries.items():
+            self._meta[key] = (priority, ti.pool, ti.pool_slots)
 
     def _process_tasks(self, task_tuples: list[TaskTuple]) -> None:
-        self.remember_queued(self.queued_tasks, task_tuples)
+        """Hands nothing to Dask while it is unreachable: the attempts stay queued (an
+        outage is not their fault, and must not cost them a try)."""
+        if self._conn is None:
+            self.start()
+        if not self._follow_connection():
+            return
         with self.batch():
             super()._process_tasks(task_tuples)
-
-    def remember_queued(
-        self,
-        queued_tasks: Mapping[TaskInstanceKey, QueuedTaskInstanceType],
-        task_tuples: list[TaskTuple],
-    ) -> None:
-        """Keep the priority and pool of attempts about to reach ``execute_async``: the base
-        class drops their ``queued_tasks`` entries (which alone hold them) before the call."""
-        for key, *_ in task_tuples:
-            entry = queued_tasks.get(key)
-            if entry is not None:
-                _, priority, _, ti = entry
-                self._meta[key] = (priority, ti.pool, ti.pool_slots)
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
@@ -546,9 +542,12 @@ class DaskExecutor(BaseExecutor):
         return not_adopted
 
     def get_task_log(self, ti: TaskInstance, try_number: int) -> tuple[list[str], list[str]]:
+        """The live log while the attempt runs (from its worker: every worker is asked when
+        this executor did not submit it), else the file in ``[logging] base_log_folder``."""
         key = ti.key.with_try_number(try_number)
         name = dask_key(key)
-        if self._connected() and self._track.ti_key(name) is not None:
+        running = self._track.ti_key(name) is not None or ti.state in ("queued", "running")
+        if running and self._connected():
             live = live_log(self.client, self._read_live_log, name, self._track.worker_of(name))
             if live is not None:
                 return live
