@@ -18,6 +18,7 @@ import os
 import signal
 import socket
 import subprocess
+import textwrap
 import urllib.error
 import urllib.request
 import uuid
@@ -38,6 +39,23 @@ DEAD_DB_URL = "postgresql+psycopg2://nobody:nothing@127.0.0.1:9/no_database"
 JWT_SECRET = "airdask-test-secret"
 DAG_FOLDER = Path(__file__).resolve().parent / "airflow_dags"
 FINISHED_RUN_STATES = ("success", "failed")
+#: Run by the Airflow venv's python with a path: writes an ExecuteTask workload for a task
+#: instance that does not exist, with a token no API server accepts.
+WORKLOAD_WRITER = textwrap.dedent(
+    """
+    import sys, uuid
+    from airflow.executors.workloads import BundleInfo, ExecuteTask
+    from airflow.executors.workloads.task import TaskInstanceDTO
+
+    ti = TaskInstanceDTO(
+        id=uuid.uuid4(), task_id="t", dag_id="d", run_id="r", try_number=1,
+        dag_version_id=uuid.uuid4(), pool_slots=1, priority_weight=1, queue="default",
+    )
+    workload = ExecuteTask(ti=ti, dag_rel_path="d.py", token="x", log_path=None,
+                           bundle_info=BundleInfo(name="dags-folder"))
+    open(sys.argv[1], "w").write(workload.model_dump_json())
+    """
+)
 
 
 def free_port() -> int:

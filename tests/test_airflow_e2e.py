@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import collections
 import signal
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from airflow_stack import AirflowStack, WorkerSpec, leftover_processes
+from airflow_stack import WORKLOAD_WRITER, AirflowStack, WorkerSpec, leftover_processes
 from airflow_venv import VenvError, ensure_venv
 from conftest import skip_or_fail
 from proc_support import pid_alive, wait_for
@@ -132,9 +134,13 @@ def test_a_killed_scheduler_restarts_and_adopts_its_running_tasks(stack: Airflow
         return sum(event == "start" for event, *_ in runs_of(stack, run_id)) == 4
 
     stack.wait(all_started, 180, "the four slow tasks to start", "scheduler")
+    (old_job,) = stack.query("select max(id) from job where job_type = 'SchedulerJob'")[0]
     stack.kill("scheduler", signal.SIGKILL)
     stack.start_scheduler()
     assert stack.wait_for_run(run_id, timeout=240) == "success"
+    # Adopted while they ran (45 s each): the new scheduler's job queued them, same try.
+    jobs = stack.query("select queued_by_job_id from task_instance where run_id = :r", r=run_id)
+    assert all(job > old_job for (job,) in jobs), (old_job, jobs)
     runs = collections.Counter(
         (task, tries) for event, _, task, tries, _ in runs_of(stack, run_id) if event == "start"
     )
@@ -160,3 +166,25 @@ def test_a_killed_dask_worker_is_retried_by_airflow_without_orphans(stack: Airfl
     spec = next(spec for spec in WORKERS if spec.name == worker)
     stack.start_worker(spec)
     stack.wait_for_workers(len(WORKERS))
+
+
+def test_a_refused_token_fails_with_the_reason(stack: AirflowStack, tmp_path: Path) -> None:
+    """What a worker does with a workload whose token the API server refuses (expired after
+    waiting in Dask past [scheduler] task_queued_timeout, or signed with another secret)."""
+    from airdask.airflow import outcomes
+    from airdask.airflow import worker_script as ws
+
+    workload = tmp_path / "workload.json"
+    subprocess.run(
+        [str(stack.bin / "python"), "-c", WORKLOAD_WRITER, str(workload)],
+        env=stack.env, check=True, timeout=120,
+    )  # fmt: skip
+    done = subprocess.run(
+        [str(stack.bin / "python"), ws.__file__, "--server",
+         f"{stack.api_url}/execution/", "--json-path", str(workload)],
+        env={k: v for k, v in stack.env.items() if k != ws.FORKSERVER_ENV},
+        capture_output=True, text=True, timeout=180, check=False,
+    )  # fmt: skip
+    assert done.returncode == ws.EXIT_TOKEN_REFUSED, done.stderr[-2000:]
+    reason = outcomes.reason_from_log(done.stderr.splitlines())
+    assert reason and "refused the workload's token" in reason and "jwt_secret" in reason

@@ -18,8 +18,12 @@ from airdask.airflow import outcomes
 from airdask.airflow import worker_script as ws
 from airdask.airflow.provider import OPTIONS, get_provider_info
 from airdask.airflow.settings import Settings
+from airflow_stack import WORKLOAD_WRITER
 from airflow_venv import VenvError, ensure_venv
 from conftest import skip_or_fail
+
+# The first test to need .venv-airflow may build it (about two minutes).
+pytestmark = pytest.mark.timeout(600)
 
 
 @pytest.fixture(scope="module")
@@ -180,11 +184,19 @@ EXECUTOR_PROBE = textwrap.dedent(
         bundle_info=BundleInfo(name="dags-folder"),
     )
     executor.queued_tasks[ti.key] = workload
+    from airflow.executors.workloads.callback import CallbackDTO, ExecuteCallback
+    callback = ExecuteCallback(
+        callback=CallbackDTO(id=str(uuid.uuid4()), fetch_method="import_path",
+                             data={"path": "builtins.print", "kwargs": {}}),
+        dag_rel_path="d.py", token="x", log_path=None, bundle_info=BundleInfo(name="dags-folder"),
+    )
+    executor.queue_workload(callback, session=None)  # a deadline callback
     started = time.monotonic()
     executor.heartbeat()  # must not raise either
     events = executor.get_event_buffer()
     print(json.dumps({
-        "events": {str(k.task_id): [str(s), str(i)] for k, (s, i) in events.items()},
+        "events": {str(getattr(k, "task_id", "callback")): [str(s), str(i)]
+                   for k, (s, i) in events.items()},
         "running": len(executor.running),
         "seconds": time.monotonic() - started,
     }))
@@ -200,27 +212,11 @@ def test_an_unreachable_cluster_fails_the_task_with_the_reason_not_the_scheduler
                AIRFLOW__DASK__CONNECT_TIMEOUT="2")  # fmt: skip
     out = run([str(af_bin / "python"), "-c", EXECUTOR_PROBE], env)
     result = json.loads(out.strip().splitlines()[-1])
-    state, reason = result["events"]["t"]
-    assert state == "failed" and result["running"] == 0
-    assert "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in reason
-    assert "[dask] cluster_address" in reason
-
-
-WORKLOAD_WRITER = textwrap.dedent(
-    """
-    import sys, uuid
-    from airflow.executors.workloads import BundleInfo, ExecuteTask
-    from airflow.executors.workloads.task import TaskInstanceDTO
-
-    ti = TaskInstanceDTO(
-        id=uuid.uuid4(), task_id="t", dag_id="d", run_id="r", try_number=1,
-        dag_version_id=uuid.uuid4(), pool_slots=1, priority_weight=1, queue="default",
-    )
-    workload = ExecuteTask(ti=ti, dag_rel_path="d.py", token="x", log_path=None,
-                           bundle_info=BundleInfo(name="dags-folder"))
-    open(sys.argv[1], "w").write(workload.model_dump_json())
-    """
-)
+    assert set(result["events"]) == {"t", "callback"} and result["running"] == 0
+    for state, reason in result["events"].values():
+        assert state == "failed"
+        assert "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in reason
+        assert "[dask] cluster_address" in reason
 
 
 def children_of(pid: int) -> list[int]:

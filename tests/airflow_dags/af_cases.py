@@ -32,7 +32,7 @@ with DAG("af_logs", schedule=None, catchup=False) as logs_dag:
 
 with DAG("af_slow", schedule=None, catchup=False, max_active_tasks=16) as slow_dag:
     for i in range(4):
-        BashOperator(task_id=f"slow_{i}", bash_command=recorded("true", seconds=12))
+        BashOperator(task_id=f"slow_{i}", bash_command=recorded("true", seconds=45))
 
 with DAG("af_victim", schedule=None, catchup=False) as victim_dag:
     BashOperator(

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from airflow import __version__ as AIRFLOW_VERSION
 from airflow.executors import workloads
 from airflow.executors.base_executor import PARALLELISM, BaseExecutor, get_execution_api_server_url
+from airflow.models.taskinstancekey import TaskInstanceKey
 from airflow.utils.state import TaskInstanceState
 
 from airdask.airflow import outcomes
@@ -106,7 +107,9 @@ class DaskExecutor(BaseExecutor):  # type: ignore[misc]
     is_production = True
     serve_logs = False
     supports_ad_hoc_ti_run = False
-    supports_callbacks = False
+    # Deadline callbacks go to the default executor; on 3.3 the worker entry point runs
+    # them like tasks (without the flag, queueing one would raise in the scheduler loop).
+    supports_callbacks = True
     supports_multi_team = False
     supports_connection_test = False
     sentry_integration = ""
@@ -221,8 +224,9 @@ class DaskExecutor(BaseExecutor):  # type: ignore[misc]
         workload that cannot be handed over fails with the reason, alone."""
         connected = self._connect()
         for workload in workload_items:
-            key = workload.ti.key
+            key = workload.key
             self.queued_tasks.pop(key, None)
+            self.queued_callbacks.pop(key, None)
             pool = self._pools.pop(key, None)
             self.running.add(key)
             if not connected:
@@ -237,22 +241,25 @@ class DaskExecutor(BaseExecutor):  # type: ignore[misc]
 
     def _submit(self, workload: Any, pool: str | None) -> None:
         assert self._backend is not None
-        ti = workload.ti
-        nonce = str(ti.external_executor_id or uuid.uuid4()).replace("-", "")
-        folded = fold(ti.key, nonce)
+        ti = getattr(workload, "ti", None)
+        if ti is not None:
+            nonce = str(ti.external_executor_id or uuid.uuid4()).replace("-", "")
+            folded = fold(ti.key, nonce)
+            priority, queue, slots = int(ti.priority_weight or 1), ti.queue, int(ti.pool_slots or 1)
+        else:  # a callback: no task instance, no pool
+            nonce = uuid.uuid4().hex
+            folded = AirdaskKey("callback", str(workload.callback.id), nonce)
+            priority, queue, slots = 1, None, 1
         python = self.settings.worker_python or "{python}"
         command = ArgvWithFiles(
             [python, f"{{files}}/{SCRIPT_NAME}", "--server", self.server,
              "--json-path", f"{{files}}/{WORKLOAD_NAME}"],
             files={SCRIPT_NAME: self._script, WORKLOAD_NAME: workload.model_dump_json()},
         )  # fmt: skip
-        sub = _Submission(ti.key, nonce, pool, int(ti.pool_slots or 1))
+        sub = _Submission(workload.key, nonce, pool, slots)
         self._register(folded, sub)
         self._backend.queue_command(
-            _BackendTI(folded, pool=pool, pool_slots=sub.pool_slots),
-            command,
-            priority=int(ti.priority_weight or 1),
-            queue=ti.queue,
+            _BackendTI(folded, pool=pool, pool_slots=slots), command, priority=priority, queue=queue
         )
 
     def _register(self, folded: AirdaskKey, sub: _Submission) -> None:
@@ -290,8 +297,9 @@ class DaskExecutor(BaseExecutor):  # type: ignore[misc]
         if value == "queued":
             backend_id = getattr(info, "external_executor_id", None)
             sub.external_id = f"{sub.nonce}|{backend_id}" if backend_id else sub.nonce
-            # Not self.queued(): Airflow's removes the key from running.
-            self.event_buffer[sub.key] = (TaskInstanceState.QUEUED, sub.external_id)
+            if isinstance(sub.key, TaskInstanceKey):  # callbacks have no external id
+                # Not self.queued(): Airflow's removes the key from running.
+                self.event_buffer[sub.key] = (TaskInstanceState.QUEUED, sub.external_id)
             return
         if value == "running":
             sub.held_since = None
@@ -328,7 +336,11 @@ class DaskExecutor(BaseExecutor):  # type: ignore[misc]
         if now < self._next_held_check:
             return
         self._next_held_check = now + HELD_CHECK_SECONDS
-        held = [sub for sub in self._subs.values() if sub.held_since is not None]
+        held = [
+            sub
+            for sub in self._subs.values()
+            if sub.held_since is not None and isinstance(sub.key, TaskInstanceKey)
+        ]
         if not held:
             return
         from airflow.models.taskinstance import TaskInstance
