@@ -28,8 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from airflow_stack import AirflowStack, WorkerSpec  # noqa: E402
-from airflow_venv import ensure_venv  # noqa: E402
+from airflow_stack import AirflowStack, WorkerSpec
+from airflow_venv import ensure_venv
 
 LOCAL = "LocalExecutor"
 DASK = "airdask.airflow.DaskExecutor"

@@ -264,6 +264,11 @@ def test_the_fork_server_kills_a_workload_whose_client_or_worker_is_gone(
         )  # fmt: skip
 
     try:
+        wait_for(lambda: os.path.exists(address), timeout=60, what="the fork server's socket")
+        for junk in (b"", b"not json\n"):  # a probe, a confused client: it serves on
+            with socket.socket(socket.AF_UNIX) as probe:
+                probe.connect(address)
+                probe.sendall(junk)
         first = client()
         wait_for(lambda: len(children_of(server.pid)) == 1, timeout=240, what="a forked workload")
         (leader,) = children_of(server.pid)

@@ -120,15 +120,24 @@ def via_forkserver(address: str, path: str, server: str) -> int | None:
     with sock:
         request = {"path": path, "server": server}
         fds = [sys.stdout.fileno(), sys.stderr.fileno()]
-        socket.send_fds(sock, [json.dumps(request).encode() + b"\n"], fds)
-        reply = b""
-        while not reply.endswith(b"\n"):
-            chunk = sock.recv(4096)
-            if not chunk:
-                say("the worker's fork server went away while the task ran")
-                return EXIT_SUPERVISOR_ERROR
-            reply += chunk
-    return int(json.loads(reply)["exit_code"])
+        lines: list[bytes] = []
+        rest = b""
+        try:
+            socket.send_fds(sock, [json.dumps(request).encode() + b"\n"], fds)
+            while len(lines) < 2:  # {"pid": ...} once forked, then {"exit_code": ...}
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                *done, rest = (rest + chunk).split(b"\n")
+                lines += done
+        except OSError:
+            pass
+    if not lines:  # it never forked the workload: run it here instead
+        return None
+    if len(lines) < 2:
+        say("the worker's fork server went away while the task ran (it was killed with it)")
+        return EXIT_SUPERVISOR_ERROR
+    return int(json.loads(lines[1])["exit_code"])
 
 
 #: Imported by the fork server before it forks, so that workloads need not import them.
@@ -344,8 +353,22 @@ def serve(address: str, preload: list[str]) -> int:
                 return 0
             if fd == listener.fileno() and not draining:
                 conn, _ = listener.accept()
-                message, fds, _, _ = socket.recv_fds(conn, 65536, 2)
-                request = json.loads(message)
+                fds: list[int] = []
+                try:  # a client that sends nothing sensible is dropped, the server goes on
+                    conn.settimeout(10)
+                    message, fds, _, _ = socket.recv_fds(conn, 65536, 2)
+                    request = json.loads(message)
+                    if not all(isinstance(request.get(k), str) for k in ("path", "server")):
+                        raise ValueError(f"no path and server in {message[:200]!r}")
+                    if len(fds) != 2:
+                        raise ValueError(f"expected 2 descriptors, got {len(fds)}")
+                except Exception as exc:
+                    print(f"fork server: bad request: {exc}", file=sys.stderr, flush=True)
+                    for passed in fds:
+                        os.close(passed)
+                    conn.close()
+                    continue
+                conn.settimeout(None)
                 pid = os.fork()
                 if pid == 0:
                     code = EXIT_SUPERVISOR_ERROR
@@ -365,6 +388,8 @@ def serve(address: str, preload: list[str]) -> int:
                         os._exit(code)
                 for passed in fds:
                     os.close(passed)
+                with contextlib.suppress(OSError):
+                    conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
                 pidfd = os.pidfd_open(pid)
                 leaders[pidfd] = (conn, pid)
                 by_client[conn.fileno()] = pidfd
