@@ -27,7 +27,7 @@ import re
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -78,13 +78,14 @@ class _BackendTI:
 
 @dataclass
 class _Submission:
-    key: Any  # Airflow's TaskInstanceKey
+    """One workload handed to airdask; ``held_since`` is set while it has no outcome."""
+
+    key: Any  # Airflow's TaskInstanceKey (or CallbackKey)
     nonce: str
     pool: str | None
     pool_slots: int
     external_id: str | None = None
     held_since: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _script_source() -> str:
