@@ -287,7 +287,14 @@ def test_the_fork_server_kills_a_workload_whose_client_or_worker_is_gone(
         (child,) = children_of(server.pid)
         assert server.stdin is not None
         server.stdin.close()  # the worker died
-        wait_for(lambda: not pid_alive(child), timeout=10, what="the workload of a dead worker")
+        try:
+            wait_for(lambda: not pid_alive(child), timeout=30, what="the workload of a dead worker")
+        except AssertionError as exc:  # say where it hangs
+            stat = Path(f"/proc/{child}/stat").read_text(errors="replace")
+            wchan = Path(f"/proc/{child}/wchan").read_text(errors="replace")
+            raise AssertionError(
+                f"{exc}: leader {stat} in {wchan}; server {server.poll()}"
+            ) from exc
         assert server.wait(timeout=10) == 0
         second.kill()
         second.wait()
