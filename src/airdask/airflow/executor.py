@@ -186,7 +186,6 @@ class DaskExecutor(BaseExecutor):  # type: ignore[misc]
             self.settings.cluster_address,
             config=config,
             parallelism=0,
-            adoptable=True,
             reuse_current_client=False,
         )
         timeout = f"{self.settings.connect_timeout}s"
