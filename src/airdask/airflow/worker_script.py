@@ -24,6 +24,8 @@ import contextlib
 import os
 import sys
 import traceback
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 #: Exit codes, read by the executor (airdask.airflow.outcomes).
 EXIT_SUCCESS = 0
@@ -222,6 +224,20 @@ class _Stop(Exception):
     pass
 
 
+def _exit_with(body: Callable[[], int]) -> NoReturn:
+    """End a forked child with ``body()``'s exit code, never returning into the parent's
+    code (a failure is printed to the attempt's log and exits EXIT_SUPERVISOR_ERROR)."""
+    code = EXIT_SUPERVISOR_ERROR
+    try:
+        code = body()
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
 def lead(path: str, server: str) -> int:
     """One workload's leader, forked by the fork server: a new session, and the subreaper
     of everything the workload starts. The workload runs in a child; on SIGTERM (the fork
@@ -242,17 +258,13 @@ def lead(path: str, server: str) -> int:
     signal.signal(signal.SIGTERM, stop)
     workload = os.fork()
     if workload == 0:
-        code = EXIT_SUPERVISOR_ERROR
-        try:
+
+        def run() -> int:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-            code = run_workload(path, server)
-        except BaseException:
-            traceback.print_exc()
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(code)
+            return run_workload(path, server)
+
+        _exit_with(run)
     code = EXIT_SUPERVISOR_ERROR
     try:
         while True:
@@ -276,6 +288,20 @@ def lead(path: str, server: str) -> int:
         pass
     _kill_descendants()
     return code
+
+
+def _become_leader(fds: list[int], inherited: list[Any], request: dict[str, str]) -> int:
+    """In the fork server's child: take the client's output, drop the server's sockets,
+    lead the workload."""
+    import signal
+
+    os.dup2(fds[0], 1)
+    os.dup2(fds[1], 2)
+    for sock in inherited:
+        sock.close()
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    os.environ["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] = request["server"]
+    return lead(request["path"], request["server"])
 
 
 def serve(address: str, preload: list[str]) -> int:
@@ -379,21 +405,7 @@ def serve(address: str, preload: list[str]) -> int:
                 conn.settimeout(None)
                 pid = os.fork()
                 if pid == 0:
-                    code = EXIT_SUPERVISOR_ERROR
-                    try:
-                        os.dup2(fds[0], 1)
-                        os.dup2(fds[1], 2)
-                        listener.close()
-                        conn.close()
-                        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                        os.environ["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] = request["server"]
-                        code = lead(request["path"], request["server"])
-                    except BaseException:
-                        traceback.print_exc()
-                    finally:
-                        sys.stdout.flush()
-                        sys.stderr.flush()
-                        os._exit(code)
+                    _exit_with(lambda: _become_leader(fds, [listener, conn], request))  # noqa: B023
                 for passed in fds:
                     os.close(passed)
                 with contextlib.suppress(OSError):
