@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from airdask import PythonCommand, runner
-from airdask.commands import CommandError, build_spec, check_command, dask_key
+from airdask.commands import ArgvWithFiles, CommandError, build_spec, check_command, dask_key
 from airdask.state import TaskInstanceKey
 from proc_support import pid_alive, pids_file_complete, read_pids, spawn_tree_script, wait_for
 
@@ -270,6 +271,7 @@ def test_kill_all_reaches_an_attempt_whose_process_is_not_registered_yet(
 
 HOST_SCRIPT = """
 import sys
+import tempfile
 from airdask import runner
 from airdask.commands import build_spec
 from airdask.state import TaskInstanceKey
@@ -360,3 +362,41 @@ def test_every_outcome_is_pushed_and_a_long_log_is_kept_on_the_worker(tmp_path: 
         assert texts[spec["key"]].startswith(f"{long_line}1\n")
         again = client.run(runner.take_kept_logs, [spec["key"]])
         assert list(again.values()) == [{spec["key"]: None}]  # taken once
+
+
+def test_private_files_reach_the_command_by_path_never_by_argv(tmp_path: Path) -> None:
+    secret = "token-" + "x" * 20
+    script = (
+        "import os, stat, sys; d = sys.argv[1]; p = os.path.join(d, 'w.json');"
+        "print(oct(stat.S_IMODE(os.stat(d).st_mode)), oct(stat.S_IMODE(os.stat(p).st_mode)));"
+        "print(open(p).read()); print(open('/proc/self/cmdline').read())"
+    )
+    command = ArgvWithFiles(["{python}", "-c", script, "{files}"], files={"w.json": secret})
+    assert secret not in repr(command)
+    spec = spec_for(command, tmp_path)
+    out = runner.run_task(spec)
+    assert out["state"] == "success", out["log"]
+    lines = (out["log"] or "").splitlines()
+    assert lines[0] == "0o700 0o600" and lines[1] == secret
+    assert secret not in lines[2] and sys.executable in lines[2]  # argv: the folder, not it
+    folder = lines[2].split("\0")[3]
+    assert folder.startswith(tempfile.gettempdir()) and not os.path.exists(folder)
+
+
+def test_private_files_are_removed_when_the_command_fails_or_times_out(tmp_path: Path) -> None:
+    record = tmp_path / "folder"
+    for argv, kind in (
+        (["bash", "-c", f"echo {{files}} > {record}; exit 4"], "exit_code"),
+        (["bash", "-c", f"echo {{files}} > {record}; sleep 30"], "timeout"),
+    ):
+        command = ArgvWithFiles(argv, files={"a": "1"})
+        out = runner.run_task(spec_for(command, tmp_path, timeout=1.0))
+        assert out["kind"] == kind
+        folder = record.read_text().strip()
+        assert folder and not os.path.exists(folder)
+
+
+def test_a_private_file_name_with_a_path_is_refused(tmp_path: Path) -> None:
+    out = runner.run_task(spec_for(ArgvWithFiles(["true"], files={"../x": "1"}), tmp_path))
+    assert out["kind"] == "error" and "not a plain file name" in out["reason"]
+    assert not (tmp_path.parent / "x").exists()

@@ -69,6 +69,20 @@ class PythonCommand:
     __hash__ = None  # type: ignore[assignment]
 
 
+class ArgvWithFiles(list[str]):
+    """An argv with private files: the runner writes ``files`` ({name: content}) with mode
+    0600 into a fresh private folder before the command starts and removes them after;
+    ``{files}`` in an argument is that folder (see :func:`airdask.runner.private_files`).
+    For secrets (tokens) that must not appear in the command line."""
+
+    def __init__(self, argv: list[str], *, files: dict[str, str]) -> None:
+        super().__init__(argv)
+        self.files = dict(files)
+
+    def __repr__(self) -> str:  # the contents may be secret
+        return f"ArgvWithFiles({list(self)!r}, files={sorted(self.files)!r})"
+
+
 Command = list[str] | PythonCommand
 
 
@@ -77,7 +91,10 @@ def check_command(command: object) -> Command:
     if isinstance(command, PythonCommand):
         return command
     if isinstance(command, (list, tuple)) and command and all(isinstance(a, str) for a in command):
-        return list(command)
+        if not isinstance(command, ArgvWithFiles):
+            return list(command)
+        if all(isinstance(n, str) and isinstance(c, str) for n, c in command.files.items()):
+            return command
     raise CommandError(
         f"a command is a non-empty list of strings or a PythonCommand, got {command!r}"
     )
@@ -127,15 +144,17 @@ def build_spec(
     command = check_command(command)
     argv: list[str] | None = None
     payload: bytes | None = None
+    files: dict[str, str] | None = None
     if isinstance(command, PythonCommand):
         payload = command.payload()
     else:
         argv = list(command)
+        files = command.files if isinstance(command, ArgvWithFiles) else None
     try:
         pickle.dumps(argv)
     except Exception as exc:  # pragma: no cover - argv is a list of str
         raise CommandError(f"cannot ship command {command!r}: {exc}") from exc
-    return TaskSpec(
+    spec = TaskSpec(
         key=dask_key(key),
         label=str(key),
         argv=argv,
@@ -148,3 +167,6 @@ def build_spec(
         capture_python_output=capture_python_output,
         env=context_env(key) if argv is not None else {},
     )
+    if files:
+        spec["files"] = dict(files)
+    return spec

@@ -24,6 +24,7 @@ import collections
 import contextlib
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -33,6 +34,7 @@ import threading
 import time
 import traceback
 import types
+from collections.abc import Iterator
 from typing import Any, TypedDict
 
 from airdask.supervision import START_REPORT_DELAY as START_REPORT_DELAY
@@ -71,7 +73,12 @@ SHIPPED_MODULE = "_airdask_shipped"
 PLUGIN_QUEUE_MAX = 10_000
 
 
-class TaskSpec(TypedDict):
+class _TaskSpecOptional(TypedDict, total=False):
+    #: Private files of an argv attempt, {name: content} (see :func:`private_files`).
+    files: dict[str, str]
+
+
+class TaskSpec(_TaskSpecOptional):
     """A self-contained description of one attempt (plain data, so it pickles anywhere)."""
 
     key: str  # unique per attempt; also the Dask key
@@ -143,22 +150,56 @@ def _log_file(spec: TaskSpec, worker: Any) -> str:
     return os.path.join(base, "airdask-logs", name + ".log")
 
 
-def _run_argv(spec: TaskSpec, rt: Any, log: Any) -> tuple[str, str, int | None]:
-    if not isinstance(log, TailBuffer):
-        log.flush()
-        return _supervise(spec, rt, log, None)
-    # A scratch log lives in memory: the output comes through a pipe (see OutputPump).
-    pump = OutputPump(log)
+#: In an argv with private files, this placeholder stands for their folder.
+FILES_PLACEHOLDER = "{files}"
+#: In an argv, this placeholder stands for the Python interpreter running the runner.
+PYTHON_PLACEHOLDER = "{python}"
+
+
+@contextlib.contextmanager
+def private_files(spec: TaskSpec) -> Iterator[list[str]]:
+    """The attempt's argv, with its private files written for the time it runs.
+
+    ``spec["files"]`` ({name: content}) are written with mode 0600 into a fresh folder only
+    this user can enter (0700) before the command starts, and the folder is removed when the
+    block ends, whatever happens. ``{files}`` in an argument stands for that folder and
+    ``{python}`` for this interpreter, so a secret (a token, say) reaches the command
+    through a file and never through its argv, which every user can read in ``ps``.
+    """
+    argv = [a.replace(PYTHON_PLACEHOLDER, sys.executable) for a in spec["argv"] or []]
+    files = spec.get("files")
+    if not files:
+        yield argv
+        return
+    folder = tempfile.mkdtemp(prefix="airdask-files-")  # mode 0700
     try:
-        return _supervise(spec, rt, pump.write_fd, pump)
+        for name, content in files.items():
+            if os.path.basename(name) != name or name in ("", ".", ".."):
+                raise ValueError(f"private file name {name!r} is not a plain file name")
+            fd = os.open(os.path.join(folder, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(content)
+        yield [a.replace(FILES_PLACEHOLDER, folder) for a in argv]
     finally:
-        pump.close()  # on every path: a long-lived worker must not leak descriptors
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _run_argv(spec: TaskSpec, rt: Any, log: Any) -> tuple[str, str, int | None]:
+    with private_files(spec) as argv:
+        if not isinstance(log, TailBuffer):
+            log.flush()
+            return _supervise(spec, argv, rt, log, None)
+        # A scratch log lives in memory: the output comes through a pipe (see OutputPump).
+        pump = OutputPump(log)
+        try:
+            return _supervise(spec, argv, rt, pump.write_fd, pump)
+        finally:
+            pump.close()  # on every path: a long-lived worker must not leak descriptors
 
 
 def _supervise(
-    spec: TaskSpec, rt: Any, stdout: Any, pump: OutputPump | None
+    spec: TaskSpec, argv: list[str], rt: Any, stdout: Any, pump: OutputPump | None
 ) -> tuple[str, str, int | None]:
-    argv = spec["argv"] or []
     key = spec["key"]
     ensure_reaper(rt)
     try:
