@@ -1,0 +1,124 @@
+"""The scenarios, at full size (``make chaos``) and short (the CI tests), and their faults.
+
+A fault's times come from its own RNG stream, seeded by the run's seed, the scenario and the
+fault's kind, so a seed reproduces every fault's schedule whatever the other faults do.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+#: What a fault does: SIGKILL a Dask worker (nanny and worker) and start another; SIGKILL
+#: the airdask scheduler and start another; SIGKILL the Dask scheduler and restart it on the
+#: same port after ``down`` seconds; restart PostgreSQL (``pg_ctl restart -m fast``).
+KINDS = ("worker", "airdask_scheduler", "dask_scheduler", "postgres")
+
+
+@dataclass(frozen=True)
+class Fault:
+    kind: str
+    every: tuple[float, float]  # seconds between two faults, uniform; the first from trigger
+    count: int | None = None  # at most this many; None: until the run ends
+    down: tuple[float, float] = (0.0, 0.0)  # dask_scheduler: seconds before the restart
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown fault kind {self.kind!r} (known: {', '.join(KINDS)})")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    tasks: int  # tasks between start and end
+    faults: tuple[Fault, ...]
+    database: str = "sqlite"  # or "postgres" (a private server)
+    pooled: int = 0  # the first ``pooled`` middle tasks are in a pool of ``pool_slots``
+    pool_slots: int = 2
+    deadline: float = 300.0  # seconds from the trigger for the run to end
+    parallelism: int | None = None  # [core] parallelism; None: the default (32)
+
+    @property
+    def needs_postgres(self) -> bool:
+        return self.database == "postgres"
+
+
+def _scenarios(*, short: bool) -> dict[str, Scenario]:
+    n = 40 if short else 300
+    worker = Fault("worker", (2.5, 4.0) if short else (4.0, 6.0))
+    killer = Fault("airdask_scheduler", (2.0, 4.0) if short else (3.0, 8.0), 3 if short else 5)
+    dask_down = Fault(
+        "dask_scheduler", (3.0, 5.0) if short else (8.0, 20.0), 1 if short else 2, (4.0, 8.0)
+    )
+    pg = Fault("postgres", (3.0, 5.0) if short else (5.0, 15.0), 1 if short else 3)
+    deadline = 120.0 if short else 900.0
+    found = [
+        Scenario("worker_kills", n, (worker,), deadline=deadline),
+        # A few attempts queued per pass (parallelism 8 on 4 Dask threads), as when a DAG
+        # is wider than the cluster: a kill lands among submissions, not after them all.
+        Scenario("scheduler_kills_sqlite", n, (killer,), deadline=deadline, parallelism=8),
+        Scenario(
+            "scheduler_kills_postgres", n, (killer,), "postgres", deadline=deadline, parallelism=8
+        ),
+        Scenario("dask_scheduler_restart", n, (dask_down,), deadline=deadline),
+        Scenario("postgres_restart", n, (pg,), "postgres", deadline=deadline),
+        # Half the tasks in the pool: its attempts share submissions (and adoption
+        # datasets) with the others, as in a real DAG.
+        Scenario(
+            "pool_worker_kills",
+            32 if short else 120,
+            (Fault("worker", (2.0, 3.5) if short else (3.0, 5.0)),),
+            pooled=16 if short else 60,
+            deadline=deadline,
+        ),
+    ]
+    if not short:
+        found.append(
+            Scenario(
+                "mixed_soak",
+                700,
+                (
+                    Fault("worker", (5.0, 9.0)),
+                    Fault("airdask_scheduler", (15.0, 35.0), 5),
+                    Fault("dask_scheduler", (40.0, 70.0), 2, (3.0, 8.0)),
+                    Fault("postgres", (20.0, 40.0), 4),
+                ),
+                "postgres",
+                pooled=100,
+                deadline=1800.0,
+                parallelism=16,
+            )
+        )
+    return {s.name: s for s in found}
+
+
+FULL = _scenarios(short=False)
+SHORT = _scenarios(short=True)
+
+
+@dataclass
+class FaultClock:
+    """When each fault is next due (seconds on the monotonic clock), drawn from its stream."""
+
+    fault: Fault
+    rng: random.Random
+    due: float
+    done: int = 0
+    restart_at: float | None = None  # dask_scheduler: down until then
+    times: list[float] = field(default_factory=list)  # seconds after the trigger
+
+    @classmethod
+    def start(cls, fault: Fault, *, seed: int, scenario: str, t0: float) -> FaultClock:
+        rng = random.Random(f"{seed}:{scenario}:{fault.kind}")
+        return cls(fault, rng, t0 + rng.uniform(*fault.every))
+
+    def is_due(self, now: float) -> bool:
+        exhausted = self.fault.count is not None and self.done >= self.fault.count
+        return not exhausted and self.restart_at is None and now >= self.due
+
+    def fired(self, now: float, t0: float) -> None:
+        self.done += 1
+        self.times.append(round(now - t0, 2))
+        if self.fault.kind == "dask_scheduler":
+            self.restart_at = now + self.rng.uniform(*self.fault.down)
+        self.due = (self.restart_at or now) + self.rng.uniform(*self.fault.every)
