@@ -41,7 +41,7 @@ bench: $(VENV)/.installed-dev
 # Every chaos scenario at full size, one JSON line of figures each (benchmarks/chaos);
 # e.g. CHAOS_ARGS="--scenario worker_kills --seed 7". Exits 1 if a figure is not 0.
 chaos: $(VENV)/.installed-dev
-	PYTHONPATH=benchmarks $(BIN)/python -m chaos $(CHAOS_ARGS)
+	@PYTHONPATH=benchmarks $(BIN)/python -m chaos $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) .airdask-demo .pytest_cache .mypy_cache .ruff_cache

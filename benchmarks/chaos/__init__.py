@@ -26,7 +26,11 @@ What every scenario sets up, on its own:
   orphan checks every 1 s, so adoption happens within the scenario).
 
 Faults come at random times from a seeded RNG (the seed is printed in every line;
-``--seed`` reproduces the schedule, not the machine's timing). The harness acts as a process
+``--seed`` reproduces the schedule, not the machine's timing), counted from when the first
+airdask scheduler is ready (it printed ``scheduler job N running``); a fault that hits the
+airdask scheduler (a SIGKILL, a PostgreSQL restart) is counted from when the scheduler
+running after the previous one was ready, so that no fault lands on a scheduler still
+importing. The harness acts as a process
 supervisor: an airdask scheduler or a Dask worker that exits without being told to is
 counted and restarted (after 1 s). When the run has ended (or its deadline passed), the
 airdask scheduler gets SIGTERM, then the Dask cluster is asked what it still holds, then

@@ -4,11 +4,14 @@ reading the outcome back from the metadata database."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
+import re
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,6 +65,8 @@ SCHEDULER_ENV = {
 }
 
 FINAL = ("success", "failed")
+#: What ``airdask scheduler`` prints once its executor started and its job is registered.
+READY = re.compile(r"^scheduler job \d+ running", re.MULTILINE)
 
 
 def middle_ids(tasks: int) -> list[str]:
@@ -106,12 +111,15 @@ class Home:
             AIRDASK__DASK__CLUSTER_ADDRESS=cluster,
             AIRDASK__DATABASE__SQL_ALCHEMY_CONN=db_url,
             COLUMNS="200",
+            PYTHONUNBUFFERED="1",  # its log shows what it did up to a SIGKILL
             **SCHEDULER_ENV,
         )
         if parallelism is not None:
             self.env["AIRDASK__CORE__PARALLELISM"] = str(parallelism)
         self.scheduler: subprocess.Popen[bytes] | None = None
         self.schedulers = 0
+        self._log = folder / "airdask-scheduler-0.log"
+        self._ready_at: float | None = None
         self._store: Store | None = None
 
     def write_dag(self, *, tasks: int, pooled: int, rng: random.Random) -> None:
@@ -144,11 +152,18 @@ class Home:
 
     def start_scheduler(self) -> None:
         self.schedulers += 1
-        self.scheduler = self.procs.spawn(
-            [*AIRDASK, "scheduler"],
-            env=self.env,
-            log=self.folder / f"airdask-scheduler-{self.schedulers}.log",
-        )
+        self._log = self.folder / f"airdask-scheduler-{self.schedulers}.log"
+        self._ready_at = None
+        self.scheduler = self.procs.spawn([*AIRDASK, "scheduler"], env=self.env, log=self._log)
+
+    def ready_at(self) -> float | None:
+        """When the harness first saw the running scheduler ready (its executor started,
+        its job registered: the line ``scheduler job N running ...``), else None."""
+        if self._ready_at is None and self.scheduler is not None:
+            with contextlib.suppress(FileNotFoundError):
+                if READY.search(self._log.read_text(errors="replace")):
+                    self._ready_at = time.monotonic()
+        return self._ready_at if self.scheduler is not None else None
 
     def scheduler_exited(self) -> bool:
         """True if the scheduler was running and exited without being told to."""

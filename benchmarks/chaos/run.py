@@ -54,37 +54,41 @@ class Driver:
         self.t0 = 0.0
 
     def drive(self) -> int:
-        """1 if the run did not end within the scenario's deadline, else 0."""
-        self.t0 = time.monotonic()
-        self.clocks = [
-            FaultClock.start(f, seed=self.seed, scenario=self.spec.name, t0=self.t0)
-            for f in self.spec.faults
-        ]
-        next_poll = self.t0
+        """1 if the run did not end within the scenario's deadline, else 0. The faults
+        start once the first airdask scheduler is ready; the deadline counts from now."""
+        began = time.monotonic()
+        next_poll = began
         while True:
             now = time.monotonic()
             self.sampler.sample()
             if now >= next_poll:
                 next_poll = now + 0.5
                 if self.home.run_state() in FINAL:
-                    log.info("%s: run ended after %.1fs", self.spec.name, now - self.t0)
+                    log.info("%s: run ended after %.1fs", self.spec.name, now - began)
                     return 0
-            if now - self.t0 > self.spec.deadline:
-                log.warning("%s: run still going after %.0fs", self.spec.name, now - self.t0)
+            if now - began > self.spec.deadline:
+                log.warning("%s: run still going after %.0fs", self.spec.name, now - began)
                 return 1
+            ready_at = self.home.ready_at()
+            if not self.clocks and ready_at is not None:
+                self.t0 = ready_at
+                self.clocks = [
+                    FaultClock.start(f, seed=self.seed, scenario=self.spec.name, t0=ready_at)
+                    for f in self.spec.faults
+                ]
             for clock in self.clocks:
-                self._step(clock, now)
+                self._step(clock, now, ready_at)
             self._supervise(now)
             time.sleep(POLL)
 
-    def _step(self, clock: FaultClock, now: float) -> None:
+    def _step(self, clock: FaultClock, now: float, ready_at: float | None) -> None:
         kind = clock.fault.kind
         if clock.restart_at is not None and now >= clock.restart_at:
             clock.restart_at = None
             self.cluster.start_scheduler(timeout=START_TIMEOUT)
             log.info("%s: Dask scheduler restarted at %.1fs", self.spec.name, now - self.t0)
             return
-        if not clock.is_due(now):
+        if not clock.is_due(now, ready_at):
             return
         log.info("%s: %s fault at %.1fs", self.spec.name, kind, now - self.t0)
         if kind == "worker":
@@ -92,6 +96,7 @@ class Driver:
         elif kind == "airdask_scheduler":
             self.home.kill_scheduler()
             self.home.start_scheduler()
+            self.restart_airdask_at = None  # one scheduler at a time
         elif kind == "dask_scheduler":
             self.cluster.kill_scheduler()
         else:
@@ -159,8 +164,9 @@ def run_scenario(
         home.start_scheduler()
         log.info("%s: run %s triggered on %s (seed %s)", spec.name, run_id, cluster.address, seed)
         driver = Driver(spec, seed=seed, cluster=cluster, home=home, pg=pg)
+        started = time.monotonic()
         hung = driver.drive()
-        run_seconds = time.monotonic() - driver.t0
+        run_seconds = time.monotonic() - started
         if not cluster.scheduler_up():  # the run ended during an outage
             cluster.start_scheduler(timeout=START_TIMEOUT)
         if not home.stop_scheduler(timeout=STOP_TIMEOUT):

@@ -18,7 +18,7 @@ KINDS = ("worker", "airdask_scheduler", "dask_scheduler", "postgres")
 @dataclass(frozen=True)
 class Fault:
     kind: str
-    every: tuple[float, float]  # seconds between two faults, uniform; the first from trigger
+    every: tuple[float, float]  # seconds between faults (uniform); the first after the start
     count: int | None = None  # at most this many; None: until the run ends
     down: tuple[float, float] = (0.0, 0.0)  # dask_scheduler: seconds before the restart
 
@@ -46,11 +46,11 @@ class Scenario:
 def _scenarios(*, short: bool) -> dict[str, Scenario]:
     n = 40 if short else 300
     worker = Fault("worker", (2.5, 4.0) if short else (4.0, 6.0))
-    killer = Fault("airdask_scheduler", (2.0, 4.0) if short else (3.0, 8.0), 3 if short else 5)
+    killer = Fault("airdask_scheduler", (1.5, 3.5) if short else (3.0, 8.0), 3 if short else 5)
     dask_down = Fault(
         "dask_scheduler", (3.0, 5.0) if short else (8.0, 20.0), 1 if short else 2, (4.0, 8.0)
     )
-    pg = Fault("postgres", (3.0, 5.0) if short else (5.0, 15.0), 1 if short else 3)
+    pg = Fault("postgres", (2.0, 4.0) if short else (5.0, 15.0), 3)
     deadline = 120.0 if short else 900.0
     found = [
         Scenario("worker_kills", n, (worker,), deadline=deadline),
@@ -96,29 +96,52 @@ FULL = _scenarios(short=False)
 SHORT = _scenarios(short=True)
 
 
+#: Faults that hit the airdask scheduler: each is counted from when the scheduler then
+#: running was ready (a kill during a restart's imports would test nothing).
+AFTER_READY = ("airdask_scheduler", "postgres")
+
+
 @dataclass
 class FaultClock:
-    """When each fault is next due (seconds on the monotonic clock), drawn from its stream."""
+    """When a fault is next due (monotonic seconds), drawn from its own stream.
+
+    The first fault of every kind is counted from when the first airdask scheduler was
+    ready; the next one from the last fault, or (for :data:`AFTER_READY` kinds) from when
+    the airdask scheduler running after that fault was ready, or (``dask_scheduler``) from
+    the Dask scheduler's restart."""
 
     fault: Fault
     rng: random.Random
-    due: float
+    delay: float  # drawn when the previous fault fired (or at the start)
+    due: float | None = None  # None: waiting for an airdask scheduler to be ready
+    last: float = 0.0
     done: int = 0
     restart_at: float | None = None  # dask_scheduler: down until then
-    times: list[float] = field(default_factory=list)  # seconds after the trigger
+    times: list[float] = field(default_factory=list)  # seconds after the start
 
     @classmethod
     def start(cls, fault: Fault, *, seed: int, scenario: str, t0: float) -> FaultClock:
         rng = random.Random(f"{seed}:{scenario}:{fault.kind}")
-        return cls(fault, rng, t0 + rng.uniform(*fault.every))
+        delay = rng.uniform(*fault.every)
+        return cls(fault, rng, delay, due=t0 + delay, last=t0)
 
-    def is_due(self, now: float) -> bool:
-        exhausted = self.fault.count is not None and self.done >= self.fault.count
-        return not exhausted and self.restart_at is None and now >= self.due
+    def exhausted(self) -> bool:
+        return self.fault.count is not None and self.done >= self.fault.count
+
+    def is_due(self, now: float, ready_at: float | None) -> bool:
+        if self.due is None and ready_at is not None:
+            self.due = max(ready_at, self.last) + self.delay
+        ready = self.due is not None and now >= self.due and self.restart_at is None
+        return ready and not self.exhausted()
 
     def fired(self, now: float, t0: float) -> None:
         self.done += 1
+        self.last = now
         self.times.append(round(now - t0, 2))
         if self.fault.kind == "dask_scheduler":
             self.restart_at = now + self.rng.uniform(*self.fault.down)
-        self.due = (self.restart_at or now) + self.rng.uniform(*self.fault.every)
+        self.delay = self.rng.uniform(*self.fault.every)
+        if self.fault.kind in AFTER_READY:
+            self.due = None  # counted from the next ready airdask scheduler
+        else:
+            self.due = (self.restart_at or now) + self.delay
