@@ -19,10 +19,6 @@ log = logging.getLogger("chaos")
 BIN = Path(sys.executable).parent
 
 
-def _count_tasks(dask_scheduler: Any) -> int:
-    return len(dask_scheduler.tasks)
-
-
 class DaskCluster:
     """A scheduler and ``workers`` workers of ``nthreads`` threads, all subprocesses."""
 
@@ -108,12 +104,16 @@ class DaskCluster:
     def held(self, *, timeout: float) -> tuple[int, int]:
         """(tasks the Dask scheduler still knows, datasets published), polled until both are
         0 or ``timeout`` passed (a client's releases reach the scheduler asynchronously)."""
+
+        def count_tasks(dask_scheduler: Any) -> int:  # nested: pickled by value
+            return len(dask_scheduler.tasks)
+
         with self.client(timeout=60) as client:
             counts = (-1, -1)
 
             def empty() -> bool:
                 nonlocal counts
-                counts = (client.run_on_scheduler(_count_tasks), len(client.list_datasets()))
+                counts = (client.run_on_scheduler(count_tasks), len(client.list_datasets()))
                 return counts == (0, 0)
 
             try:
