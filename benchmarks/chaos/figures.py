@@ -47,6 +47,25 @@ class Sampler:
         self.samples += 1
 
 
+class Completions:
+    """Follows the ledger as it grows: when the last ``end`` line was seen (monotonic)."""
+
+    def __init__(self, ledger: Path) -> None:
+        self.ledger = ledger
+        self.offset = 0
+        self.seen: float | None = None
+
+    def latest(self) -> float | None:
+        with open(self.ledger, "rb") as fh:
+            fh.seek(self.offset)
+            new = fh.read()
+        complete = new[: new.rfind(b"\n") + 1]  # a line being written is read next time
+        self.offset += len(complete)
+        if b" end " in complete:
+            self.seen = time.monotonic()
+        return self.seen
+
+
 def read_ledger(path: Path) -> tuple[dict[AttemptKey, Attempt], int]:
     """Attempts by (task, try, pid), and the number of lines that could not be read."""
     attempts: dict[AttemptKey, Attempt] = defaultdict(Attempt)

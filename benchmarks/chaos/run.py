@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from chaos.cluster import DaskCluster
-from chaos.figures import Sampler, compute, merge_samples, read_ledger
+from chaos.figures import Completions, Sampler, compute, merge_samples, read_ledger
 from chaos.home import FINAL, POOL, Home
 from chaos.procs import Processes, kill_pids, live_commands, settle
 from chaos.scenarios import FaultClock, Scenario
@@ -21,9 +21,10 @@ from pg_support import PrivatePostgres, private_postgres
 log = logging.getLogger("chaos")
 
 POLL = 0.2  # seconds between two looks at the processes (the run's state: every 0.5 s)
+WATCH = 0.02  # between two looks at the ledger while a fault waits for a completion
 RESTART_DELAY = 1.0  # before restarting an airdask scheduler that exited on its own
 STOP_TIMEOUT = 60.0  # for an airdask scheduler to exit after SIGTERM
-HELD_TIMEOUT = 15.0  # for the Dask scheduler to forget the run's keys after it stopped
+HELD_TIMEOUT = 8.0  # for the Dask scheduler to forget the run's keys (ms when all is well)
 LEAK_TIMEOUT = 10.0  # for the run's commands to be gone after everything stopped
 START_TIMEOUT = 120.0  # for a Dask scheduler or its workers to come up
 
@@ -47,6 +48,7 @@ class Driver:
         self.home = home
         self.pg = pg
         self.sampler = Sampler(home.ledger)
+        self.completions = Completions(home.ledger)
         self.scheduler_exits = 0
         self.worker_exits = 0
         self.restart_airdask_at: float | None = None
@@ -57,10 +59,13 @@ class Driver:
         """1 if the run did not end within the scenario's deadline, else 0. The faults
         start once the first airdask scheduler is ready; the deadline counts from now."""
         began = time.monotonic()
-        next_poll = began
+        next_poll = next_sample = began
         while True:
             now = time.monotonic()
-            self.sampler.sample()
+            if now >= next_sample:
+                next_sample = now + POLL
+                self.sampler.sample()
+                self._supervise(now)
             if now >= next_poll:
                 next_poll = now + 0.5
                 if self.home.run_state() in FINAL:
@@ -76,19 +81,22 @@ class Driver:
                     FaultClock.start(f, seed=self.seed, scenario=self.spec.name, t0=ready_at)
                     for f in self.spec.faults
                 ]
+            completed_at = self.completions.latest()
             for clock in self.clocks:
-                self._step(clock, now, ready_at)
-            self._supervise(now)
-            time.sleep(POLL)
+                self._step(clock, now, ready_at, completed_at)
+            watching = any(c.waiting_for_completion(now) for c in self.clocks)
+            time.sleep(WATCH if watching else POLL)
 
-    def _step(self, clock: FaultClock, now: float, ready_at: float | None) -> None:
+    def _step(
+        self, clock: FaultClock, now: float, ready_at: float | None, completed_at: float | None
+    ) -> None:
         kind = clock.fault.kind
         if clock.restart_at is not None and now >= clock.restart_at:
             clock.restart_at = None
             self.cluster.start_scheduler(timeout=START_TIMEOUT)
             log.info("%s: Dask scheduler restarted at %.1fs", self.spec.name, now - self.t0)
             return
-        if not clock.is_due(now, ready_at):
+        if not clock.is_due(now, ready_at, completed_at):
             return
         log.info("%s: %s fault at %.1fs", self.spec.name, kind, now - self.t0)
         if kind == "worker":

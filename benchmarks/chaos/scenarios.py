@@ -46,7 +46,7 @@ class Scenario:
 def _scenarios(*, short: bool) -> dict[str, Scenario]:
     n = 40 if short else 300
     worker = Fault("worker", (2.5, 4.0) if short else (4.0, 6.0))
-    killer = Fault("airdask_scheduler", (1.5, 3.5) if short else (3.0, 8.0), 3 if short else 5)
+    killer = Fault("airdask_scheduler", (1.5, 3.0) if short else (3.0, 8.0), 5)
     dask_down = Fault(
         "dask_scheduler", (3.0, 5.0) if short else (8.0, 20.0), 1 if short else 2, (4.0, 8.0)
     )
@@ -96,9 +96,13 @@ FULL = _scenarios(short=False)
 SHORT = _scenarios(short=True)
 
 
-#: Faults that hit the airdask scheduler: each is counted from when the scheduler then
-#: running was ready (a kill during a restart's imports would test nothing).
+#: Faults that hit the airdask scheduler. Each is counted from when the scheduler then
+#: running was ready (a kill during a restart's imports would test nothing), and once due
+#: it waits for the next command to complete and lands 0.05-0.45 s after: when the
+#: scheduler harvests, records and submits, not while it idles between passes.
 AFTER_READY = ("airdask_scheduler", "postgres")
+#: How long after a completion such a fault lands (uniform, seconds).
+AFTER_COMPLETION = (0.05, 0.45)
 
 
 @dataclass
@@ -117,6 +121,7 @@ class FaultClock:
     last: float = 0.0
     done: int = 0
     restart_at: float | None = None  # dask_scheduler: down until then
+    fire_at: float | None = None  # AFTER_READY kinds: due, and a completion was seen
     times: list[float] = field(default_factory=list)  # seconds after the start
 
     @classmethod
@@ -128,15 +133,33 @@ class FaultClock:
     def exhausted(self) -> bool:
         return self.fault.count is not None and self.done >= self.fault.count
 
-    def is_due(self, now: float, ready_at: float | None) -> bool:
+    def waiting_for_completion(self, now: float) -> bool:
+        """Due, and waiting for a command to complete (the driver then looks more often)."""
+        return (
+            self.fault.kind in AFTER_READY
+            and self.due is not None
+            and now >= self.due
+            and self.fire_at is None
+            and not self.exhausted()
+        )
+
+    def is_due(self, now: float, ready_at: float | None, completed_at: float | None) -> bool:
+        """``ready_at``: when the running airdask scheduler was ready; ``completed_at``: when
+        the driver last saw a command complete (an ``end`` line)."""
         if self.due is None and ready_at is not None:
             self.due = max(ready_at, self.last) + self.delay
-        ready = self.due is not None and now >= self.due and self.restart_at is None
-        return ready and not self.exhausted()
+        if self.due is None or now < self.due or self.restart_at is not None or self.exhausted():
+            return False
+        if self.fault.kind not in AFTER_READY:
+            return True
+        if self.fire_at is None and completed_at is not None and completed_at >= self.due:
+            self.fire_at = completed_at + self.rng.uniform(*AFTER_COMPLETION)
+        return self.fire_at is not None and now >= self.fire_at
 
     def fired(self, now: float, t0: float) -> None:
         self.done += 1
         self.last = now
+        self.fire_at = None
         self.times.append(round(now - t0, 2))
         if self.fault.kind == "dask_scheduler":
             self.restart_at = now + self.rng.uniform(*self.fault.down)
