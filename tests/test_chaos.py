@@ -44,6 +44,11 @@ KNOWN_BUGS: dict[str, tuple[str, str] | None] = {
     "postgres_restart": ("5", "a PostgreSQL restart is fatal to the scheduler"),
     "pool_worker_kills": ("1", "harvested results rerun on worker loss: completions twice"),
 }
+#: Known failures that do not show in every short run today: the kills leaked datasets in
+#: 15 of 18 short runs (7 of 9 on SQLite, 8 of 9 on PostgreSQL), so a strict xfail would
+#: fail about one CI run in six. Once point 2 is fixed they must pass every time, as plain
+#: tests.
+NOT_EVERY_RUN = {"scheduler_kills_sqlite", "scheduler_kills_postgres"}
 
 
 def _case(name: str) -> object:
@@ -51,8 +56,13 @@ def _case(name: str) -> object:
     bug = KNOWN_BUGS[name]
     if bug is not None:
         # raises=AssertionError: a harness error is a failure, not the expected one
-        reason = f"issue 15 point {bug[0]}: {bug[1]}"
-        marks.append(pytest.mark.xfail(strict=True, raises=AssertionError, reason=reason))
+        marks.append(
+            pytest.mark.xfail(
+                strict=name not in NOT_EVERY_RUN,
+                raises=AssertionError,
+                reason=f"issue 15 point {bug[0]}: {bug[1]}",
+            )
+        )
     return pytest.param(name, marks=marks, id=name)
 
 

@@ -46,7 +46,9 @@ class Scenario:
 def _scenarios(*, short: bool) -> dict[str, Scenario]:
     n = 40 if short else 300
     worker = Fault("worker", (2.5, 4.0) if short else (4.0, 6.0))
-    killer = Fault("airdask_scheduler", (1.5, 3.0) if short else (3.0, 8.0), 5)
+    killer = Fault("airdask_scheduler", (1.5, 3.0) if short else (3.0, 8.0), 6 if short else 5)
+    # each kill costs the health check threshold (5 s): a longer run to fit them in
+    killed = 60 if short else 300
     dask_down = Fault(
         "dask_scheduler", (3.0, 5.0) if short else (8.0, 20.0), 1 if short else 2, (4.0, 8.0)
     )
@@ -56,9 +58,14 @@ def _scenarios(*, short: bool) -> dict[str, Scenario]:
         Scenario("worker_kills", n, (worker,), deadline=deadline),
         # A few attempts queued per pass (parallelism 8 on 4 Dask threads), as when a DAG
         # is wider than the cluster: a kill lands among submissions, not after them all.
-        Scenario("scheduler_kills_sqlite", n, (killer,), deadline=deadline, parallelism=8),
+        Scenario("scheduler_kills_sqlite", killed, (killer,), deadline=deadline, parallelism=8),
         Scenario(
-            "scheduler_kills_postgres", n, (killer,), "postgres", deadline=deadline, parallelism=8
+            "scheduler_kills_postgres",
+            killed,
+            (killer,),
+            "postgres",
+            deadline=deadline,
+            parallelism=8,
         ),
         Scenario("dask_scheduler_restart", n, (dask_down,), deadline=deadline),
         Scenario("postgres_restart", n, (pg,), "postgres", deadline=deadline),
