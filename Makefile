@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck pytest bench docs docs-serve clean
+.PHONY: demo test lint typecheck pytest bench chaos docs docs-serve clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,11 @@ docs: $(VENV)/.installed-dev
 
 docs-serve: $(VENV)/.installed-dev
 	$(BIN)/mkdocs serve
+
+# Every chaos scenario at full size, one JSON line of figures each (benchmarks/chaos);
+# e.g. CHAOS_ARGS="--scenario worker_kills --seed 7". Exits 1 if a figure is not 0.
+chaos: $(VENV)/.installed-dev
+	@PYTHONPATH=benchmarks $(BIN)/python -m chaos $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) .airdask-demo .pytest_cache .mypy_cache .ruff_cache site
