@@ -2,9 +2,7 @@
 
 Each scenario runs a DAG of ledger-writing commands on its own external Dask cluster with
 real ``airdask scheduler`` processes under faults, and asserts that every figure is 0 (the
-figures are defined in ``benchmarks/chaos/__init__.py``). A scenario that fails today
-because of a known bug of issue 15 is a strict xfail naming the point: when the fix lands,
-the scenario passes, the strict xfail fails, and the marker must go.
+figures are defined in ``benchmarks/chaos/__init__.py``).
 
 The fault times come from a seed (``CHAOS_SEED``, random by default); a failing scenario's
 JSON line, with its seed, is in the assertion message.
@@ -35,34 +33,8 @@ from proc_support import wait_for
 SEED = int(os.environ.get("CHAOS_SEED") or random.SystemRandom().randrange(2**31))
 
 
-#: Scenario -> (the points of issue 15 that make it fail today, why); None: it passes.
-KNOWN_BUGS: dict[str, tuple[str, str] | None] = {
-    "worker_kills": ("1", "harvested results held in adoption datasets rerun on worker loss"),
-    "scheduler_kills_sqlite": ("2 (and 3)", "datasets emptied before a SIGKILL stay published"),
-    "scheduler_kills_postgres": ("2 (and 3)", "datasets emptied before a SIGKILL stay published"),
-    "dask_scheduler_restart": ("4", "a Dask scheduler outage burns every try (ConnectionError)"),
-    "postgres_restart": ("5", "a PostgreSQL restart is fatal to the scheduler"),
-    "pool_worker_kills": ("1", "harvested results rerun on worker loss: completions twice"),
-}
-#: Known failures that do not show in every short run today: the kills leaked datasets in
-#: 15 of 18 short runs (7 of 9 on SQLite, 8 of 9 on PostgreSQL), so a strict xfail would
-#: fail about one CI run in six. Once point 2 is fixed they must pass every time, as plain
-#: tests.
-NOT_EVERY_RUN = {"scheduler_kills_sqlite", "scheduler_kills_postgres"}
-
-
 def _case(name: str) -> object:
     marks = [pytest.mark.postgres] if SHORT[name].needs_postgres else []
-    bug = KNOWN_BUGS[name]
-    if bug is not None:
-        # raises=AssertionError: a harness error is a failure, not the expected one
-        marks.append(
-            pytest.mark.xfail(
-                strict=name not in NOT_EVERY_RUN,
-                raises=AssertionError,
-                reason=f"issue 15 point {bug[0]}: {bug[1]}",
-            )
-        )
     return pytest.param(name, marks=marks, id=name)
 
 
@@ -94,7 +66,6 @@ def test_the_short_suite_is_the_full_one_smaller() -> None:
     for name, short in SHORT.items():
         assert short.tasks <= FULL[name].tasks
         assert {f.kind for f in short.faults} == {f.kind for f in FULL[name].faults}
-    assert set(KNOWN_BUGS) == set(SHORT)
 
 
 # ---- the figures themselves, on made-up ledgers (fast) -------------------------------
