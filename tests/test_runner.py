@@ -270,22 +270,34 @@ def test_kill_all_reaches_an_attempt_whose_process_is_not_registered_yet(
 
 
 HOST_SCRIPT = """
+import os
 import sys
 import tempfile
 from airdask import runner
 from airdask.commands import build_spec
 from airdask.state import TaskInstanceKey
+if os.environ.get("TEST_SKIP_REGISTRATION"):  # the instant between fork and registration
+    send = runner.reaper_send
+    runner.reaper_send = lambda rt, line: None if line.startswith("+") else send(rt, line)
+    runner.ensure_reaper(runner._runtime())
 spec = build_spec(TaskInstanceKey("d", "t", "r"), sys.argv[2:], log_root=sys.argv[1],
                   return_log=False)
 runner.run_task(spec)
 """
 
 
-def test_reaper_kills_commands_when_host_process_is_killed(tmp_path: Path) -> None:
-    """A SIGKILLed host (say, a Dask worker) leaves no orphan command behind."""
+@pytest.mark.parametrize("registered", [True, False])
+def test_reaper_kills_commands_when_host_process_is_killed(
+    tmp_path: Path, registered: bool
+) -> None:
+    """A SIGKILLed host (say, a Dask worker) leaves no orphan command behind, even one it
+    forked in the last instant, before it could register it with its reaper."""
     pids = tmp_path / "pids"
+    env = dict(os.environ)
+    if not registered:
+        env["TEST_SKIP_REGISTRATION"] = "1"
     host = subprocess.Popen(
-        [sys.executable, "-c", HOST_SCRIPT, str(tmp_path), *spawn_tree_script(pids)]
+        [sys.executable, "-c", HOST_SCRIPT, str(tmp_path), *spawn_tree_script(pids)], env=env
     )
     try:
         wait_for(pids_file_complete(pids, 2), timeout=30, what="command start")

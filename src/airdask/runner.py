@@ -37,9 +37,8 @@ import types
 from collections.abc import Iterator
 from typing import Any, TypedDict
 
-from airdask.supervision import START_REPORT_DELAY as START_REPORT_DELAY
-from airdask.supervision import STARTED_TOPIC as STARTED_TOPIC
 from airdask.supervision import (
+    HOST_ENV,
     OutputPump,
     StartReporter,
     TailBuffer,
@@ -51,6 +50,8 @@ from airdask.supervision import (
     route_output,
     signal_name,
 )
+from airdask.supervision import START_REPORT_DELAY as START_REPORT_DELAY
+from airdask.supervision import STARTED_TOPIC as STARTED_TOPIC
 
 RUNTIME_MODULE = "_airdask_runtime_4"  # bumped when the runtime's shape changes
 #: Every outcome is pushed on this topic: it is how the executor learns it (no attempt's
@@ -209,7 +210,7 @@ def _supervise(
             stdout=stdout,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            env={**os.environ, **spec["env"]} if spec.get("env") else None,
+            env={**os.environ, **spec.get("env", {}), HOST_ENV: str(os.getpid())},
         )
     except FileNotFoundError:
         return "not_found", f"command not found: {argv[0]!r}", None

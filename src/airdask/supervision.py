@@ -27,6 +27,11 @@ STARTED_TOPIC = "airdask-task-started"
 START_REPORT_DELAY = 0.1
 START_REPORT_TICK = 0.025
 
+#: Set in every command's environment to the pid of the process that runs it: when that
+#: process dies, its reaper also kills the groups of commands it had started but not yet
+#: registered (forked in the last instant before the host was SIGKILLed).
+HOST_ENV = "AIRDASK_RUNNER_HOST"
+
 # The reaper polls rather than blocking on its pipe: a blocked reader is woken by every
 # registration, and on a busy 2-core host those wake-ups cost a third of a fork+exec each.
 # Written bytes stay in the pipe when the host dies, so polling loses nothing; death is
@@ -56,6 +61,15 @@ def drain():
 while drain() and os.getppid() == parent:
     time.sleep(0.05)
 drain()
+mark = ("\\0%s=%d\\0" % (sys.argv[1], parent)).encode()
+for name in os.listdir("/proc"):  # commands forked but not registered when the host died
+    if name.isdigit():
+        try:
+            with open("/proc/%s/environ" % name, "rb") as env:
+                if mark in b"\\0" + env.read():
+                    groups.add(os.getpgid(int(name)))
+        except OSError:
+            pass
 for pgid in groups:
     try:
         os.killpg(pgid, signal.SIGKILL)
@@ -165,7 +179,7 @@ def ensure_reaper(rt: Any) -> None:
     with rt.lock:
         if rt.reaper is None or rt.reaper.poll() is not None:
             rt.reaper = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-c", REAPER_SOURCE],
+                [sys.executable, "-I", "-S", "-c", REAPER_SOURCE, HOST_ENV],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
