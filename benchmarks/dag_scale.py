@@ -1,0 +1,176 @@
+"""Scale benchmark (issue 12): a DAG ``start >> [N no-op PythonTask] >> end`` through
+``airdask run`` on the embedded cluster, beside raw Dask running the same callable on a
+cluster of the same shape in the same run.
+
+For each N it prints airdask's trigger-to-end wall time (DagRun.queued_at to end_date),
+the raw Dask time (``client.map`` + ``gather`` of the same no-op over N items), their
+ratio (target <= 1.25 at 10,000 and 100,000), the time per task, the peak RSS of the
+``airdask run`` process (``VmHWM``; it hosts the embedded Dask scheduler too) and the
+database's size at the end.
+
+Usage::
+
+    python benchmarks/dag_scale.py [--sizes 1000,10000,100000] [--db sqlite|postgres]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from sqlalchemy import create_engine, select, text
+
+from airdask.config import load_config
+from airdask.store import DagRun, Store
+
+DAG_FILE = """
+from airdask.dag import DAG, PythonTask
+
+
+def noop(i=None):
+    return None
+
+
+with DAG("scale") as dag:
+    start = PythonTask("start", noop)
+    middle = [PythonTask(f"t{{i:06d}}", noop) for i in range({n})]
+    end = PythonTask("end", noop)
+    start >> middle >> end
+"""
+
+WORKERS, THREADS = 2, 2
+
+
+def noop(i: object = None) -> None:
+    return None
+
+
+def raw_dask(n: int) -> float:
+    """Seconds for ``client.map(noop, range(n))`` + gather on a fresh 2x2 LocalCluster."""
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=WORKERS, threads_per_worker=THREADS, processes=True, dashboard_address=":0"
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        client.submit(noop, pure=False).result()  # the workers are warm, as airdask's are
+        t0 = time.perf_counter()
+        futures = client.map(noop, range(n), pure=False)
+        client.gather(futures)
+        return time.perf_counter() - t0
+
+
+def _peak_rss(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def pg_url(name: str) -> str:
+    base = os.environ.get("AIRDASK_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1/test")
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return str(admin.url.set(database=name).render_as_string(hide_password=False))
+
+
+def drop_pg(name: str) -> None:
+    base = os.environ.get("AIRDASK_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1/test")
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def airdask_run(n: int, db: str) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp)
+        dag_file = home / "scale.py"
+        dag_file.write_text(DAG_FILE.format(n=n))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AIRDASK")}
+        env.update(
+            AIRDASK_HOME=str(home),
+            AIRDASK__CORE__PARALLELISM="0",
+            AIRDASK__DASK__N_WORKERS=str(WORKERS),
+            AIRDASK__DASK__THREADS_PER_WORKER=str(THREADS),
+            AIRDASK__DASK__DASHBOARD_ADDRESS=":0",
+        )
+        pg_name = None
+        if db == "postgres":
+            pg_name = f"airdask_scale_{uuid.uuid4().hex[:8]}"
+            env["AIRDASK__DATABASE__SQL_ALCHEMY_CONN"] = pg_url(pg_name)
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "airdask.cli", "-q", "run", str(dag_file)],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            peak = [0]
+
+            def watch() -> None:
+                while proc.poll() is None:
+                    peak[0] = max(peak[0], _peak_rss(proc.pid))
+                    time.sleep(0.2)  # a sampling interval, not a synchronisation
+
+            watcher = threading.Thread(target=watch, daemon=True)
+            watcher.start()
+            _, err = proc.communicate()
+            watcher.join()
+            if proc.returncode != 0:
+                sys.exit(f"airdask run of {n} tasks failed:\n{err[-3000:]}")
+            config = load_config({k: v for k, v in env.items() if k.startswith("AIRDASK")})
+            store = Store.from_config(config)
+            with store.session() as session:
+                run = session.scalars(select(DagRun)).one()
+                assert run.end_date is not None and run.state == "success", run.state
+                wall = (run.end_date - run.queued_at).total_seconds()
+                if db == "postgres":
+                    size = session.scalar(text("SELECT pg_database_size(current_database())"))
+                else:
+                    size = sum(p.stat().st_size for p in home.glob("airdask.db*"))
+            store.dispose()
+        finally:
+            if pg_name is not None:
+                drop_pg(pg_name)
+    return {"wall": wall, "rss": float(peak[0]), "db": float(size or 0)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1000,10000,100000")
+    parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
+    args = parser.parse_args()
+    print(f"start >> N no-op PythonTask >> end; embedded cluster {WORKERS}x{THREADS}, {args.db}")
+    per_task = {}
+    for n in [int(s) for s in args.sizes.split(",")]:
+        raw = raw_dask(n + 2)
+        ours = airdask_run(n, args.db)
+        per_task[n] = ours["wall"] / (n + 2) * 1000
+        print(
+            f"  N={n:>7,d}  airdask {ours['wall']:8.1f} s ({per_task[n]:.2f} ms/task) | "
+            f"raw Dask {raw:7.1f} s | ratio {ours['wall'] / raw:5.2f} | "
+            f"peak RSS {ours['rss'] / 2**20:6.0f} MiB | db {ours['db'] / 2**20:6.1f} MiB"
+        )
+    if len(per_task) > 1:
+        first, last = min(per_task), max(per_task)
+        print(f"  time per task at {last:,} / at {first:,}: {per_task[last] / per_task[first]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
