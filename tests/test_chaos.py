@@ -87,11 +87,13 @@ def _compute(
     tis: TIs,
     attempts: dict,
     logs: list | None = None,  # type: ignore[type-arg]
+    host_deaths: tuple[float, ...] = (),
 ) -> tuple[dict[str, int], dict[str, object]]:
     results = Results("success", dict(tis), list(logs or []))
     return compute(
-        results, attempts, pool_slots=2, leaked=0, held=(0, 0), scheduler_exits=0, hung=0
-    )
+        results, attempts, pool_slots=2, leaked=0, held=(0, 0), scheduler_exits=0, hung=0,
+        host_deaths=host_deaths,
+    )  # fmt: skip
 
 
 def test_figures_of_a_clean_ledger_are_zero(tmp_path: Path) -> None:
@@ -129,6 +131,17 @@ def test_figures_count_each_promise_broken(tmp_path: Path) -> None:
     assert figures["pool_oversubscribed"] == 1  # 3 alive at once, 2 slots
     assert info["reruns_after_recorded_success"] == 1  # a started again at 5.0 > 2.5
     assert info["longest_overlap_s"] == 1.5  # b: try 2 lived 1.5-3.0 inside try 1
+
+
+def test_a_completion_as_its_worker_died_is_told_apart(tmp_path: Path) -> None:
+    ledger = tmp_path / "ledger"
+    ledger.write_text("a 1 10 start 1.0\na 1 10 end 2.0\na 1 11 start 3.0\na 1 11 end 4.0\n")
+    attempts, _ = read_ledger(ledger)
+    tis = {"a": ("success", 1, "default_pool")}
+    plain, _ = _compute(tis, attempts, host_deaths=(1.0,))
+    assert plain["duplicate_completions"] == 1  # the kill came a second before the end
+    figures, info = _compute(tis, attempts, host_deaths=(1.9,))
+    assert figures["duplicate_completions"] == 0 and info["completed_as_host_died"] == 1
 
 
 def test_a_sighting_gives_an_attempt_without_end_a_span(tmp_path: Path) -> None:

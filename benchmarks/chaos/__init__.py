@@ -44,7 +44,11 @@ The figures; every one is 0 when airdask keeps its promises:
     Task instances of the run not in ``success`` in the database at the end.
 ``duplicate_completions``
     (task, try) pairs with more than one ``end`` line in the ledger: the command of one try
-    completed more than once.
+    completed more than once. Not counted (``info.completed_as_host_died``, reported
+    apart): a first completion that ended within ``HOST_DEATH_WINDOW`` (0.25 s) of the
+    SIGKILL of a worker, where the command finished in the instant its host died, before
+    anything could report it; Dask runs such a try again, and no executor can tell that
+    apart from a command that did not finish (docs/adr/0004).
 ``concurrent_attempts``
     Tasks with two attempts (two command leaders, of the same try or of two tries) alive at
     the same moment. An attempt is alive from its ``start`` line (or first sighting) to its

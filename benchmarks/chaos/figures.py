@@ -118,6 +118,11 @@ def peak_concurrency(spans: Iterable[tuple[float, float]]) -> int:
     return peak
 
 
+#: Seconds around a worker's SIGKILL within which a completion counts as one its host died
+#: before reporting (see ``duplicate_completions`` in the package docstring).
+HOST_DEATH_WINDOW = 0.25
+
+
 def compute(
     results: Results,
     attempts: dict[AttemptKey, Attempt],
@@ -127,11 +132,24 @@ def compute(
     held: tuple[int, int],
     scheduler_exits: int,
     hung: int,
+    host_deaths: Iterable[float] = (),
 ) -> tuple[dict[str, int], dict[str, Any]]:
-    """The figures (each 0 when all is well) and the context that explains them."""
+    """The figures (each 0 when all is well) and the context that explains them;
+    ``host_deaths`` are the wall-clock times at which workers were SIGKILLed."""
     ends_by_try: Counter[tuple[str, int]] = Counter()
+    first_end: dict[tuple[str, int], float] = {}
     for (task, try_number, _pid), attempt in attempts.items():
         ends_by_try[(task, try_number)] += len(attempt.ends)
+        if attempt.ends:
+            key = (task, try_number)
+            first_end[key] = min(first_end.get(key, min(attempt.ends)), min(attempt.ends))
+    deaths = sorted(host_deaths)
+    twice = [key for key, count in ends_by_try.items() if count > 1]
+    as_host_died = [
+        key
+        for key in twice
+        if any(abs(first_end[key] - death) <= HOST_DEATH_WINDOW for death in deaths)
+    ]
     by_task: dict[str, list[tuple[float, float, AttemptKey]]] = defaultdict(list)
     for key, attempt in attempts.items():
         by_task[key[0]].append((*attempt.interval(), key))
@@ -160,7 +178,7 @@ def compute(
     overlaps = [_overlap(a, b, attempts) for ps in concurrent.values() for a, b in ps]
     figures = {
         "not_success": sum(1 for state, _n, _p in results.tis.values() if state != "success"),
-        "duplicate_completions": sum(1 for count in ends_by_try.values() if count > 1),
+        "duplicate_completions": len(twice) - len(as_host_died),
         "concurrent_attempts": len(concurrent),
         "success_without_end": len(success_no_end),
         "leaked_processes": leaked,
@@ -177,6 +195,7 @@ def compute(
         "tries": sum(n for _s, n, _p in results.tis.values()),
         "ledger_starts": sum(len(a.starts) for a in attempts.values()),
         "extra_completions": sum(c - 1 for c in ends_by_try.values() if c > 1),
+        "completed_as_host_died": len(as_host_died),
         "reruns_after_recorded_success": len(reruns),
         "longest_overlap_s": round(max(overlaps, default=0.0), 3),
         "failed_tries": len(failed_tries),

@@ -48,6 +48,7 @@ class Driver:
         self.home = home
         self.pg = pg
         self.sampler = Sampler(home.ledger)
+        self.host_deaths: list[float] = []
         self.completions = Completions(home.ledger)
         self.scheduler_exits = 0
         self.worker_exits = 0
@@ -100,6 +101,7 @@ class Driver:
             return
         log.info("%s: %s fault at %.1fs", self.spec.name, kind, now - self.t0)
         if kind == "worker":
+            self.host_deaths.append(time.time())  # wall clock, as the ledger's times
             self.cluster.kill_worker(clock.rng)
         elif kind == "airdask_scheduler":
             self.home.kill_scheduler()
@@ -197,6 +199,7 @@ def run_scenario(
             held=held,
             scheduler_exits=driver.scheduler_exits,
             hung=hung,
+            host_deaths=driver.host_deaths,
         )
     info.update(
         run_seconds=round(run_seconds, 1),
