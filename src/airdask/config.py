@@ -65,6 +65,14 @@ OPTIONS: dict[str, dict[str, Option]] = {
         "default_pool_slots": Option(
             int, "128", "Slots of default_pool when db init creates it.", at_least=0
         ),
+        "max_result_bytes": Option(
+            int,
+            "1048576",
+            "Largest return value of a PythonTask that is kept (encoded as JSON, or "
+            "cloudpickle); a larger one fails the task. It travels with the outcome and is "
+            "stored in the database, so keep results small (paths, counts, ids).",
+            at_least=0,
+        ),
     },
     "database": {
         "sql_alchemy_conn": Option(
