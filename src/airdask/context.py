@@ -147,11 +147,19 @@ MACROS = SimpleNamespace(
 
 
 class _Named(dict[str, Any]):
-    """A dict that knows its name, so a missing key is reported as ``conf has no key 'n'``."""
+    """A dict whose missing keys are reported by its name (``conf has no key 'n'``). The
+    name is the class's: an instance attribute would hide a key of the same name."""
 
-    def __init__(self, label: str, values: Mapping[str, Any]) -> None:
-        super().__init__(values)
-        self.label = label
+
+class _Conf(_Named):
+    pass
+
+
+class _Params(_Named):
+    pass
+
+
+_LABELS = {_Conf: "conf", _Params: "params"}
 
 
 @functools.cache
@@ -165,7 +173,7 @@ def _environment() -> Any:
             obj, name = self._undefined_obj, self._undefined_name
             if isinstance(obj, _Named):
                 keys = ", ".join(sorted(obj)) or "none"
-                return f"{obj.label} has no key {name!r} (it has: {keys})"
+                return f"{_LABELS[type(obj)]} has no key {name!r} (it has: {keys})"
             message: str = super()._undefined_message
             return message
 
@@ -191,8 +199,8 @@ def render_template(text: str, context: Mapping[str, Any], *, field: str, where:
     from jinja2 import TemplateError as JinjaError
 
     namespace = dict(context)
-    namespace["conf"] = _Named("conf", context.get("conf") or {})
-    namespace["params"] = _Named("params", context.get("params") or {})
+    namespace["conf"] = _Conf(context.get("conf") or {})
+    namespace["params"] = _Params(context.get("params") or {})
     namespace["macros"] = MACROS
     try:
         return str(_environment().from_string(text).render(namespace))

@@ -100,13 +100,7 @@ class TaskSpec(_TaskSpecOptional):
     env: dict[str, str]  # added to a command's environment (the AIRDASK_CTX_* run context)
 
 
-class _OutcomeOptional(TypedDict, total=False):
-    #: A callable's return value, encoded (see :func:`encode_result`), and its format.
-    result: bytes
-    result_format: str  # "json" or "pickle"
-
-
-class Outcome(_OutcomeOptional):
+class Outcome(TypedDict):
     key: str
     state: str  # "success" or "failed"
     kind: str  # success | exit_code | exception | not_found | timeout | killed | error
@@ -120,6 +114,10 @@ class Outcome(_OutcomeOptional):
     log_path: str
     log: str | None
     log_kept: bool  # log holds the last PUSH_LOG_MAX characters; the worker keeps the rest
+    # A kept return value adds "result" (bytes, see encode_result) and "result_format"
+    # ("json" or "pickle"): see _add_result. (Not declared here: a TypedDict with optional
+    # keys needs NotRequired or a TypedDict base, and neither survives shipping by value
+    # on Python 3.10.)
 
 
 def _runtime() -> Any:
@@ -406,10 +404,14 @@ def run_task(spec: TaskSpec) -> Outcome:
         log_kept=False,
     )
     if kept is not None and kind == "success":
-        outcome["result_format"], outcome["result"] = kept
+        _add_result(outcome, kept)
     if worker is not None:
         _push(worker, _pushable(rt, outcome))
     return outcome
+
+
+def _add_result(outcome: Any, kept: tuple[str, bytes]) -> None:
+    outcome["result_format"], outcome["result"] = kept
 
 
 def _pushable(rt: Any, outcome: Outcome) -> Outcome:
