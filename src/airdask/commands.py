@@ -25,7 +25,7 @@ class CommandError(ValueError):
 
 
 #: Default cap of a Python callable's kept return value (``[core] max_result_bytes``).
-DEFAULT_MAX_RESULT_BYTES = 1024 * 1024
+DEFAULT_MAX_RESULT_BYTES = 64 * 1024
 
 
 class PythonCommand:

@@ -67,10 +67,11 @@ OPTIONS: dict[str, dict[str, Option]] = {
         ),
         "max_result_bytes": Option(
             int,
-            "1048576",
-            "Largest return value of a PythonTask that is kept (encoded as JSON, or "
-            "cloudpickle); a larger one fails the task. It travels with the outcome and is "
-            "stored in the database, so keep results small (paths, counts, ids).",
+            "65536",
+            "Largest return value of a PythonTask that is kept (JSON, or cloudpickle); a "
+            "larger one fails the task. It travels with the outcome (the Dask scheduler keeps "
+            "the last 1000 outcomes of its topic in memory) and is stored in the database: "
+            "return paths, counts, ids, not data.",
             at_least=0,
         ),
     },

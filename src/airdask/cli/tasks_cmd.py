@@ -109,6 +109,7 @@ def tasks_render(dag_id: str, task_id: str, run_id: str, map_index: int) -> None
     """The command of a task instance as its attempt runs it: templates rendered from the
     run's context (its last try, or the next one if it has not run)."""
     from airdask.commands import PythonCommand
+    from airdask.context import CONTEXT_KEYS
     from airdask.scheduler.attempts import AttemptCommands, AttemptError
 
     ctx = cli_context()
@@ -127,8 +128,12 @@ def tasks_render(dag_id: str, task_id: str, run_id: str, map_index: int) -> None
     header = getattr(command, "header", None)
     if isinstance(command, PythonCommand):
         args = [repr(a) for a in command.args]
-        args += [f"{k}={v!r}" for k, v in command.kwargs.items() if k != "context"]
-        click.echo(f"{header}({', '.join(args)})")
+        own = getattr(dag.get_task(task_id), "op_kwargs", {})
+        given = {k: v for k, v in command.kwargs.items() if k in own or k not in CONTEXT_KEYS}
+        given.pop("context", None)
+        args += [f"{k}={v!r}" for k, v in given.items()]
+        added = " + the run context" if len(given) < len(command.kwargs) else ""
+        click.echo(f"{header}({', '.join(args)}){added}")
     else:
         click.echo(header or " ".join(command))
 
