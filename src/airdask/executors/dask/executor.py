@@ -130,14 +130,14 @@ class DaskExecutor(BaseExecutor):
         super().__init__(parallelism, config=config)
         self.worker_resources = dict(worker_resources or {})
         if cluster_address is None:
-            cluster_address = str(self.config.get("dask", "cluster_address")) or None
+            cluster_address = self.config.dask.cluster_address or None
         self.cluster_address = cluster_address
         self.security = security if security is not None else security_from_config(self.config)
         self.reuse_current_client = reuse_current_client
         self.resource_ttl = resource_ttl
-        self.pool_policy = str(self.config.get("dask", "pool_resources"))
-        self.log_max_bytes = int(self.config.get("dask", "log_max_bytes"))
-        self.base_log_folder = str(self.config.get("logging", "base_log_folder"))
+        self.pool_policy = self.config.dask.pool_resources
+        self.log_max_bytes = self.config.dask.log_max_bytes
+        self.base_log_folder = self.config.logging.base_log_folder
         self._given_client = client
         self._conn: DaskConnection | None = None
         self._watch: ConnectionWatch | None = None
