@@ -24,6 +24,7 @@ from datetime import timedelta
 from typing import Any, TypeVar, Union
 
 from airdask.commands import Command, PythonCommand
+from airdask.durations import to_seconds
 from airdask.state import DEFAULT_POOL as DEFAULT_POOL
 
 #: Trigger rules: when a task may run, given its upstream tasks' states (Airflow's meaning).
@@ -71,9 +72,9 @@ _current_dags: list[DAG] = []
 
 
 def _seconds(value: float | timedelta | None, what: str) -> float | None:
-    if value is None:
+    seconds = to_seconds(value)
+    if seconds is None:
         return None
-    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
     if seconds < 0:
         raise DagDefinitionError(f"{what} must not be negative, got {value!r}")
     return seconds
