@@ -44,6 +44,8 @@ class TaskResult:
     external_executor_id: str | None
     reason: str | None
     map_index: int = -1
+    #: The executor its last try was queued on (``[core] executor`` may list several).
+    executor: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
@@ -142,6 +144,7 @@ class DagRunResult:
                     external_executor_id=ti.external_executor_id,
                     reason=ti.reason,
                     map_index=ti.map_index,
+                    executor=ti.executor,
                 )
                 for ti in tis
             ]
