@@ -18,8 +18,10 @@ from sqlalchemy import func, select
 from airdask.config import Config, load_config
 from airdask.dag import DAG
 from airdask.display import dag_run_html, table_html
-from airdask.executors import BaseExecutor, load_executor
+from airdask.executors import BaseExecutor
+from airdask.executors.loader import load_executors
 from airdask.logs import read_log
+from airdask.scheduler.executors import ExecutorSet
 from airdask.scheduler.loop import SchedulerJob
 from airdask.scheduler.single_run import drive_run
 from airdask.state import DagRunState, TaskInstanceKey
@@ -42,6 +44,8 @@ class TaskResult:
     external_executor_id: str | None
     reason: str | None
     map_index: int = -1
+    #: The executor its last try was queued on (``[core] executor`` may list several).
+    executor: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
@@ -140,6 +144,7 @@ class DagRunResult:
                     external_executor_id=ti.external_executor_id,
                     reason=ti.reason,
                     map_index=ti.map_index,
+                    executor=ti.executor,
                 )
                 for ti in tis
             ]
@@ -181,8 +186,9 @@ def run_dag(
     """Trigger one run of ``dag`` and schedule it to its end in this process.
 
     :param executor: an executor (started here if needed, ended when the run finishes — a
-        DaskExecutor given ``client=`` leaves that client open), an executor name, or None
-        for ``[core] executor``.
+        DaskExecutor given ``client=`` leaves that client open), executor names as
+        ``[core] executor`` lists them (several: each task runs on the one it names), or
+        None for ``[core] executor``.
     :param conf: the run's ``conf``.
     :param timeout: seconds to wait for the run; then the executor is terminated (its
         attempts are killed and recorded as such) and the result has ``timed_out=True``.
@@ -199,14 +205,20 @@ def run_dag(
         if executor is None or isinstance(executor, str):
             with store.session() as session:
                 resources = pool_resources(session)
-            executor = load_executor(executor, config=config, worker_resources=resources)
-        job = SchedulerJob(store=store, executor=executor, config=config, dags={dag.dag_id: dag})
+            built = load_executors(executor, config=config, worker_resources=resources)
+            parallelism = config.core.parallelism
+            job_executor: BaseExecutor | ExecutorSet = ExecutorSet(built, parallelism=parallelism)
+        else:
+            job_executor = executor
+        job = SchedulerJob(
+            store=store, executor=job_executor, config=config, dags={dag.dag_id: dag}
+        )
         outcome = drive_run(job, dag, conf=conf, timeout=timeout)
         return DagRunResult.load(
             store,
             dag.dag_id,
             outcome.run_id,
-            executor=type(executor).__name__,
+            executor=job.executors.label(),
             dashboard_link=outcome.dashboard_link,
             elapsed=outcome.elapsed,
             timed_out=outcome.timed_out,

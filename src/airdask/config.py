@@ -61,13 +61,16 @@ OPTIONS: dict[str, dict[str, Option]] = {
         "executor": Option(
             str,
             "DaskExecutor",
-            "Built-in executor name (SequentialExecutor, LocalExecutor, DebugExecutor, "
-            "DaskExecutor, LocalDaskExecutor) or a module.path.ClassName import path.",
+            "Executors the scheduler hosts, comma-separated, the first the default (a task "
+            "picks another with executor=): built-in names (SequentialExecutor, LocalExecutor, "
+            "DebugExecutor, DaskExecutor, LocalDaskExecutor) or module.path.ClassName import "
+            "paths, each with an optional alias: prefix (celery:my.pkg.CeleryExecutor).",
         ),
         "parallelism": Option(
             int,
             "32",
-            "Most task instances running at once per scheduler (0 = unlimited).",
+            "Most task instances running at once per scheduler, across all its executors "
+            "(0 = unlimited); also each executor's own limit unless it is given another.",
             at_least=0,
         ),
         "dags_folder": Option(str, "{AIRDASK_HOME}/dags", "Folder of DAG files (Python modules)."),

@@ -57,6 +57,7 @@ TASK_ARGS = (
     "trigger_rule",
     "on_success_callback",
     "on_failure_callback",
+    "executor",
 )
 
 Callback = Callable[[dict[str, Any]], Any]
@@ -221,7 +222,12 @@ class BaseTask:
     Keyword arguments left as ``None`` take the DAG's ``default_args`` and then the
     built-in defaults: ``retries=0``, ``retry_delay=300`` seconds, ``pool="default_pool"``,
     ``pool_slots=1``, ``queue=None``, ``priority_weight=1``, ``weight_rule="downstream"``,
-    ``trigger_rule="all_success"``, no ``execution_timeout``.
+    ``trigger_rule="all_success"``, no ``execution_timeout``, ``executor=None``.
+
+    ``executor`` picks one of the executors of ``[core] executor`` by its alias, class name
+    or import path (None: the first, the default). The DAG does not know the configuration:
+    the name is checked against it when a run is created and by the scheduler (see
+    :mod:`airdask.executors.names`).
 
     Callbacks are called in the scheduler process with a context dict (``dag_id``,
     ``task_id``, ``run_id``, ``try_number``, ``state``, ``reason``, ``conf``); an exception
@@ -245,6 +251,7 @@ class BaseTask:
         trigger_rule: str | None = None,
         on_success_callback: Callback | None = None,
         on_failure_callback: Callback | None = None,
+        executor: str | None = None,
     ) -> None:
         dag = dag or current_dag()
         if dag is None:
@@ -278,6 +285,7 @@ class BaseTask:
         self.on_failure_callback: Callback | None = _pick(
             on_failure_callback, d, "on_failure_callback", None
         )
+        self.executor: str | None = _pick(executor, d, "executor", None)
         self.upstream_task_ids: set[str] = set()
         self.downstream_task_ids: set[str] = set()
         self._check(where)
@@ -299,6 +307,13 @@ class BaseTask:
             raise DagDefinitionError(
                 f"{where}: unknown weight_rule {self.weight_rule!r} "
                 f"(known: {', '.join(WEIGHT_RULES)})"
+            )
+        if self.executor is not None and (
+            not isinstance(self.executor, str) or not self.executor.strip()
+        ):
+            raise DagDefinitionError(
+                f"{where}: executor must be an executor's alias, class name or import path "
+                f"(a non-empty string), got {self.executor!r}"
             )
         if self.execution_timeout == 0:
             raise DagDefinitionError(f"{where}: execution_timeout must be positive")

@@ -105,6 +105,7 @@ TI_COLUMNS = (
     "external_executor_id",
     "hostname",
     "reason",
+    "executor",
 )
 
 

@@ -81,6 +81,9 @@ class TaskInstance(Base):
     priority_weight: Mapped[int] = mapped_column(Integer, default=1)
     executor_config: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     external_executor_id: Mapped[str | None] = mapped_column(String(512), default=None)
+    #: The id of the executor the current try was queued on (its alias, else its class
+    #: name: :mod:`airdask.executors.names`), written with QUEUED; None: never queued.
+    executor: Mapped[str | None] = mapped_column(String(1000), default=None)
     queued_dttm: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
     start_date: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
     end_date: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
