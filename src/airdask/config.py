@@ -77,6 +77,15 @@ OPTIONS: dict[str, dict[str, Option]] = {
         "default_pool_slots": Option(
             int, "128", "Slots of default_pool when db init creates it.", at_least=0
         ),
+        "max_result_bytes": Option(
+            int,
+            "65536",
+            "Largest return value of a PythonTask that is kept (JSON, or cloudpickle); a "
+            "larger one fails the task. It travels with the outcome (the Dask scheduler keeps "
+            "the last 1000 outcomes of its topic in memory) and is stored in the database: "
+            "return paths, counts, ids, not data.",
+            at_least=0,
+        ),
     },
     "database": {
         "sql_alchemy_conn": Option(
@@ -184,6 +193,7 @@ class CoreSettings:
     parallelism: int
     dags_folder: str
     default_pool_slots: int
+    max_result_bytes: int
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,13 @@ from airdask.executors.names import ExecutorName
 from airdask.masking import redact
 from airdask.scheduler.executors import ExecutorSet, check_dag_executors
 from airdask.scheduler.jobs import live_schedulers, sqlite_refusal
-from airdask.scheduler.runs import RunError, check_dag_pools, parse_conf, pool_slots
+from airdask.scheduler.runs import (
+    RunError,
+    check_conf,
+    check_dag_pools,
+    parse_conf,
+    pool_slots,
+)
 from airdask.store import Store, TaskInstance, init_db
 from airdask.store.queries import pool_resources_of
 
@@ -45,6 +51,14 @@ STATE_STYLES = {
 def conf_or_error(text: str | None) -> dict[str, Any] | None:
     try:
         return parse_conf(text)
+    except RunError as exc:
+        raise CliError(str(exc)) from None
+
+
+def check_dag_conf(dag: DAG, conf: dict[str, Any] | None) -> None:
+    """The conf against the DAG's params, before anything is written (one-line error)."""
+    try:
+        check_conf(dag, conf)
     except RunError as exc:
         raise CliError(str(exc)) from None
 

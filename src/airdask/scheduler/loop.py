@@ -62,6 +62,7 @@ from airdask.dashboard.summary import SummaryPublisher, dask_client_of
 from airdask.executors.base import BaseExecutor
 from airdask.executors.names import UnknownExecutorError
 from airdask.scheduler import jobs, recovery
+from airdask.scheduler.attempts import AttemptCommands, AttemptError
 from airdask.scheduler.callbacks import CallbackSink, callback_requests, log_rows
 from airdask.scheduler.claims import (
     RunKey,
@@ -142,6 +143,8 @@ class SchedulerJob:
         #: The cache's DAGs by id (the same dict).
         self.dags = self.dag_cache.dags
         self.sink = CallbackSink()
+        #: Builds each attempt's command (context, templates, upstream results).
+        self.attempts = AttemptCommands(max_result_bytes=config.core.max_result_bytes)
         self.job_id: int | None = None
         #: Set when the caller already started the executor (``airdask run`` does, to
         #: report an unreachable cluster before writing anything).
@@ -424,6 +427,7 @@ class SchedulerJob:
 
     def _queue_ready(self, session: Session) -> list[tuple[TaskInstance, Command]]:
         """Mark ready TIs QUEUED (next try) within every limit; return (ti, command)."""
+        self.attempts.new_pass()
         slots = self.executors.slots_available()
         return queue_ready(
             session,
@@ -456,7 +460,9 @@ class SchedulerJob:
             reason = f"task {ti.task_id!r} is no longer in DAG {ti.dag_id!r}"
         else:
             try:
-                return dag.get_task(ti.task_id).command()
+                return self.attempts.build(session, dag, ti)
+            except AttemptError as exc:  # a template, an upstream result: says what
+                reason = str(exc)
             except Exception as exc:  # the task's own error; the others go on
                 reason = f"cannot build the command: {type(exc).__name__}: {exc}"
         self._fail_unqueued(session, ti, now, reason)
