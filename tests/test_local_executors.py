@@ -144,6 +144,7 @@ def test_custom_executor_from_config_path(home: Path, monkeypatch: pytest.Monkey
     ex.queue_command(bad, ["false"])
     events = drain(ex, [ok.key, bad.key])
     assert events[ok.key][0] is S.SUCCESS and events[bad.key][0] is S.FAILED
+    assert str(events[bad.key][1]) == "exit code 1"
 
 
 def test_base_class_says_what_is_not_supported(config: Config) -> None:
