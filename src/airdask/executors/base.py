@@ -164,26 +164,32 @@ class NotSupportedError(NotImplementedError):
 
 @dataclass
 class RunningRetryAttemptType:
-    """Tracks a key that is queued again while the executor still counts it as running."""
+    """Tracks a key that is queued again while the executor still counts it as running.
+
+    As Airflow 2.10's: the loop does not block on it, but re-checks it on each pass for at
+    least ``MIN_SECONDS``; the first check past that is allowed, the next gives up.
+    """
 
     MIN_SECONDS = 10.0
-    total_tries: int = 0
-    tries_after_min: int = 0
-    first_attempt: float = field(default_factory=time.monotonic)
+    total_tries: int = field(default=0, init=False)
+    tries_after_min: int = field(default=0, init=False)
+    first_attempt: float = field(default_factory=time.monotonic, init=False)
 
     @property
     def elapsed(self) -> float:
+        """Seconds since the first attempt."""
         return time.monotonic() - self.first_attempt
 
     def can_try_again(self) -> bool:
-        """At least MIN_SECONDS and at least 5 tries after that before giving up."""
+        """False once a try was made more than ``MIN_SECONDS`` after the first, else True."""
         if self.tries_after_min > 0:
+            return False
+        self.total_tries += 1
+        elapsed = self.elapsed
+        if elapsed > self.MIN_SECONDS:
             self.tries_after_min += 1
-        else:
-            self.total_tries += 1
-            if self.elapsed > self.MIN_SECONDS:
-                self.tries_after_min = 1
-        return self.tries_after_min < 5
+        log.debug("elapsed=%s tries=%s", elapsed, self.total_tries)
+        return True
 
 
 class BaseExecutor:
