@@ -8,7 +8,6 @@ with :func:`build_spec`, which is also where an unpicklable callable is caught.
 from __future__ import annotations
 
 import hashlib
-import pickle
 from collections.abc import Callable
 from typing import Any
 
@@ -150,10 +149,6 @@ def build_spec(
     else:
         argv = list(command)
         files = command.files if isinstance(command, ArgvWithFiles) else None
-    try:
-        pickle.dumps(argv)
-    except Exception as exc:  # pragma: no cover - argv is a list of str
-        raise CommandError(f"cannot ship command {command!r}: {exc}") from exc
     spec = TaskSpec(
         key=dask_key(key),
         label=str(key),
