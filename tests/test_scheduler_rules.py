@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from airdask.dag import TRIGGER_RULES
 from airdask.scheduler.pools import SlotBudget
 from airdask.scheduler.rules import (
+    RULES,
     Decision,
     UpstreamCounts,
     decision_state,
@@ -62,6 +64,10 @@ def test_trigger_rules(rule: str, states: tuple[str | None, ...], expected: Deci
 def test_no_upstream_runs_whatever_the_rule() -> None:
     for rule in ("all_success", "all_failed", "one_success", "one_failed", "none_skipped"):
         assert evaluate(rule, up()) is RUN
+
+
+def test_every_trigger_rule_has_an_entry_in_the_table() -> None:
+    assert set(RULES) == set(TRIGGER_RULES)
 
 
 def test_unknown_rule_is_an_error() -> None:
