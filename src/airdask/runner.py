@@ -552,6 +552,7 @@ def read_live_log(key: str) -> str | None:
 
 
 def running_keys() -> list[str]:
+    """The keys of the attempts running in this process (a probe for tests and debugging)."""
     rt = _runtime()
     with rt.lock:
         return list(rt.log_paths)

@@ -253,6 +253,8 @@ class SchedulerJob:
             )
 
     def request_stop(self) -> None:
+        """Ask :meth:`run` to stop after its current pass; safe from any thread (what
+        SIGTERM/SIGINT do)."""
         self._stop.set()
 
     @property
@@ -266,7 +268,7 @@ class SchedulerJob:
 
         def handler(signum: int, frame: FrameType | None) -> None:
             log.warning("received %s: stopping the scheduler", signal.Signals(signum).name)
-            self._stop.set()
+            self.request_stop()
 
         old = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
 
