@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta, tzinfo
 from typing import Any, TypeVar, Union
 
 from airdask.commands import Command, PythonCommand
 from airdask.state import DEFAULT_POOL as DEFAULT_POOL
+from airdask.timetables import Schedule, ScheduleError, Timetable, make_timetable
 
 #: Trigger rules: when a task may run, given its upstream tasks' states (Airflow's meaning).
 TRIGGER_RULES = (
@@ -85,6 +86,14 @@ class DAG:
     :param dag_id: unique name (letters, digits, ``_``, ``-`` and ``.``).
     :param default_args: defaults for the task keyword arguments listed in :data:`TASK_ARGS`.
     :param description: one line shown by ``airdask dags list``.
+    :param schedule: when ``airdask scheduler`` creates runs: a cron expression or preset
+        (``"@daily"``), a :class:`~datetime.timedelta`, ``"@once"``, or None (only when
+        triggered). See :mod:`airdask.timetables`.
+    :param start_date: the first data interval starts here (a timezone-aware datetime; its
+        timezone is the DAG's: cron expressions are evaluated in it). Needed with a schedule.
+    :param catchup: create a run for every interval missed since the last one (or since
+        ``start_date``); False runs only the latest complete interval.
+    :param max_active_runs: at most this many runs of the DAG run at once; more wait queued.
     """
 
     def __init__(
@@ -93,6 +102,10 @@ class DAG:
         *,
         default_args: Mapping[str, Any] | None = None,
         description: str | None = None,
+        schedule: Schedule = None,
+        start_date: datetime | None = None,
+        catchup: bool = False,
+        max_active_runs: int = 16,
     ) -> None:
         if not dag_id or not all(c.isalnum() or c in "_-." for c in dag_id):
             raise DagDefinitionError(
@@ -104,6 +117,26 @@ class DAG:
                 f"DAG {dag_id!r}: unknown default_args {', '.join(unknown)} "
                 f"(known: {', '.join(TASK_ARGS)})"
             )
+        if isinstance(max_active_runs, bool) or not isinstance(max_active_runs, int):
+            raise DagDefinitionError(
+                f"DAG {dag_id!r}: max_active_runs must be an integer, got {max_active_runs!r}"
+            )
+        if max_active_runs < 1:
+            raise DagDefinitionError(
+                f"DAG {dag_id!r}: max_active_runs must be >= 1, got {max_active_runs}"
+            )
+        if start_date is not None and not isinstance(start_date, datetime):
+            raise DagDefinitionError(
+                f"DAG {dag_id!r}: start_date must be a datetime, got {start_date!r}"
+            )
+        try:
+            self.timetable: Timetable = make_timetable(schedule, start_date)
+        except ScheduleError as exc:
+            raise DagDefinitionError(f"DAG {dag_id!r}: {exc}") from None
+        self.schedule = schedule
+        self.start_date = start_date
+        self.catchup = bool(catchup)
+        self.max_active_runs = max_active_runs
         self.dag_id = dag_id
         self.default_args: dict[str, Any] = dict(default_args or {})
         self.description = description
@@ -119,6 +152,11 @@ class DAG:
 
     def __exit__(self, *exc: object) -> None:
         _current_dags.remove(self)
+
+    @property
+    def timezone(self) -> tzinfo | None:
+        """The DAG's timezone: its ``start_date``'s (None without a start_date)."""
+        return self.start_date.tzinfo if self.start_date is not None else None
 
     @property
     def tasks(self) -> list[BaseTask]:

@@ -65,11 +65,13 @@ from airdask.scheduler.claims import (
     run_scope,
 )
 from airdask.scheduler.dagcache import DagCache
+from airdask.scheduler.dagscan import DagFolderScan
 from airdask.scheduler.events import add_ti_log, apply_events, set_state
 from airdask.scheduler.held import Held, merge_events
 from airdask.scheduler.outage import Outage, patiently
 from airdask.scheduler.ready import evaluate_run, queue_ready
 from airdask.scheduler.runs import fail_run, finish_runs, start_run
+from airdask.scheduler.schedules import Clock, Schedules
 from airdask.state import DagRunState, TaskInstanceState
 from airdask.store.models import DagRun, Job, TaskInstance, utcnow
 from airdask.store.session import Store
@@ -95,10 +97,13 @@ class PassResult:
     queued: int = 0
     events: int = 0
     finished_runs: dict[RunKey, str] | None = None
+    created_runs: int = 0  # scheduled runs created (see .schedules)
 
     @property
     def busy(self) -> bool:
-        return bool(self.started_runs or self.settled or self.queued or self.events)
+        return bool(
+            self.created_runs or self.started_runs or self.settled or self.queued or self.events
+        )
 
 
 class SchedulerJob:
@@ -108,6 +113,8 @@ class SchedulerJob:
         by another live job, beside any other scheduler on the same PostgreSQL database.
     :param dags: DAGs already loaded (by id); others are loaded from the run's ``dag_file``
         or ``[core] dags_folder``.
+    :param clock: the time that decides when scheduled runs are due (default: real UTC
+        time); tests hand in a fake one. Only an unfiltered scheduler creates scheduled runs.
     """
 
     def __init__(
@@ -118,6 +125,7 @@ class SchedulerJob:
         config: Config,
         run_filter: Sequence[RunKey] | None = None,
         dags: Mapping[str, DAG] | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.store = store
         self.executor = executor
@@ -126,6 +134,9 @@ class SchedulerJob:
         self.dag_cache = DagCache(dags, dags_folder=str(config.get("core", "dags_folder")))
         #: The cache's DAGs by id (the same dict).
         self.dags = self.dag_cache.dags
+        self.dag_scan = DagFolderScan(str(config.get("core", "dags_folder")))
+        self.schedules = Schedules(clock=clock, dag_of=self._scheduled_dag)
+        self._schedules_synced = False
         self.sink = CallbackSink()
         self.job_id: int | None = None
         #: Set when the caller already started the executor (``airdask run`` does, to
@@ -319,6 +330,7 @@ class SchedulerJob:
         evaluated: set[RunKey] = set()
         try:
             with self.store.session() as session:
+                result.created_runs = self._create_scheduled_runs(session)
                 result.started_runs = self._start_queued_runs(session)
                 evaluated = self._take_dirty()
                 result.settled = self._evaluate_dirty(session, evaluated)
@@ -369,17 +381,39 @@ class SchedulerJob:
         run = session.get(DagRun, (dag_id, run_id))
         return self.dag_cache.get(dag_id, run.dag_file if run is not None else None)
 
+    def _scheduled_dag(self, dag_id: str) -> DAG | None:
+        return self.dags.get(dag_id) or self.dag_scan.dags.get(dag_id)
+
+    def _create_scheduled_runs(self, session: Session) -> int:
+        """Sync the ``dag`` rows of new or changed DAGs, create the runs that are due (an
+        unfiltered scheduler only; see :mod:`.schedules`)."""
+        if self.run_filter is not None:
+            return 0
+        changed = self.dag_scan.scan(force=not self._schedules_synced)
+        if not self._schedules_synced:
+            changed = [*self.dags.values(), *changed]
+        if changed:
+            self.schedules.sync(session, {d.dag_id: d for d in changed}.values())
+        self._schedules_synced = True
+        return self.schedules.create_due(session)
+
     def _start_queued_runs(self, session: Session) -> int:
         runs = claim_queued_runs(session, self._run_scope())
+        self.schedules.new_pass()
+        started = 0
         for run in runs:
             dag = self.dag_cache.get(run.dag_id, run.dag_file)
             if dag is None:
                 fail_run(session, run, self.dag_cache.errors[run.dag_id])
+                started += 1
                 continue
+            if not self.schedules.may_start(session, dag):
+                continue  # max_active_runs: it waits, queued
+            started += 1
             count = start_run(session, run, dag)
             log.info("started run %s of %s (%d task instances)", run.run_id, run.dag_id, count)
             self.dirty.add((run.dag_id, run.run_id))
-        return len(runs)
+        return started
 
     def _evaluate_dirty(self, session: Session, runs: set[RunKey]) -> int:
         """Trigger rules for the not-yet-started TIs of changed runs (see :mod:`.ready`);
