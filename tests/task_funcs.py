@@ -65,3 +65,18 @@ def start_order(path: str) -> list[str]:
     return [
         name for kind, name, _ in sorted(read_ledger(path), key=lambda r: r[2]) if kind == "start"
     ]
+
+
+def record_item(path: str, item: object, *, fail_first_try_of: object = None) -> None:
+    """Append ``item`` to ``path``; the first try for ``fail_first_try_of`` raises instead."""
+    if item == fail_first_try_of:
+        marker = f"{path}.failed-{item}"
+        if not os.path.exists(marker):
+            open(marker, "w").close()
+            raise RuntimeError(f"first try of {item} fails")
+    append_line(path, str(item))
+
+
+def fail_on(item: object, bad: object) -> None:
+    if item == bad:
+        raise RuntimeError(f"{item} is bad")

@@ -317,6 +317,9 @@ class BaseTask:
         )
         self.upstream_task_ids: set[str] = set()
         self.downstream_task_ids: set[str] = set()
+        #: One element per task instance when the task is mapped over a literal list
+        #: (:meth:`expand`); None for a task that runs once.
+        self.map_over: list[Any] | None = None
         self._check(where)
         dag.add_task(self)
 
@@ -356,6 +359,38 @@ class BaseTask:
     def command(self) -> Command:
         """The command an executor runs for this task."""
         raise NotImplementedError
+
+    # ---- mapping -----------------------------------------------------------------------
+
+    @property
+    def is_mapped(self) -> bool:
+        return self.map_over is not None
+
+    def _set_mapping(self, name: str, values: object) -> None:
+        where = f"DAG {self.dag.dag_id!r}, task {self.task_id!r}"
+        if self.map_over is not None:
+            raise DagDefinitionError(f"{where}: expand() may be called once")
+        if isinstance(values, (str, bytes, Mapping)) or not isinstance(values, Sequence):
+            raise DagDefinitionError(
+                f"{where}: expand({name}=...) takes a list (one element per task instance), "
+                f"got {type(values).__name__}"
+            )
+        self.map_over = list(values)
+
+    def command_at(self, map_index: int) -> Command:
+        """The command of one task instance: :meth:`command` for a task that is not mapped,
+        else the command for element ``map_index`` of the mapped list."""
+        if self.map_over is None:
+            return self.command()
+        if not 0 <= map_index < len(self.map_over):
+            raise IndexError(
+                f"map_index {map_index} is outside the {len(self.map_over)} mapped elements"
+            )
+        return self.mapped_command(self.map_over[map_index])
+
+    def mapped_command(self, element: Any) -> Command:
+        """The command for one element of the mapped list (subclasses that map)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot be mapped")
 
     def executor_config_for_run(self) -> dict[str, Any]:
         """``executor_config`` as handed to the executor: ``execution_timeout`` included as
@@ -426,6 +461,18 @@ class BashTask(BaseTask):
     def command(self) -> Command:
         return ["bash", "-c", self.bash_command]
 
+    def expand(self, *, args: Sequence[Any]) -> BashTask:
+        """One task instance per element of ``args``; the script gets the element as ``$1``
+        (a list or tuple element as ``$1 $2 ...``), never pasted into the script text::
+
+            BashTask("load", 'load --file "$1"').expand(args=["a.csv", "b.csv"])
+        """
+        self._set_mapping("args", args)
+        return self
+
+    def mapped_command(self, element: Any) -> Command:
+        return ["bash", "-c", self.bash_command, self.task_id, *_as_argv(element)]
+
 
 class CommandTask(BaseTask):
     """Runs an argv list without a shell."""
@@ -440,6 +487,20 @@ class CommandTask(BaseTask):
 
     def command(self) -> Command:
         return list(self.argv)
+
+    def expand(self, *, args: Sequence[Any]) -> CommandTask:
+        """One task instance per element of ``args``, appended to the argv (a list or tuple
+        element as several arguments)."""
+        self._set_mapping("args", args)
+        return self
+
+    def mapped_command(self, element: Any) -> Command:
+        return [*self.argv, *_as_argv(element)]
+
+
+def _as_argv(element: Any) -> list[str]:
+    items = element if isinstance(element, (list, tuple)) else [element]
+    return [str(item) for item in items]
 
 
 class PythonTask(BaseTask):
@@ -459,12 +520,55 @@ class PythonTask(BaseTask):
                 f"task {task_id!r}: python_callable must be callable, got {python_callable!r}"
             )
         self.python_callable = python_callable
+        #: which argument :meth:`expand` maps over: "op_args" or "op_kwargs"
+        self._map_kind = "op_args"
         self.op_args = list(op_args or [])
         self.op_kwargs = dict(op_kwargs or {})
         super().__init__(task_id, **kwargs)
 
     def command(self) -> Command:
         return PythonCommand(self.python_callable, *self.op_args, **self.op_kwargs)
+
+    def expand(
+        self,
+        *,
+        op_args: Sequence[Any] | None = None,
+        op_kwargs: Sequence[Mapping[str, Any]] | None = None,
+    ) -> PythonTask:
+        """One task instance per element (Airflow's ``expand``), given one of:
+
+        * ``op_args``: each element is one instance's positional arguments, after the
+          task's own ``op_args``: a list or tuple element is several arguments, any other
+          value is one (``expand(op_args=[1, 2, 3])`` calls ``f(1)``, ``f(2)``, ``f(3)``);
+        * ``op_kwargs``: each element is a dict of keyword arguments, over the task's own.
+
+        An empty list is allowed: the task is then skipped, as in Airflow.
+        """
+        where = f"DAG {self.dag.dag_id!r}, task {self.task_id!r}"
+        if (op_args is None) == (op_kwargs is None):
+            raise DagDefinitionError(f"{where}: expand() takes one of op_args= or op_kwargs=")
+        if op_args is not None:
+            self._set_mapping("op_args", op_args)
+            self._map_kind = "op_args"
+        else:
+            self._set_mapping("op_kwargs", op_kwargs)
+            self._map_kind = "op_kwargs"
+            bad = [e for e in self.map_over or [] if not isinstance(e, Mapping)]
+            if bad:
+                self.map_over = None
+                raise DagDefinitionError(
+                    f"{where}: expand(op_kwargs=...) takes a list of dicts, got an element "
+                    f"{bad[0]!r}"
+                )
+        return self
+
+    def mapped_command(self, element: Any) -> Command:
+        if self._map_kind == "op_kwargs":
+            return PythonCommand(
+                self.python_callable, *self.op_args, **{**self.op_kwargs, **element}
+            )
+        extra = list(element) if isinstance(element, (list, tuple)) else [element]
+        return PythonCommand(self.python_callable, *self.op_args, *extra, **self.op_kwargs)
 
 
 def chain(*tasks: TaskOrList) -> None:

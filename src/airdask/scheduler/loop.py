@@ -455,7 +455,7 @@ class SchedulerJob:
             reason = f"task {ti.task_id!r} is no longer in DAG {ti.dag_id!r}"
         else:
             try:
-                return dag.get_task(ti.task_id).command()
+                return dag.get_task(ti.task_id).command_at(ti.map_index)
             except Exception as exc:  # the task's own error; the others go on
                 reason = f"cannot build the command: {type(exc).__name__}: {exc}"
         set_state(ti, S.FAILED)
