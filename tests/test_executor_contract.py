@@ -184,7 +184,7 @@ def test_logs_via_get_task_log_and_on_disk(make_executor: MakeExecutor, config: 
     assert "from-argv" in lines and "to-stderr" in lines
     _, lines = ex.get_task_log(py_ti, 1)
     assert "from-python" in lines
-    on_disk = log_path(config.get("logging", "base_log_folder"), argv_ti.key)
+    on_disk = log_path(config.logging.base_log_folder, argv_ti.key)
     assert on_disk.name == "attempt=2.log" and "from-argv" in on_disk.read_text()
     messages, lines = ex.get_task_log(py_ti, 7)
     assert lines == [] and messages

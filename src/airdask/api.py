@@ -212,7 +212,7 @@ def run_dag(
     config = config if config is not None else load_config()
     store = Store.from_config(config)
     try:
-        init_db(store, default_pool_slots=int(config.get("core", "default_pool_slots")))
+        init_db(store, default_pool_slots=config.core.default_pool_slots)
         if executor is None or isinstance(executor, str):
             with store.session() as session:
                 resources = pool_resources(session)
@@ -227,7 +227,7 @@ def run_dag(
             dashboard_link=outcome.dashboard_link,
             elapsed=outcome.elapsed,
             timed_out=outcome.timed_out,
-            base_log_folder=str(config.get("logging", "base_log_folder")),
+            base_log_folder=config.logging.base_log_folder,
         )
     finally:
         store.dispose()

@@ -24,6 +24,7 @@ from datetime import datetime, timedelta, tzinfo
 from typing import Any, TypeVar, Union
 
 from airdask.commands import Command, PythonCommand
+from airdask.durations import to_seconds
 from airdask.state import DEFAULT_POOL as DEFAULT_POOL
 from airdask.timetables import Schedule, ScheduleError, Timetable, make_timetable
 
@@ -72,9 +73,9 @@ _current_dags: list[DAG] = []
 
 
 def _seconds(value: float | timedelta | None, what: str) -> float | None:
-    if value is None:
+    seconds = to_seconds(value)
+    if seconds is None:
         return None
-    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
     if seconds < 0:
         raise DagDefinitionError(f"{what} must not be negative, got {value!r}")
     return seconds

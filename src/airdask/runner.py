@@ -35,7 +35,7 @@ import time
 import traceback
 import types
 from collections.abc import Iterator
-from typing import Any, TypedDict
+from typing import Any, Literal, TypedDict
 
 from airdask.supervision import (
     HOST_ENV,
@@ -74,6 +74,28 @@ SHIPPED_MODULE = "_airdask_shipped"
 PLUGIN_QUEUE_MAX = 10_000
 
 
+#: What happened to an attempt: the one vocabulary of runner outcomes (:class:`Outcome`) and
+#: of executor events (``airdask.executors.events.EventInfo.kind``).
+OutcomeKind = Literal[
+    "queued",  # an executor handed the attempt to its cluster (an event, not an outcome)
+    "running",  # the attempt started (an event, not an outcome)
+    "success",
+    "exit_code",  # the command exited non-zero, or a signal killed it
+    "exception",  # the Python callable raised
+    "not_found",  # the command could not be started (missing, not executable)
+    "timeout",  # execution_timeout passed; the process group was killed
+    "killed",  # revoked, terminated, or cancelled before or while it ran
+    "worker_died",  # the process running it died (a SIGKILLed Dask worker, a dead child)
+    "connection_lost",  # the outcome is unknown (scheduler lost), not that the task failed
+    "no_worker",  # no worker can run it (pool resources, strict policy)
+    "submit_error",  # the executor could not start it
+    "error",  # anything else around the task: its log, the runner, Dask
+    "unknown",  # a third-party executor's info that is no EventInfo
+]
+#: The three things an attempt's run reports: its kind, the reason, the exit code.
+RunResult = tuple[OutcomeKind, str, int | None]
+
+
 class _TaskSpecOptional(TypedDict, total=False):
     #: Private files of an argv attempt, {name: content} (see :func:`private_files`).
     files: dict[str, str]
@@ -98,7 +120,7 @@ class TaskSpec(_TaskSpecOptional):
 class Outcome(TypedDict):
     key: str
     state: str  # "success" or "failed"
-    kind: str  # success | exit_code | exception | not_found | timeout | killed | error
+    kind: OutcomeKind
     reason: str
     exit_code: int | None
     hostname: str
@@ -185,7 +207,7 @@ def private_files(spec: TaskSpec) -> Iterator[list[str]]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _run_argv(spec: TaskSpec, rt: Any, log: Any) -> tuple[str, str, int | None]:
+def _run_argv(spec: TaskSpec, rt: Any, log: Any) -> RunResult:
     with private_files(spec) as argv:
         if not isinstance(log, TailBuffer):
             log.flush()
@@ -200,7 +222,7 @@ def _run_argv(spec: TaskSpec, rt: Any, log: Any) -> tuple[str, str, int | None]:
 
 def _supervise(
     spec: TaskSpec, argv: list[str], rt: Any, stdout: Any, pump: OutputPump | None
-) -> tuple[str, str, int | None]:
+) -> RunResult:
     key = spec["key"]
     ensure_reaper(rt)
     try:
@@ -256,7 +278,7 @@ def _supervise(
     return "exit_code", f"exit code {code}", code
 
 
-def _call(spec: TaskSpec, rt: Any, log: Any) -> tuple[str, str, int | None]:
+def _call(spec: TaskSpec, rt: Any, log: Any) -> RunResult:
     import cloudpickle
 
     result: dict[str, Any] = {}
@@ -314,6 +336,7 @@ def run_task(spec: TaskSpec) -> Outcome:
         rt.log_paths[spec["key"]] = memory or path
         if spec["argv"] is not None:
             rt.unstarted.add(spec["key"])
+    kind: OutcomeKind
     try:
         try:
             log = memory or open_log(path)
@@ -392,7 +415,7 @@ def _push(worker: Any, outcome: Outcome) -> None:
         worker.log_event(FINISHED_TOPIC, dict(outcome))
 
 
-def _run_with_log(spec: TaskSpec, rt: Any, log: Any) -> tuple[str, str, int | None]:
+def _run_with_log(spec: TaskSpec, rt: Any, log: Any) -> RunResult:
     try:
         if spec["argv"] is not None:
             kind, reason, code = _run_argv(spec, rt, log)

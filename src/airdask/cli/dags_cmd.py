@@ -31,7 +31,7 @@ def dags_list(folder: str | None) -> None:
     """DAGs of [core] dags_folder with their schedule and next run, and the files that
     failed to import."""
     ctx = cli_context()
-    where = folder or str(ctx.config.get("core", "dags_folder"))
+    where = folder or ctx.config.core.dags_folder
     if not Path(where).expanduser().exists():
         origin = "--folder" if folder else "[core] dags_folder"
         raise CliError(f"{origin} {where} does not exist")

@@ -84,7 +84,7 @@ def _resolve_dag(target: str, config: Config) -> tuple[DAG, str]:
             return named, bag.files[named.dag_id]
         dag = next(iter(bag.dags.values()))
         return dag, bag.files[dag.dag_id]
-    folder = str(config.get("core", "dags_folder"))
+    folder = config.core.dags_folder
     bag = DagBag.from_path(folder)
     found = bag.get_dag(target)
     if found is None:
@@ -107,7 +107,7 @@ def ready_store(ctx: CliContext) -> Store:
     """The store, with the schema created if it is missing (idempotent)."""
     store = ctx.store()
     try:
-        init_db(store, default_pool_slots=ctx.config.get("core", "default_pool_slots"))
+        init_db(store, default_pool_slots=ctx.config.core.default_pool_slots)
     except Exception as exc:
         url = store.engine.url.render_as_string(hide_password=True)
         raise CliError(f"cannot initialise the database {url}: {describe_error(exc)}") from None
@@ -119,7 +119,7 @@ def refuse_second_sqlite_scheduler(ctx: CliContext, store: Store) -> None:
     database (the scheduler checks again, atomically, when it starts)."""
     if store.engine.dialect.name != "sqlite":
         return
-    threshold = float(ctx.config.get("scheduler", "scheduler_health_check_threshold"))
+    threshold = ctx.config.scheduler.scheduler_health_check_threshold
     with store.session() as session:
         others = live_schedulers(session, threshold=threshold)
         if others:
@@ -149,9 +149,7 @@ def build_executor(config: Config, name: str | None, cluster: str | None) -> Bas
     except ExecutorLoadError as exc:
         raise CliError(str(exc)) from None
     except Exception as exc:
-        raise CliError(
-            _start_error(name or str(config.get("core", "executor")), cluster, exc)
-        ) from None
+        raise CliError(_start_error(name or config.core.executor, cluster, exc)) from None
     _quiet_distributed(executor)
     try:
         executor.start()

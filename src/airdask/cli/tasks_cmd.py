@@ -88,7 +88,7 @@ def tasks_logs(
     number = ti.try_number if try_number is None else try_number
     if not 1 <= number <= ti.try_number:
         raise CliError(f"{dag_id}.{task_id} has tries 1..{ti.try_number}, not {number}")
-    folder = ctx.config.get("logging", "base_log_folder")
+    folder = ctx.config.logging.base_log_folder
     key = ti.key.with_try_number(number)
     messages, lines = read_log(folder, key)
     if not lines and not log_path(folder, key).exists() and ti.state in ("queued", "running"):
@@ -104,7 +104,7 @@ def _live_log(config: Config, ti: TaskInstance, number: int) -> tuple[list[str],
     from this process (an external Dask cluster); None otherwise."""
     from airdask.executors import load_executor
 
-    if not config.get("dask", "cluster_address"):
+    if not config.dask.cluster_address:
         return None
     try:
         executor = load_executor(config=config)

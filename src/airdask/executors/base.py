@@ -141,9 +141,7 @@ class BaseExecutor:
 
             config = load_config()
         self.config = config
-        self.parallelism: int = (
-            int(config.get("core", "parallelism")) if parallelism is None else int(parallelism)
-        )
+        self.parallelism: int = config.core.parallelism if parallelism is None else int(parallelism)
         if self.parallelism < 0:
             raise ValueError(f"parallelism must be >= 0 (0 = unlimited), got {self.parallelism}")
         self.queued_tasks: dict[TaskInstanceKey, QueuedTaskInstanceType] = {}

@@ -61,7 +61,7 @@ def load_executor(
         from airdask.config import load_config
 
         config = load_config()
-    name = name_or_path or str(config.get("core", "executor"))
+    name = name_or_path or config.core.executor
     cls = executor_class(name)
     if worker_resources is not None and "worker_resources" in signature(cls).parameters:
         kwargs["worker_resources"] = worker_resources

@@ -131,7 +131,7 @@ class SchedulerJob:
         self.executor = executor
         self.config = config
         self.run_filter = None if run_filter is None else list(run_filter)
-        self.dag_cache = DagCache(dags, dags_folder=str(config.get("core", "dags_folder")))
+        self.dag_cache = DagCache(dags, dags_folder=config.core.dags_folder)
         #: The cache's DAGs by id (the same dict).
         self.dags = self.dag_cache.dags
         self.dag_scan = DagFolderScan(str(config.get("core", "dags_folder")))
@@ -148,16 +148,15 @@ class SchedulerJob:
         self._last_heartbeat = 0.0
         self._last_orphan_check = 0.0
         self._last_stuck_check = 0.0
-        sched = "scheduler"
-        self.heartbeat_interval = float(config.get(sched, "job_heartbeat_sec"))
-        self.health_threshold = float(config.get(sched, "scheduler_health_check_threshold"))
+        self.heartbeat_interval = config.scheduler.job_heartbeat_sec
+        self.health_threshold = config.scheduler.scheduler_health_check_threshold
         self.outage = Outage(threshold=self.health_threshold, stop=self._stop)
-        self.orphan_interval = float(config.get(sched, "orphaned_tasks_check_interval"))
-        self.queued_timeout = float(config.get(sched, "task_queued_timeout"))
-        self.stuck_retries = int(config.get(sched, "num_stuck_in_queued_retries"))
-        self.loop_interval = float(config.get(sched, "loop_interval"))
+        self.orphan_interval = config.scheduler.orphaned_tasks_check_interval
+        self.queued_timeout = config.scheduler.task_queued_timeout
+        self.stuck_retries = config.scheduler.num_stuck_in_queued_retries
+        self.loop_interval = config.scheduler.loop_interval
         self.summary_publisher = SummaryPublisher(
-            interval=float(config.get(sched, "dashboard_summary_interval"))
+            interval=config.scheduler.dashboard_summary_interval
         )
 
     # ---- lifecycle ---------------------------------------------------------------------
