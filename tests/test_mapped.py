@@ -165,3 +165,18 @@ def test_ten_thousand_instances_are_a_bulk_operation(store: Store) -> None:
         f"\n10,000 mapped instances: start_run {started - began:.3f}s, "
         f"evaluate_run {evaluated - started:.3f}s, {len(statements)} statements in all"
     )
+
+
+def test_the_example_runs(store: Store, config: Config) -> None:
+    from airdask.dagbag import DagBag
+
+    root = Path(__file__).resolve().parent.parent
+    bag = DagBag.from_path(root / "examples" / "mapped_dag.py")
+    assert not bag.import_errors, bag.import_errors
+    dag = bag.dags["mapped_example"]
+    assert dag.timetable.summary == "@daily"
+    state, _ = run_dag(store, config, dag)
+    assert state == "success"
+    with store.session() as session:
+        n = len(session.scalars(select(TaskInstance.map_index)).all())
+    assert n == 1 + 4 + 2 + 1

@@ -134,7 +134,7 @@ class SchedulerJob:
         self.dag_cache = DagCache(dags, dags_folder=config.core.dags_folder)
         #: The cache's DAGs by id (the same dict).
         self.dags = self.dag_cache.dags
-        self.dag_scan = DagFolderScan(str(config.get("core", "dags_folder")))
+        self.dag_scan = DagFolderScan(config.core.dags_folder)
         self.schedules = Schedules(clock=clock, dag_of=self._scheduled_dag)
         self._schedules_synced = False
         self.sink = CallbackSink()
