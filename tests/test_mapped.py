@@ -180,3 +180,45 @@ def test_the_example_runs(store: Store, config: Config) -> None:
     with store.session() as session:
         n = len(session.scalars(select(TaskInstance.map_index)).all())
     assert n == 1 + 4 + 2 + 1
+
+
+def test_mapping_over_an_upstream_result_at_run_time(store: Store, config: Config) -> None:
+    from airdask.api import DagRunResult
+    from task_funcs import make_blob, numbers, square, total
+
+    with DAG("dynamic") as dag:
+        nums = PythonTask("nums", numbers, op_args=[4])
+        squares = PythonTask("squares", square, retries=1, retry_delay=0).expand(
+            op_args=nums.output
+        )
+        PythonTask("summed", total, op_args=[squares])  # the list of results
+        nothing = PythonTask("nothing", numbers, op_args=[0])
+        echo = BashTask("echo", 'echo "$1"').expand(args=nothing)
+        after_echo = BashTask("after_echo", "true")
+        echo >> after_echo
+        text = PythonTask("text", make_blob, op_args=[3])
+        PythonTask("per_char", square).expand(op_args=text)
+    assert squares.result_sources() == {"nums"} and "squares" in nums.downstream_task_ids
+    state, _ = run_dag(store, config, dag)
+    assert state == "failed"  # per_char: its upstream's result is not a list
+    with store.session() as session:
+        run_id = session.scalars(select(TaskInstance.run_id).limit(1)).one()
+    result = DagRunResult.load(store, "dynamic", run_id)
+    assert [t.map_index for t in result.mapped("squares")] == [0, 1, 2, 3]
+    assert {t.state for t in result.mapped("squares")} == {S_OK}
+    assert result.value("squares") == [0, 1, 4, 9]
+    assert result.value("summed") == 14
+    assert result["echo"].state == "skipped"
+    assert result["echo"].reason == "mapped over an empty list: nothing to run"
+    assert result["after_echo"].state == "skipped"
+    assert result["per_char"].state == "failed"
+    assert result["per_char"].reason == (
+        "cannot expand over the result of 'text': it must be a list, got str"
+    )
+
+
+def test_mapping_over_a_task_that_keeps_no_result_is_refused() -> None:
+    with DAG("refused"):
+        shell = BashTask("shell", "echo 1 2 3")
+        with pytest.raises(DagDefinitionError, match=r"maps over the result of .*keeps none"):
+            PythonTask("each", print).expand(op_args=shell)

@@ -61,18 +61,30 @@ OPTIONS: dict[str, dict[str, Option]] = {
         "executor": Option(
             str,
             "DaskExecutor",
-            "Built-in executor name (SequentialExecutor, LocalExecutor, DebugExecutor, "
-            "DaskExecutor, LocalDaskExecutor) or a module.path.ClassName import path.",
+            "Executors the scheduler hosts, comma-separated, the first the default (a task "
+            "picks another with executor=): built-in names (SequentialExecutor, LocalExecutor, "
+            "DebugExecutor, DaskExecutor, LocalDaskExecutor) or module.path.ClassName import "
+            "paths, each with an optional alias: prefix (celery:my.pkg.CeleryExecutor).",
         ),
         "parallelism": Option(
             int,
             "32",
-            "Most task instances running at once per scheduler (0 = unlimited).",
+            "Most task instances running at once per scheduler, across all its executors "
+            "(0 = unlimited); also each executor's own limit unless it is given another.",
             at_least=0,
         ),
         "dags_folder": Option(str, "{AIRDASK_HOME}/dags", "Folder of DAG files (Python modules)."),
         "default_pool_slots": Option(
             int, "128", "Slots of default_pool when db init creates it.", at_least=0
+        ),
+        "max_result_bytes": Option(
+            int,
+            "65536",
+            "Largest return value of a PythonTask that is kept (JSON, or cloudpickle); a "
+            "larger one fails the task. It travels with the outcome (the Dask scheduler keeps "
+            "the last 1000 outcomes of its topic in memory) and is stored in the database: "
+            "return paths, counts, ids, not data.",
+            at_least=0,
         ),
     },
     "database": {
@@ -181,6 +193,7 @@ class CoreSettings:
     parallelism: int
     dags_folder: str
     default_pool_slots: int
+    max_result_bytes: int
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,17 @@ DAG and the task: a duplicate task id, a dependency cycle, an unknown trigger ru
 negative retry count, an executor_config that cannot be stored. Pools are checked against the
 database when a run is created (see :mod:`airdask.scheduler.runs`).
 
-A task's :meth:`~BaseTask.command` is what the executor runs: an argv list (``BashTask`` ->
-``["bash", "-c", script]``) or a :class:`~airdask.commands.PythonCommand`.
+A task's :meth:`~BaseTask.command_in_run` is what the executor runs for one attempt: an
+argv list (``BashTask`` -> ``["bash", "-c", script]``, its Jinja templates rendered from the
+run context) or a :class:`~airdask.commands.PythonCommand` (upstream results and, when the
+callable asks for it, the context in its arguments). See :mod:`airdask.context`.
+
+A PythonTask's return value is kept; a downstream task takes it by passing the upstream
+task (or ``task.output``) among its ``op_args``/``op_kwargs``, which also makes it a
+dependency::
+
+    extract = PythonTask("extract", read_rows)
+    load = PythonTask("load", write_rows, op_args=[extract])   # write_rows(<rows>)
 """
 
 from __future__ import annotations
@@ -23,8 +32,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, tzinfo
 from typing import Any, TypeVar, Union
 
-from airdask.commands import Command, PythonCommand
+from airdask.commands import ArgvInRun, Command, CommandError, PythonCommand
+from airdask.context import call_kwargs, context_env_extra, render_template
 from airdask.durations import to_seconds
+from airdask.params import Param, ParamError, normalise_params, resolve_params
 from airdask.state import DEFAULT_POOL as DEFAULT_POOL
 from airdask.timetables import Schedule, ScheduleError, Timetable, make_timetable
 
@@ -58,9 +69,13 @@ TASK_ARGS = (
     "trigger_rule",
     "on_success_callback",
     "on_failure_callback",
+    "executor",
 )
 
 Callback = Callable[[dict[str, Any]], Any]
+#: What ``expand`` maps over: a literal list, or an upstream task (or its ``.output``)
+#: whose return value is the list.
+MapSource = Union[Sequence[Any], "BaseTask", "TaskOutput"]
 TaskOrList = Union["BaseTask", Sequence["BaseTask"]]
 T = TypeVar("T")
 
@@ -95,6 +110,9 @@ class DAG:
     :param catchup: create a run for every interval missed since the last one (or since
         ``start_date``); False runs only the latest complete interval.
     :param max_active_runs: at most this many runs of the DAG run at once; more wait queued.
+    :param params: the run's params with their defaults (plain values or
+        :class:`~airdask.params.Param`); a run's ``conf`` overrides them and is checked
+        against them when the run is triggered (see :mod:`airdask.params`).
     """
 
     def __init__(
@@ -107,6 +125,7 @@ class DAG:
         start_date: datetime | None = None,
         catchup: bool = False,
         max_active_runs: int = 16,
+        params: Mapping[str, Any] | None = None,
     ) -> None:
         if not dag_id or not all(c.isalnum() or c in "_-." for c in dag_id):
             raise DagDefinitionError(
@@ -139,6 +158,10 @@ class DAG:
         self.catchup = bool(catchup)
         self.max_active_runs = max_active_runs
         self.dag_id = dag_id
+        try:
+            self.params: dict[str, Param] = normalise_params(dag_id, params)
+        except ParamError as exc:
+            raise DagDefinitionError(str(exc)) from None
         self.default_args: dict[str, Any] = dict(default_args or {})
         self.description = description
         self.fileloc: str | None = None
@@ -175,6 +198,13 @@ class DAG:
 
     def has_task(self, task_id: str) -> bool:
         return task_id in self.task_dict
+
+    def resolve_params(self, conf: Mapping[str, Any] | None) -> dict[str, Any]:
+        """The params of a run with this ``conf``.
+
+        :raises airdask.params.ParamError: an unknown key, a wrong type, a missing
+            required param (one line; a DAG without params takes any conf)."""
+        return resolve_params(self.dag_id, self.params, conf)
 
     def add_task(self, task: BaseTask) -> None:
         if task.task_id in self.task_dict and self.task_dict[task.task_id] is not task:
@@ -259,7 +289,12 @@ class BaseTask:
     Keyword arguments left as ``None`` take the DAG's ``default_args`` and then the
     built-in defaults: ``retries=0``, ``retry_delay=300`` seconds, ``pool="default_pool"``,
     ``pool_slots=1``, ``queue=None``, ``priority_weight=1``, ``weight_rule="downstream"``,
-    ``trigger_rule="all_success"``, no ``execution_timeout``.
+    ``trigger_rule="all_success"``, no ``execution_timeout``, ``executor=None``.
+
+    ``executor`` picks one of the executors of ``[core] executor`` by its alias, class name
+    or import path (None: the first, the default). The DAG does not know the configuration:
+    the name is checked against it when a run is created and by the scheduler (see
+    :mod:`airdask.executors.names`).
 
     Callbacks are called in the scheduler process with a context dict (``dag_id``,
     ``task_id``, ``run_id``, ``try_number``, ``state``, ``reason``, ``conf``); an exception
@@ -283,6 +318,7 @@ class BaseTask:
         trigger_rule: str | None = None,
         on_success_callback: Callback | None = None,
         on_failure_callback: Callback | None = None,
+        executor: str | None = None,
     ) -> None:
         dag = dag or current_dag()
         if dag is None:
@@ -316,11 +352,15 @@ class BaseTask:
         self.on_failure_callback: Callback | None = _pick(
             on_failure_callback, d, "on_failure_callback", None
         )
+        self.executor: str | None = _pick(executor, d, "executor", None)
         self.upstream_task_ids: set[str] = set()
         self.downstream_task_ids: set[str] = set()
         #: One element per task instance when the task is mapped over a literal list
         #: (:meth:`expand`); None for a task that runs once.
         self.map_over: list[Any] | None = None
+        #: The upstream task whose result (a list) the task is mapped over, known only when
+        #: that task has succeeded (``expand(op_args=extract.output)``); None otherwise.
+        self.map_from: str | None = None
         self._check(where)
         dag.add_task(self)
 
@@ -341,6 +381,13 @@ class BaseTask:
                 f"{where}: unknown weight_rule {self.weight_rule!r} "
                 f"(known: {', '.join(WEIGHT_RULES)})"
             )
+        if self.executor is not None and (
+            not isinstance(self.executor, str) or not self.executor.strip()
+        ):
+            raise DagDefinitionError(
+                f"{where}: executor must be an executor's alias, class name or import path "
+                f"(a non-empty string), got {self.executor!r}"
+            )
         if self.execution_timeout == 0:
             raise DagDefinitionError(f"{where}: execution_timeout must be positive")
         try:
@@ -357,30 +404,82 @@ class BaseTask:
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.dag.dag_id}.{self.task_id}>"
 
+    #: Whether the task's return value is kept (and may be passed to downstream tasks).
+    keeps_result = False
+    #: The attributes rendered as Jinja templates from the run context.
+    template_fields: tuple[str, ...] = ()
+
     def command(self) -> Command:
-        """The command an executor runs for this task."""
+        """The command an executor runs for this task, outside any run (no templates
+        rendered, no context); the scheduler calls :meth:`command_in_run`."""
         raise NotImplementedError
+
+    def command_in_run(self, context: Mapping[str, Any], results: Mapping[str, Any]) -> Command:
+        """The command of one attempt: templates rendered from ``context`` (the attempt's
+        :func:`~airdask.context.run_context`), upstream ``results`` ({task_id: value}, for
+        the ids :meth:`result_sources` names) put in place.
+
+        :raises airdask.context.TemplateError: a template that cannot be rendered.
+        The default is :meth:`command`, for subclasses that know nothing of runs."""
+        return self.command()
+
+    @property
+    def output(self) -> TaskOutput:
+        """This task's return value, as an argument of a downstream task."""
+        return TaskOutput(self)
+
+    def _where(self) -> str:
+        return f"task {self.task_id!r} of DAG {self.dag.dag_id!r}"
 
     # ---- mapping -----------------------------------------------------------------------
 
     @property
     def is_mapped(self) -> bool:
-        return self.map_over is not None
+        return self.map_over is not None or self.map_from is not None
 
     def _set_mapping(self, name: str, values: object) -> None:
         where = f"DAG {self.dag.dag_id!r}, task {self.task_id!r}"
-        if self.map_over is not None:
+        if self.is_mapped:
             raise DagDefinitionError(f"{where}: expand() may be called once")
+        if isinstance(values, (BaseTask, TaskOutput)):
+            upstream = values if isinstance(values, BaseTask) else values.task
+            if not upstream.keeps_result:
+                raise DagDefinitionError(
+                    f"{where}: expand({name}=...) maps over the result of {upstream!r}, which "
+                    "keeps none (only a PythonTask's return value is kept)"
+                )
+            upstream.set_downstream(self)
+            self.map_from = upstream.task_id
+            return
         if isinstance(values, (str, bytes, Mapping)) or not isinstance(values, Sequence):
             raise DagDefinitionError(
-                f"{where}: expand({name}=...) takes a list (one element per task instance), "
-                f"got {type(values).__name__}"
+                f"{where}: expand({name}=...) takes a list (one element per task instance) "
+                f"or an upstream task's output, got {type(values).__name__}"
             )
         self.map_over = list(values)
 
+    def result_sources(self) -> set[str]:
+        """Upstream task ids whose results this task's command takes."""
+        return {self.map_from} if self.map_from is not None else set()
+
+    def map_element(self, context: Mapping[str, Any], results: Mapping[str, Any]) -> Any:
+        """The element of a mapped task's list that the attempt of ``context`` runs."""
+        index = int(context["map_index"])
+        values = self.map_over if self.map_from is None else results[self.map_from]
+        if not isinstance(values, (list, tuple)) or not 0 <= index < len(values):
+            raise IndexError(
+                f"{self._where()}: map_index {index} is not an element of the mapped list"
+            )
+        return values[index]
+
     def command_at(self, map_index: int) -> Command:
-        """The command of one task instance: :meth:`command` for a task that is not mapped,
-        else the command for element ``map_index`` of the mapped list."""
+        """The command of one task instance outside a run: :meth:`command` for a task that
+        is not mapped, else the command for element ``map_index`` of the literal list."""
+        if self.map_from is not None:
+            raise CommandError(
+                f"{self._where()} is mapped over the result of {self.map_from!r}: its "
+                "commands are built in a run"
+            )
         if self.map_over is None:
             return self.command()
         if not 0 <= map_index < len(self.map_over):
@@ -450,8 +549,65 @@ def _as_list(other: TaskOrList) -> list[BaseTask]:
     return items
 
 
+class TaskOutput:
+    """A task's return value, standing in for it among a downstream task's arguments
+    (Airflow's XComArg). ``task.output`` makes one; passing the task itself is the same."""
+
+    def __init__(self, task: BaseTask) -> None:
+        self.task = task
+
+    def __repr__(self) -> str:
+        return f"<output of {self.task.task_id}>"
+
+
+def _refs(value: Any) -> Iterable[BaseTask]:
+    """The tasks whose results ``value`` (an argument, maybe a list or dict) refers to."""
+    if isinstance(value, BaseTask):
+        yield value
+    elif isinstance(value, TaskOutput):
+        yield value.task
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _refs(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _refs(item)
+
+
+def _resolve(value: Any, results: Mapping[str, Any]) -> Any:
+    """``value`` with every task reference replaced by that task's result."""
+    if isinstance(value, BaseTask):
+        return results[value.task_id]
+    if isinstance(value, TaskOutput):
+        return results[value.task.task_id]
+    if isinstance(value, list):
+        return [_resolve(item, results) for item in value]
+    if isinstance(value, tuple):
+        return tuple(_resolve(item, results) for item in value)
+    if isinstance(value, dict):
+        return {k: _resolve(item, results) for k, item in value.items()}
+    return value
+
+
+def _argv_in_run(
+    command: Command, context: Mapping[str, Any], field: Callable[[int], str], where: str
+) -> Command:
+    """An argv command with each argument rendered, and the context's environment."""
+    if not isinstance(command, list):  # a subclass that builds something else
+        return command
+    argv = [
+        render_template(arg, context, field=field(i), where=where) for i, arg in enumerate(command)
+    ]
+    files = getattr(command, "files", None)
+    return ArgvInRun(argv, env=context_env_extra(context), files=files)
+
+
 class BashTask(BaseTask):
-    """Runs ``bash -c SCRIPT``; success is exit code 0."""
+    """Runs ``bash -c SCRIPT``; success is exit code 0. ``bash_command`` is a Jinja
+    template rendered from the run context when the attempt is queued
+    (``"load --day {{ ds }} --n {{ params.n }}"``)."""
+
+    template_fields = ("bash_command",)
 
     def __init__(self, task_id: str, bash_command: str, **kwargs: Any) -> None:
         if not isinstance(bash_command, str) or not bash_command.strip():
@@ -462,12 +618,21 @@ class BashTask(BaseTask):
     def command(self) -> Command:
         return ["bash", "-c", self.bash_command]
 
-    def expand(self, *, args: Sequence[Any]) -> BashTask:
+    def command_in_run(self, context: Mapping[str, Any], results: Mapping[str, Any]) -> Command:
+        command = _argv_in_run(self.command(), context, lambda i: "bash_command", self._where())
+        if not self.is_mapped:
+            return command
+        element = self.map_element(context, results)
+        return _extended(command, [self.task_id, *_as_argv(element)])  # $0, then $1 ...
+
+    def expand(self, *, args: MapSource) -> BashTask:
         """One task instance per element of ``args``; the script gets the element as ``$1``
         (a list or tuple element as ``$1 $2 ...``), never pasted into the script text::
 
             BashTask("load", 'load --file "$1"').expand(args=["a.csv", "b.csv"])
-        """
+
+        ``args`` may be an upstream PythonTask (or its ``.output``) that returns the list:
+        the instances are then made when it succeeds."""
         self._set_mapping("args", args)
         return self
 
@@ -476,7 +641,9 @@ class BashTask(BaseTask):
 
 
 class CommandTask(BaseTask):
-    """Runs an argv list without a shell."""
+    """Runs an argv list without a shell; each argument is a Jinja template (see BashTask)."""
+
+    template_fields = ("argv",)
 
     def __init__(self, task_id: str, argv: Sequence[str], **kwargs: Any) -> None:
         if isinstance(argv, str) or not argv or not all(isinstance(a, str) for a in argv):
@@ -489,7 +656,13 @@ class CommandTask(BaseTask):
     def command(self) -> Command:
         return list(self.argv)
 
-    def expand(self, *, args: Sequence[Any]) -> CommandTask:
+    def command_in_run(self, context: Mapping[str, Any], results: Mapping[str, Any]) -> Command:
+        command = _argv_in_run(self.command(), context, lambda i: f"argv[{i}]", self._where())
+        if not self.is_mapped:
+            return command
+        return _extended(command, _as_argv(self.map_element(context, results)))
+
+    def expand(self, *, args: MapSource) -> CommandTask:
         """One task instance per element of ``args``, appended to the argv (a list or tuple
         element as several arguments)."""
         self._set_mapping("args", args)
@@ -504,8 +677,27 @@ def _as_argv(element: Any) -> list[str]:
     return [str(item) for item in items]
 
 
+def _extended(command: Command, extra: list[str]) -> Command:
+    """An argv command with ``extra`` arguments appended (not rendered: they are data)."""
+    if isinstance(command, ArgvInRun):
+        return ArgvInRun([*command, *extra], env=command.env, files=command.files)
+    if isinstance(command, list):
+        return [*command, *extra]
+    return command
+
+
 class PythonTask(BaseTask):
-    """Calls ``python_callable(*op_args, **op_kwargs)`` on a worker; raising fails the try."""
+    """Calls ``python_callable(*op_args, **op_kwargs)`` on a worker; raising fails the try.
+
+    The return value is kept (up to ``[core] max_result_bytes``). An upstream task (or its
+    ``.output``) among ``op_args``/``op_kwargs`` (also inside lists and dicts) stands for
+    that task's return value and makes it upstream of this one. String arguments are Jinja
+    templates. A callable with a ``context`` parameter gets the run context; one with
+    ``**kwargs`` gets its keys as keyword arguments (see :func:`airdask.context.call_kwargs`).
+    """
+
+    keeps_result = True
+    template_fields = ("op_args", "op_kwargs")
 
     def __init__(
         self,
@@ -526,15 +718,59 @@ class PythonTask(BaseTask):
         self.op_args = list(op_args or [])
         self.op_kwargs = dict(op_kwargs or {})
         super().__init__(task_id, **kwargs)
+        self._sources: set[str] = set()
+        for upstream in _refs([self.op_args, self.op_kwargs]):
+            if not upstream.keeps_result:
+                raise DagDefinitionError(
+                    f"{self._where()}: takes the result of {upstream!r}, which keeps none "
+                    "(only a PythonTask's return value is kept)"
+                )
+            upstream.set_downstream(self)
+            self._sources.add(upstream.task_id)
+
+    def result_sources(self) -> set[str]:
+        return set(self._sources) | super().result_sources()
 
     def command(self) -> Command:
+        if self._sources:
+            raise CommandError(
+                f"{self._where()} takes the results of {', '.join(sorted(self._sources))}: "
+                "its command is built for a run (command_in_run)"
+            )
         return PythonCommand(self.python_callable, *self.op_args, **self.op_kwargs)
+
+    def command_in_run(self, context: Mapping[str, Any], results: Mapping[str, Any]) -> Command:
+        where = self._where()
+        args = [
+            _resolve(_render_arg(a, context, f"op_args[{i}]", where), results)
+            for i, a in enumerate(self.op_args)
+        ]
+        kwargs = {
+            k: _resolve(_render_arg(v, context, f"op_kwargs[{k!r}]", where), results)
+            for k, v in self.op_kwargs.items()
+        }
+        if self.is_mapped:  # the element is data: neither rendered nor resolved
+            element = self.map_element(context, results)
+            if self._map_kind == "op_kwargs":
+                if not isinstance(element, Mapping):
+                    raise ValueError(
+                        f"{where}: expand(op_kwargs=...) needs dicts, element "
+                        f"{context['map_index']} is {type(element).__name__}"
+                    )
+                kwargs.update(element)
+            else:
+                args.extend(list(element) if isinstance(element, (list, tuple)) else [element])
+        command = PythonCommand(
+            self.python_callable, *args, **call_kwargs(self.python_callable, context, kwargs)
+        )
+        command.header = f"[airdask] calling {command.name}"
+        return command
 
     def expand(
         self,
         *,
-        op_args: Sequence[Any] | None = None,
-        op_kwargs: Sequence[Mapping[str, Any]] | None = None,
+        op_args: MapSource | None = None,
+        op_kwargs: Sequence[Mapping[str, Any]] | BaseTask | TaskOutput | None = None,
     ) -> PythonTask:
         """One task instance per element (Airflow's ``expand``), given one of:
 
@@ -543,7 +779,9 @@ class PythonTask(BaseTask):
           value is one (``expand(op_args=[1, 2, 3])`` calls ``f(1)``, ``f(2)``, ``f(3)``);
         * ``op_kwargs``: each element is a dict of keyword arguments, over the task's own.
 
-        An empty list is allowed: the task is then skipped, as in Airflow.
+        Either may be an upstream PythonTask (or its ``.output``) whose return value is the
+        list: the instances are made when that task succeeds (Airflow's dynamic task
+        mapping). An empty list is allowed: the task is then skipped, as in Airflow.
         """
         where = f"DAG {self.dag.dag_id!r}, task {self.task_id!r}"
         if (op_args is None) == (op_kwargs is None):
@@ -572,6 +810,12 @@ class PythonTask(BaseTask):
         return PythonCommand(self.python_callable, *self.op_args, *extra, **self.op_kwargs)
 
 
+def _render_arg(value: Any, context: Mapping[str, Any], field: str, where: str) -> Any:
+    if isinstance(value, str):
+        return render_template(value, context, field=field, where=where)
+    return value
+
+
 def chain(*tasks: TaskOrList) -> None:
     """``chain(a, [b, c], d)`` is ``a >> [b, c] >> d``."""
     for i in range(1, len(tasks)):
@@ -586,6 +830,8 @@ __all__ = [
     "BashTask",
     "CommandTask",
     "DagDefinitionError",
+    "Param",
     "PythonTask",
+    "TaskOutput",
     "chain",
 ]

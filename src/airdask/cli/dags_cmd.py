@@ -10,7 +10,15 @@ from rich.table import Table
 
 from airdask.cli import schedule_cmd
 from airdask.cli.common import CliError, Group, cli_context, describe_error
-from airdask.cli.sched_common import check_pools, conf_or_error, ready_store, resolve_dag
+from airdask.cli.sched_common import (
+    check_dag_conf,
+    check_executors,
+    check_pools,
+    conf_or_error,
+    executor_names,
+    ready_store,
+    resolve_dag,
+)
 from airdask.cli.schedule_cmd import schedule_columns
 from airdask.dagbag import DagBag
 from airdask.scheduler.runs import RunError, create_run
@@ -76,6 +84,8 @@ def dags_trigger(dag_id: str, conf_text: str | None, run_id: str | None) -> None
     ctx = cli_context()
     conf = conf_or_error(conf_text)
     dag, dag_file = resolve_dag(dag_id, ctx.config)
+    check_executors(dag, executor_names(ctx.config, None, None))
+    check_dag_conf(dag, conf)
     store = ready_store(ctx)
     try:
         with store.session() as session:

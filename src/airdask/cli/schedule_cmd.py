@@ -15,8 +15,10 @@ from sqlalchemy import inspect, select
 from airdask.cli.common import CliError, Command, cli_context
 from airdask.cli.sched_common import (
     STATE_STYLES,
-    build_executor,
+    build_executors,
+    check_executors,
     check_pools,
+    executor_names,
     ready_store,
     resolve_dag,
 )
@@ -70,7 +72,11 @@ def parse_when(text: str, what: str, dag: DAG) -> datetime:
 @click.argument("dag_id", metavar="DAG_ID_OR_PATH")
 @click.option("--start", "start_text", required=True, help="First logical date (ISO 8601).")
 @click.option("--end", "end_text", required=True, help="Last logical date, included.")
-@click.option("--executor", "executor_name", help="Executor name or module.Class path.")
+@click.option(
+    "--executor",
+    "executor_name",
+    help="Executors for these runs, as [core] executor lists them (the first is the default).",
+)
 @click.option("--cluster", help="Address of an existing Dask scheduler (implies DaskExecutor).")
 @click.option("--dry-run", is_flag=True, help="List the intervals, create nothing.")
 def dags_backfill(
@@ -113,13 +119,14 @@ def dags_backfill(
         for interval in plan.intervals:
             console.print(f"would run {_when(interval.start, tz)} .. {_when(interval.end, tz)}")
         return
-    executor = build_executor(ctx.config, executor_name, cluster)
-    job = SchedulerJob(store=store, executor=executor, config=ctx.config, dags={dag.dag_id: dag})
+    check_executors(dag, executor_names(ctx.config, executor_name, cluster))
+    executors = build_executors(ctx.config, executor_name, cluster)
+    job = SchedulerJob(store=store, executor=executors, config=ctx.config, dags={dag.dag_id: dag})
     job.executor_started = True
 
     def created(keys: list[tuple[str, str]]) -> None:
         console.print(
-            f"[bold]{dag.dag_id}[/]: backfilling {len(keys)} run(s) on {type(executor).__name__} "
+            f"[bold]{dag.dag_id}[/]: backfilling {len(keys)} run(s) on {executors.label()} "
             f"(at most {dag.max_active_runs} at once)"
         )
 

@@ -20,6 +20,7 @@ from airdask.commands import Command
 from airdask.dag import DAG
 from airdask.scheduler.claims import lock_pools
 from airdask.scheduler.events import set_state, write_back
+from airdask.scheduler.mapping import expand_from_result
 from airdask.scheduler.pools import SlotBudget
 from airdask.scheduler.rules import Decision, UpstreamCounts, decision_state, evaluate
 from airdask.state import LIVE_VALUES, DagRunState, TaskInstanceState, check_transition
@@ -28,6 +29,9 @@ from airdask.store.models import DagRun, Pool, TaskInstance, utcnow
 S = TaskInstanceState
 #: ``command_for(session, ti, now)``: the command, or None after failing the TI with a reason.
 CommandFor = Callable[[Session, TaskInstance, datetime], Command | None]
+#: ``executor_for(session, ti, now)``: the id of the executor the TI goes to, or None after
+#: failing the TI with a reason (its task names an executor that is not configured).
+ExecutorFor = Callable[[Session, TaskInstance, datetime], str | None]
 
 
 def evaluate_run(session: Session, dag: DAG, run_id: str) -> tuple[int, bool]:
@@ -75,13 +79,21 @@ def evaluate_run(session: Session, dag: DAG, run_id: str) -> tuple[int, bool]:
         new = decision_state(decision)
         check_transition(None, new)
         assert new is not None
+        n = waiting[task_id]
+        if decision is Decision.RUN and task.map_from is not None:
+            # Mapped over an upstream's result: its instances are made now (one bulk insert).
+            state, made = expand_from_result(session, dag.dag_id, run_id, task, in_run)
+            states[task_id][None] -= n
+            states[task_id][state] += made
+            changed += max(made, 1)
+            settled = settled or state != S.SCHEDULED.value
+            continue
         values: dict[str, Any] = {"state": new.value}
         if decision is not Decision.RUN:
             values["end_date"] = now
             values["reason"] = f"trigger rule {task.trigger_rule}: upstream {_describe(counts)}"
             settled = True
         _set_waiting(session, in_run, [task_id], values)
-        n = waiting[task_id]
         states[task_id][None] -= n
         states[task_id][new.value] += n
         changed += n
@@ -137,16 +149,24 @@ def queue_ready(
     scope: ColumnElement[bool],
     job_id: int | None,
     command_for: CommandFor,
+    executor_for: ExecutorFor | None = None,
+    executor_slots: Mapping[str, int] | None = None,
 ) -> list[tuple[TaskInstance, Command]]:
     """Mark up to ``total`` ready TIs of runs in ``scope`` QUEUED with the next try_number,
     within pool open slots, highest priority first; return them with their commands.
+
+    With ``executor_for``, each TI also needs an open slot of its executor
+    (``executor_slots``, by id) and records that executor's id in its ``executor`` column;
+    a TI whose executor is full stays as it is for a later pass.
 
     Several schedulers may do this at once (:mod:`.claims`): the pool rows are locked first,
     so the open slots counted here stay true until this transaction commits, and each ready
     TI is locked ``SKIP LOCKED``."""
     if total <= 0:
         return []
-    budget = SlotBudget(open_pool_slots(session, lock_pools(session)), total=total)
+    budget = SlotBudget(
+        open_pool_slots(session, lock_pools(session)), total=total, executor_open=executor_slots
+    )
     if budget.exhausted:
         return []
     now = utcnow()
@@ -172,12 +192,16 @@ def queue_ready(
     for ti in session.scalars(stmt).all():
         if budget.exhausted:
             break
-        if budget.take(ti.pool, ti.pool_slots) is not None:
+        executor = executor_for(session, ti, now) if executor_for is not None else ti.executor
+        if executor_for is not None and executor is None:
+            continue
+        if budget.take(ti.pool, ti.pool_slots, executor) is not None:
             continue
         command = command_for(session, ti, now)
         if command is None:
             continue
         session.expunge(ti)  # written back in one executemany below
+        ti.executor = executor
         set_state(ti, S.QUEUED)
         ti.try_number += 1
         ti.queued_dttm = now

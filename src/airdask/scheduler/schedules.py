@@ -136,16 +136,14 @@ def create_interval_run(
 
     :raises airdask.scheduler.runs.RunError: the DAG's pools are wrong, or the run exists.
     """
-    run = create_run(
+    return create_run(
         session,
         dag,
         run_id=scheduled_run_id(info.logical_date, prefix=prefix),
         scheduled_by_job_id=scheduled_by_job_id,
+        logical_date=info.logical_date,
+        data_interval=(info.data_interval.start, info.data_interval.end),
     )
-    run.logical_date = info.logical_date
-    run.data_interval_start = info.data_interval.start
-    run.data_interval_end = info.data_interval.end
-    return run
 
 
 class Schedules:

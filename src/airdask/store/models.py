@@ -17,6 +17,7 @@ from sqlalchemy import (
     ForeignKeyConstraint,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
 )
@@ -68,7 +69,8 @@ class DagRun(Base):
     end_date: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
     #: The scheduler job that drives this run (None: any scheduler may take it).
     scheduled_by_job_id: Mapped[int | None] = mapped_column(Integer, default=None)
-    #: The start of the run's data interval (see :mod:`airdask.timetables`).
+    #: The date the run is "for" (Airflow's logical_date): the trigger time of a manual
+    #: run; for a scheduled run, the start of its data interval.
     logical_date: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
     data_interval_start: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
     data_interval_end: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
@@ -130,6 +132,9 @@ class TaskInstance(Base):
     priority_weight: Mapped[int] = mapped_column(Integer, default=1)
     executor_config: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     external_executor_id: Mapped[str | None] = mapped_column(String(512), default=None)
+    #: The id of the executor the current try was queued on (its alias, else its class
+    #: name: :mod:`airdask.executors.names`), written with QUEUED; None: never queued.
+    executor: Mapped[str | None] = mapped_column(String(1000), default=None)
     queued_dttm: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
     start_date: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
     end_date: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
@@ -169,6 +174,28 @@ class TaskInstance(Base):
 
     def __repr__(self) -> str:
         return f"<TaskInstance {self.key} state={self.state}>"
+
+
+class TaskResultRow(Base):
+    """A task instance's return value, as its worker encoded it (``runner.encode_result``):
+    ``format`` "json" (UTF-8 JSON text) or "pickle" (cloudpickle). Written by the scheduler
+    when the success is recorded; see :mod:`airdask.scheduler.results`."""
+
+    __tablename__ = "task_result"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["dag_id", "run_id"], ["dag_run.dag_id", "dag_run.run_id"], ondelete="CASCADE"
+        ),
+    )
+
+    dag_id: Mapped[str] = mapped_column(String(250), primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(250), primary_key=True)
+    task_id: Mapped[str] = mapped_column(String(250), primary_key=True)
+    map_index: Mapped[int] = mapped_column(Integer, primary_key=True, default=-1)
+    try_number: Mapped[int] = mapped_column(Integer)
+    format: Mapped[str] = mapped_column(String(10))
+    value: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class Pool(Base):
