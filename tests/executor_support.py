@@ -13,6 +13,7 @@ from airdask.config import Config
 from airdask.executors import BaseExecutor, load_executor
 from airdask.state import TaskInstanceKey, TaskInstanceState
 from airdask.store import TaskInstance
+from celery_support import celery_factory
 from dask_support import dask_factory, local_dask_factory
 
 Factory = Callable[[pytest.FixtureRequest, Config, "int | None"], BaseExecutor]
@@ -37,6 +38,8 @@ FACTORIES: dict[str, Factory] = {
     "DebugExecutor": _by_name("DebugExecutor"),
     "DaskExecutor": dask_factory,
     "LocalDaskExecutor": local_dask_factory,
+    "CeleryExecutor-redis": celery_factory("redis"),
+    "CeleryExecutor-rabbitmq": celery_factory("rabbitmq"),
 }
 
 TERMINAL = {TaskInstanceState.SUCCESS, TaskInstanceState.FAILED}

@@ -20,6 +20,7 @@ from airdask.executors.loader import (
 __all__ = [
     "BUILTIN_EXECUTORS",
     "BaseExecutor",
+    "CeleryExecutor",
     "DaskExecutor",
     "DebugExecutor",
     "EventInfo",
