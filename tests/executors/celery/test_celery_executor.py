@@ -32,11 +32,20 @@ from proc_support import pid_alive, pids_file_complete, read_pids, spawn_tree_sc
 S = TaskInstanceState
 
 
-@pytest.fixture
-def redis_options() -> dict[str, str]:
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
+    """One worker on Redis for the tests that need nothing special of it."""
     require_broker("redis")
-    flush_redis(REDIS_DB["faults"])
-    return broker_settings("redis", REDIS_DB["faults"])
+    flush_redis(REDIS_DB["faults"])  # queue names are fresh; this drops old results
+    worker = start_worker(broker_settings("redis", REDIS_DB["faults"]),
+                          tmp_path_factory.mktemp("shared"), concurrency=3)  # fmt: skip
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture
+def redis_options(shared: Worker) -> dict[str, str]:
+    return dict(shared.options)
 
 
 @pytest.fixture
@@ -75,7 +84,6 @@ def wait_started(executor: Any, key: Any, timeout: float = 30) -> Any:
 def test_adoption_reattaches_by_celery_id_and_runs_once(
     config: Config, redis_options: dict[str, str], workers: list[Worker], tmp_path: Path
 ) -> None:
-    workers.append(start_worker(redis_options, tmp_path / "w"))
     ledger = tmp_path / "ledger"
     first = executor_for(config, redis_options)
     ti = make_ti("adopted")
@@ -100,7 +108,6 @@ def test_adoption_reattaches_by_celery_id_and_runs_once(
 def test_revoke_kills_the_process_group_and_no_event_follows(
     config: Config, redis_options: dict[str, str], workers: list[Worker], tmp_path: Path
 ) -> None:
-    workers.append(start_worker(redis_options, tmp_path / "w"))
     executor = executor_for(config, redis_options)
     pid_file = tmp_path / "pids"
     ti = make_ti("revoked")
@@ -122,7 +129,6 @@ def test_revoke_kills_the_process_group_and_no_event_follows(
 def test_live_log_of_a_running_attempt_comes_from_its_worker(
     config: Config, redis_options: dict[str, str], workers: list[Worker], tmp_path: Path
 ) -> None:
-    workers.append(start_worker(redis_options, tmp_path / "w"))
     executor = executor_for(config, redis_options)
     ready = tmp_path / "ready"
     ti = make_ti("live")
@@ -137,7 +143,6 @@ def test_live_log_of_a_running_attempt_comes_from_its_worker(
 def test_a_queue_nobody_consumes_stays_queued_then_is_withdrawn_for_good(
     config: Config, redis_options: dict[str, str], workers: list[Worker], tmp_path: Path
 ) -> None:
-    workers.append(start_worker(redis_options, tmp_path / "w"))
     executor = executor_for(config, redis_options)
     marker = tmp_path / "ran"
     queue = f"nobody-{uuid.uuid4().hex[:8]}"
@@ -167,7 +172,6 @@ def test_a_sigkilled_worker_leaves_no_orphan_and_the_attempt_is_redelivered(
 ) -> None:
     require_broker(kind)
     require_broker("redis")
-    flush_redis(REDIS_DB["faults"])
     # Redis redelivers after the visibility timeout (its restore pass runs every 10 s).
     options = {**broker_settings(kind, REDIS_DB["faults"]), "visibility_timeout": "2"}
     first = start_worker(options, tmp_path / "w1", concurrency=1)
@@ -199,12 +203,11 @@ def test_a_worker_needs_no_database_credentials(
     config: Config, workers: list[Worker], tmp_path: Path
 ) -> None:
     require_broker("redis")
-    flush_redis(REDIS_DB["faults"])
     options = broker_settings("redis", REDIS_DB["faults"])
     del options["result_backend"]  # the default: the broker itself
     dead_db = "postgresql+psycopg://nobody:deadpw77@127.0.0.1:1/nothing"
-    workers.append(start_worker(options, tmp_path / "w",
-                                env_extra={"AIRDASK__DATABASE__SQL_ALCHEMY_CONN": dead_db}))  # fmt: skip
+    env = {"AIRDASK__DATABASE__SQL_ALCHEMY_CONN": dead_db}
+    workers.append(start_worker(options, tmp_path / "w", env_extra=env))
     executor = executor_for(config, options)
     assert executor.settings.result_backend == options["broker_url"]
     ti = make_ti("no_db")
@@ -219,7 +222,6 @@ def test_the_database_result_backend_one_query_per_sync(
     config: Config, workers: list[Worker], tmp_path: Path, pg_url: str
 ) -> None:
     require_broker("redis")
-    flush_redis(REDIS_DB["faults"])
     options = {**broker_settings("redis", REDIS_DB["faults"]), "result_backend": "db+" + pg_url}
     workers.append(start_worker(options, tmp_path / "w", concurrency=2))
     executor = executor_for(config, options)
@@ -235,10 +237,9 @@ def test_the_database_result_backend_one_query_per_sync(
 
 
 def test_celery_inspect_lists_the_workers_and_what_they_run(
-    config: Config, redis_options: dict[str, str], workers: list[Worker], tmp_path: Path
+    config: Config, shared: Worker, redis_options: dict[str, str], tmp_path: Path
 ) -> None:
-    worker = start_worker(redis_options, tmp_path / "w", concurrency=3)
-    workers.append(worker)
+    worker = shared
     executor = executor_for(config, redis_options)
     ti = make_ti("inspected")
     executor.queue_command(ti, ["sleep", "30"])
