@@ -19,10 +19,12 @@ from airdask.config import Config
 from airdask.state import TaskInstanceState
 from celery_support import (
     REDIS_DB,
+    PrivateRedis,
     Worker,
     broker_settings,
     celery_env,
     flush_redis,
+    free_port,
     require_broker,
     start_worker,
 )
@@ -253,3 +255,43 @@ def test_celery_inspect_lists_the_workers_and_what_they_run(
     assert worker.hostname in result.stdout and redis_options["default_queue"] in result.stdout
     assert "contract.inspected" in result.stdout and " 3 " in result.stdout
     executor.terminate()
+
+
+@pytest.mark.slow
+def test_a_lost_broker_keeps_the_loop_alive_and_the_attempt_is_outcome_unknown(
+    config: Config, workers: list[Worker], tmp_path: Path
+) -> None:
+    require_broker("redis")
+    server = PrivateRedis(free_port())
+    server.start()
+    try:
+        options = {**broker_settings("redis", 0), "broker_url": server.url,
+                   "result_backend": server.url, "lost_after": "2",
+                   "operation_timeout": "1"}  # fmt: skip
+        workers.append(start_worker(options, tmp_path / "w"))
+        executor = executor_for(config, options, parallelism=4)
+        pid_file = tmp_path / "pids"
+        ti = make_ti("cut_off")
+        executor.queue_command(ti, spawn_tree_script(pid_file))
+        wait_started(executor, ti.key)
+        wait_for(pids_file_complete(pid_file, 2), timeout=30, what="the command's processes")
+        server.kill()
+        waiting = make_ti("waiting")
+        executor.queue_command(waiting, ["true"])
+        state, info = drain(executor, [ti.key], timeout=30)[ti.key]  # heartbeats go on
+        assert state is S.FAILED and info.outcome_unknown, info
+        assert "unreachable" in str(info)
+        assert executor.slots_available == 0 and executor.has_task(waiting)
+        # The worker lost its broker too: it cancelled the attempt (no second copy later).
+        pids = read_pids(pid_file)
+        wait_for(lambda: not any(map(pid_alive, pids)), timeout=30, what="the attempt killed")
+        # Celery's Redis transport cannot recover from the loss (an unrecoverable error):
+        # airdask's worker then stops cold, so its attempt died with it (above).
+        assert workers[0].process.wait(30) != 0
+        server.start()  # an empty Redis again, and a worker (as a supervisor would restart)
+        workers.append(start_worker(options, tmp_path / "w2"))
+        assert drain(executor, [waiting.key], timeout=60)[waiting.key][0] is S.SUCCESS
+        assert executor.slots_available == 4
+        executor.end()
+    finally:
+        server.kill()

@@ -19,6 +19,7 @@ from rich.table import Table
 from airdask.executors.celery.app import LOG_DIR_ENV, TASK_NAME, make_app
 from airdask.executors.celery.executor import CeleryConnectionError, check_broker
 from airdask.executors.celery.settings import CelerySettings, celery_settings
+from airdask.executors.celery.worker import run_worker
 
 
 def _settings() -> CelerySettings:
@@ -79,26 +80,19 @@ def celery_worker(
         raise click.BadParameter("no queue named", param_hint="--queues")
     log_dir = tempfile.mkdtemp(prefix="airdask-celery-logs-")
     os.environ[LOG_DIR_ENV] = log_dir  # the pool processes inherit it
-    argv = [
-        "worker",
-        "--queues",
-        ",".join(names),
-        "--concurrency",
-        str(concurrency or settings.worker_concurrency),
-        "--hostname",
-        hostname or f"airdask@{socket.gethostname()}-{os.getpid()}",
-        "--loglevel",
-        loglevel.upper(),
-        "--pool",
-        "prefork",
-        "--without-gossip",
-    ]
-    if without_mingle:
-        argv.append("--without-mingle")
     try:
-        app.worker_main(argv)
+        code = run_worker(
+            app,
+            queues=names,
+            concurrency=concurrency or settings.worker_concurrency,
+            hostname=hostname or f"airdask@{socket.gethostname()}-{os.getpid()}",
+            loglevel=loglevel.upper(),
+            without_mingle=without_mingle,
+        )
     finally:
         shutil.rmtree(log_dir, ignore_errors=True)
+    if code:
+        raise SystemExit(code)
 
 
 @celery_group.command("inspect")

@@ -72,6 +72,10 @@ log = logging.getLogger(__name__)
 
 #: What a failed publish or connection raises: the broker is unreachable.
 BROKER_ERRORS: tuple[type[BaseException], ...] = (OperationalError, ConnectionError, OSError)
+#: The id read to learn whether an unreachable result backend answers again.
+PROBE_ID = "airdask-probe"
+#: After a publish failed for want of a broker, how long nothing is published.
+PUBLISH_PAUSE_SECONDS = 1.0
 #: How often end() reads the states while it waits.
 END_POLL_SECONDS = 0.1
 
@@ -111,7 +115,9 @@ class CeleryExecutor(BaseExecutor):
         self._queue_of: dict[str, str] = {}  # celery id -> celery queue
         self._unacked: list[str] = []  # reported by the last sync, forgotten by the next
         self._lost: list[str] = []  # reported lost while down: revoked when back
-        self._down_since: float | None = None
+        self._down_since: float | None = None  # the result backend's outage
+        self._broker_down = False
+        self._publish_paused_until = 0.0
         self._logs = LogWriter(self.settings.base_log_folder)
         #: Seconds spent in state reads, and how many (the benchmark prints them).
         self.sync_seconds = 0.0
@@ -164,6 +170,8 @@ class CeleryExecutor(BaseExecutor):
         an outage is not its fault, and must not cost it a try."""
         if self._app is None:
             self.start()
+        if self._down_since is not None or time.monotonic() < self._publish_paused_until:
+            return  # the backend is out (sync probes it), or the broker was a moment ago
         with self.app.producer_or_acquire() as producer:
             for index, (key, command, queue, executor_config) in enumerate(task_tuples):
                 entry = self.queued_tasks.pop(key)
@@ -173,15 +181,24 @@ class CeleryExecutor(BaseExecutor):
                 except BROKER_ERRORS as exc:
                     self.running.discard(key)
                     self.queued_tasks[key] = entry
-                    log.warning(
-                        "Celery broker unreachable (%s): %d attempt(s) stay queued",
-                        redact(str(exc)),
-                        len(task_tuples) - index,
-                    )
+                    self._publish_paused_until = time.monotonic() + PUBLISH_PAUSE_SECONDS
+                    if not self._broker_down:
+                        self._broker_down = True
+                        log.warning(
+                            "Celery broker unreachable (%s): %d attempt(s) stay queued; "
+                            "trying again every %gs",
+                            redact(str(exc)),
+                            len(task_tuples) - index,
+                            PUBLISH_PAUSE_SECONDS,
+                        )
                     return
                 except Exception as exc:  # this attempt alone fails
                     log.warning("could not start %s: %s", key, redact(str(exc)))
                     self.fail(key, self._submit_error_info(exc))
+                    continue
+                if self._broker_down:
+                    self._broker_down = False
+                    log.warning("Celery broker reachable again")
 
     def execute_async(
         self,
@@ -253,6 +270,8 @@ class CeleryExecutor(BaseExecutor):
         if self._fetcher is None:
             return
         ids = list(self._tasks)
+        if not ids and self._down_since is not None:
+            ids = [PROBE_ID]  # nothing in flight, but is the backend back?
         if not ids and not self._unacked:
             return
         started = time.perf_counter()
