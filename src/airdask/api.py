@@ -23,6 +23,7 @@ from airdask.executors.loader import load_executors
 from airdask.logs import read_log
 from airdask.scheduler.executors import ExecutorSet
 from airdask.scheduler.loop import SchedulerJob
+from airdask.scheduler.results import decode, run_results
 from airdask.scheduler.single_run import drive_run
 from airdask.state import DagRunState, TaskInstanceKey
 from airdask.store import DagRun, Pool, Store, TaskInstance, init_db
@@ -70,6 +71,8 @@ class DagRunResult:
     timed_out: bool = False
     base_log_folder: str = ""
     _by_id: dict[str, TaskResult] = field(default_factory=dict, repr=False)
+    #: (task_id, map_index) -> (format, data) of each kept return value
+    _results: dict[tuple[str, int], tuple[str, bytes]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self._by_id = {t.task_id: t for t in self.tasks if t.map_index < 0}
@@ -92,6 +95,30 @@ class DagRunResult:
             return self._by_id[task_id]
         except KeyError:
             raise KeyError(f"run {self.run_id} has no task {task_id!r}") from None
+
+    def value(self, task_id: str, map_index: int | None = None) -> Any:
+        """The return value ``task_id`` kept (a PythonTask's), as a downstream task gets
+        it: for a mapped task, the list of its instances' values (``map_index`` picks one).
+
+        :raises LookupError: the task kept no value (not a PythonTask, or not succeeded).
+        """
+        if map_index is None:
+            mapped = sorted(t.map_index for t in self.tasks if t.task_id == task_id)
+            if mapped and mapped[0] >= 0:
+                return [self.value(task_id, i) for i in mapped]
+            self[task_id]  # KeyError naming the task when the run has no such task
+        index = -1 if map_index is None else map_index
+        found = self._results.get((task_id, index))
+        if found is None:
+            state = next(
+                (t.state for t in self.tasks if (t.task_id, t.map_index) == (task_id, index)),
+                None,
+            )
+            raise LookupError(
+                f"task {task_id!r} of run {self.run_id} kept no return value "
+                f"(state {state or 'none'}; only a PythonTask's is kept)"
+            )
+        return decode(*found)
 
     def rows(self) -> list[dict[str, Any]]:
         """One dict per task instance (e.g. for ``pandas.DataFrame(result.rows())``)."""
@@ -131,6 +158,7 @@ class DagRunResult:
                 ).all()
             )
             slots = dict(session.execute(select(Pool.name, Pool.slots)).all())
+            extra.setdefault("_results", run_results(session, dag_id, run_id))
             tasks = [
                 TaskResult(
                     task_id=ti.task_id,
@@ -201,12 +229,12 @@ def run_dag(
     config = config if config is not None else load_config()
     store = Store.from_config(config)
     try:
-        init_db(store, default_pool_slots=int(config.get("core", "default_pool_slots")))
+        init_db(store, default_pool_slots=config.core.default_pool_slots)
         if executor is None or isinstance(executor, str):
             with store.session() as session:
                 resources = pool_resources(session)
             built = load_executors(executor, config=config, worker_resources=resources)
-            parallelism = int(config.get("core", "parallelism"))
+            parallelism = config.core.parallelism
             job_executor: BaseExecutor | ExecutorSet = ExecutorSet(built, parallelism=parallelism)
         else:
             job_executor = executor
@@ -222,7 +250,7 @@ def run_dag(
             dashboard_link=outcome.dashboard_link,
             elapsed=outcome.elapsed,
             timed_out=outcome.timed_out,
-            base_log_folder=str(config.get("logging", "base_log_folder")),
+            base_log_folder=config.logging.base_log_folder,
         )
     finally:
         store.dispose()

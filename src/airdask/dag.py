@@ -12,8 +12,17 @@ DAG and the task: a duplicate task id, a dependency cycle, an unknown trigger ru
 negative retry count, an executor_config that cannot be stored. Pools are checked against the
 database when a run is created (see :mod:`airdask.scheduler.runs`).
 
-A task's :meth:`~BaseTask.command` is what the executor runs: an argv list (``BashTask`` ->
-``["bash", "-c", script]``) or a :class:`~airdask.commands.PythonCommand`.
+A task's :meth:`~BaseTask.command_in_run` is what the executor runs for one attempt: an
+argv list (``BashTask`` -> ``["bash", "-c", script]``, its Jinja templates rendered from the
+run context) or a :class:`~airdask.commands.PythonCommand` (upstream results and, when the
+callable asks for it, the context in its arguments). See :mod:`airdask.context`.
+
+A PythonTask's return value is kept; a downstream task takes it by passing the upstream
+task (or ``task.output``) among its ``op_args``/``op_kwargs``, which also makes it a
+dependency::
+
+    extract = PythonTask("extract", read_rows)
+    load = PythonTask("load", write_rows, op_args=[extract])   # write_rows(<rows>)
 """
 
 from __future__ import annotations
@@ -23,7 +32,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar, Union
 
-from airdask.commands import Command, PythonCommand
+from airdask.commands import ArgvInRun, Command, CommandError, PythonCommand
+from airdask.context import call_kwargs, context_env_extra, render_template
+from airdask.durations import to_seconds
+from airdask.params import Param, ParamError, normalise_params, resolve_params
 from airdask.state import DEFAULT_POOL as DEFAULT_POOL
 
 #: Trigger rules: when a task may run, given its upstream tasks' states (Airflow's meaning).
@@ -72,9 +84,9 @@ _current_dags: list[DAG] = []
 
 
 def _seconds(value: float | timedelta | None, what: str) -> float | None:
-    if value is None:
+    seconds = to_seconds(value)
+    if seconds is None:
         return None
-    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
     if seconds < 0:
         raise DagDefinitionError(f"{what} must not be negative, got {value!r}")
     return seconds
@@ -86,6 +98,9 @@ class DAG:
     :param dag_id: unique name (letters, digits, ``_``, ``-`` and ``.``).
     :param default_args: defaults for the task keyword arguments listed in :data:`TASK_ARGS`.
     :param description: one line shown by ``airdask dags list``.
+    :param params: the run's params with their defaults (plain values or
+        :class:`~airdask.params.Param`); a run's ``conf`` overrides them and is checked
+        against them when the run is triggered (see :mod:`airdask.params`).
     """
 
     def __init__(
@@ -94,6 +109,7 @@ class DAG:
         *,
         default_args: Mapping[str, Any] | None = None,
         description: str | None = None,
+        params: Mapping[str, Any] | None = None,
     ) -> None:
         if not dag_id or not all(c.isalnum() or c in "_-." for c in dag_id):
             raise DagDefinitionError(
@@ -106,6 +122,10 @@ class DAG:
                 f"(known: {', '.join(TASK_ARGS)})"
             )
         self.dag_id = dag_id
+        try:
+            self.params: dict[str, Param] = normalise_params(dag_id, params)
+        except ParamError as exc:
+            raise DagDefinitionError(str(exc)) from None
         self.default_args: dict[str, Any] = dict(default_args or {})
         self.description = description
         self.fileloc: str | None = None
@@ -137,6 +157,13 @@ class DAG:
 
     def has_task(self, task_id: str) -> bool:
         return task_id in self.task_dict
+
+    def resolve_params(self, conf: Mapping[str, Any] | None) -> dict[str, Any]:
+        """The params of a run with this ``conf``.
+
+        :raises airdask.params.ParamError: an unknown key, a wrong type, a missing
+            required param (one line; a DAG without params takes any conf)."""
+        return resolve_params(self.dag_id, self.params, conf)
 
     def add_task(self, task: BaseTask) -> None:
         if task.task_id in self.task_dict and self.task_dict[task.task_id] is not task:
@@ -330,9 +357,36 @@ class BaseTask:
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.dag.dag_id}.{self.task_id}>"
 
+    #: Whether the task's return value is kept (and may be passed to downstream tasks).
+    keeps_result = False
+    #: The attributes rendered as Jinja templates from the run context.
+    template_fields: tuple[str, ...] = ()
+
     def command(self) -> Command:
-        """The command an executor runs for this task."""
+        """The command an executor runs for this task, outside any run (no templates
+        rendered, no context); the scheduler calls :meth:`command_in_run`."""
         raise NotImplementedError
+
+    def command_in_run(self, context: Mapping[str, Any], results: Mapping[str, Any]) -> Command:
+        """The command of one attempt: templates rendered from ``context`` (the attempt's
+        :func:`~airdask.context.run_context`), upstream ``results`` ({task_id: value}, for
+        the ids :meth:`result_sources` names) put in place.
+
+        :raises airdask.context.TemplateError: a template that cannot be rendered.
+        The default is :meth:`command`, for subclasses that know nothing of runs."""
+        return self.command()
+
+    def result_sources(self) -> set[str]:
+        """Upstream task ids whose results this task's command takes."""
+        return set()
+
+    @property
+    def output(self) -> TaskOutput:
+        """This task's return value, as an argument of a downstream task."""
+        return TaskOutput(self)
+
+    def _where(self) -> str:
+        return f"task {self.task_id!r} of DAG {self.dag.dag_id!r}"
 
     def executor_config_for_run(self) -> dict[str, Any]:
         """``executor_config`` as handed to the executor: ``execution_timeout`` included as
@@ -391,8 +445,65 @@ def _as_list(other: TaskOrList) -> list[BaseTask]:
     return items
 
 
+class TaskOutput:
+    """A task's return value, standing in for it among a downstream task's arguments
+    (Airflow's XComArg). ``task.output`` makes one; passing the task itself is the same."""
+
+    def __init__(self, task: BaseTask) -> None:
+        self.task = task
+
+    def __repr__(self) -> str:
+        return f"<output of {self.task.task_id}>"
+
+
+def _refs(value: Any) -> Iterable[BaseTask]:
+    """The tasks whose results ``value`` (an argument, maybe a list or dict) refers to."""
+    if isinstance(value, BaseTask):
+        yield value
+    elif isinstance(value, TaskOutput):
+        yield value.task
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _refs(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _refs(item)
+
+
+def _resolve(value: Any, results: Mapping[str, Any]) -> Any:
+    """``value`` with every task reference replaced by that task's result."""
+    if isinstance(value, BaseTask):
+        return results[value.task_id]
+    if isinstance(value, TaskOutput):
+        return results[value.task.task_id]
+    if isinstance(value, list):
+        return [_resolve(item, results) for item in value]
+    if isinstance(value, tuple):
+        return tuple(_resolve(item, results) for item in value)
+    if isinstance(value, dict):
+        return {k: _resolve(item, results) for k, item in value.items()}
+    return value
+
+
+def _argv_in_run(
+    command: Command, context: Mapping[str, Any], field: Callable[[int], str], where: str
+) -> Command:
+    """An argv command with each argument rendered, and the context's environment."""
+    if not isinstance(command, list):  # a subclass that builds something else
+        return command
+    argv = [
+        render_template(arg, context, field=field(i), where=where) for i, arg in enumerate(command)
+    ]
+    files = getattr(command, "files", None)
+    return ArgvInRun(argv, env=context_env_extra(context), files=files)
+
+
 class BashTask(BaseTask):
-    """Runs ``bash -c SCRIPT``; success is exit code 0."""
+    """Runs ``bash -c SCRIPT``; success is exit code 0. ``bash_command`` is a Jinja
+    template rendered from the run context when the attempt is queued
+    (``"load --day {{ ds }} --n {{ params.n }}"``)."""
+
+    template_fields = ("bash_command",)
 
     def __init__(self, task_id: str, bash_command: str, **kwargs: Any) -> None:
         if not isinstance(bash_command, str) or not bash_command.strip():
@@ -403,9 +514,14 @@ class BashTask(BaseTask):
     def command(self) -> Command:
         return ["bash", "-c", self.bash_command]
 
+    def command_in_run(self, context: Mapping[str, Any], results: Mapping[str, Any]) -> Command:
+        return _argv_in_run(self.command(), context, lambda i: "bash_command", self._where())
+
 
 class CommandTask(BaseTask):
-    """Runs an argv list without a shell."""
+    """Runs an argv list without a shell; each argument is a Jinja template (see BashTask)."""
+
+    template_fields = ("argv",)
 
     def __init__(self, task_id: str, argv: Sequence[str], **kwargs: Any) -> None:
         if isinstance(argv, str) or not argv or not all(isinstance(a, str) for a in argv):
@@ -418,9 +534,22 @@ class CommandTask(BaseTask):
     def command(self) -> Command:
         return list(self.argv)
 
+    def command_in_run(self, context: Mapping[str, Any], results: Mapping[str, Any]) -> Command:
+        return _argv_in_run(self.command(), context, lambda i: f"argv[{i}]", self._where())
+
 
 class PythonTask(BaseTask):
-    """Calls ``python_callable(*op_args, **op_kwargs)`` on a worker; raising fails the try."""
+    """Calls ``python_callable(*op_args, **op_kwargs)`` on a worker; raising fails the try.
+
+    The return value is kept (up to ``[core] max_result_bytes``). An upstream task (or its
+    ``.output``) among ``op_args``/``op_kwargs`` (also inside lists and dicts) stands for
+    that task's return value and makes it upstream of this one. String arguments are Jinja
+    templates. A callable with a ``context`` parameter gets the run context; one with
+    ``**kwargs`` gets its keys as keyword arguments (see :func:`airdask.context.call_kwargs`).
+    """
+
+    keeps_result = True
+    template_fields = ("op_args", "op_kwargs")
 
     def __init__(
         self,
@@ -439,9 +568,48 @@ class PythonTask(BaseTask):
         self.op_args = list(op_args or [])
         self.op_kwargs = dict(op_kwargs or {})
         super().__init__(task_id, **kwargs)
+        self._sources: set[str] = set()
+        for upstream in _refs([self.op_args, self.op_kwargs]):
+            if not upstream.keeps_result:
+                raise DagDefinitionError(
+                    f"{self._where()}: takes the result of {upstream!r}, which keeps none "
+                    "(only a PythonTask's return value is kept)"
+                )
+            upstream.set_downstream(self)
+            self._sources.add(upstream.task_id)
+
+    def result_sources(self) -> set[str]:
+        return set(self._sources)
 
     def command(self) -> Command:
+        if self._sources:
+            raise CommandError(
+                f"{self._where()} takes the results of {', '.join(sorted(self._sources))}: "
+                "its command is built for a run (command_in_run)"
+            )
         return PythonCommand(self.python_callable, *self.op_args, **self.op_kwargs)
+
+    def command_in_run(self, context: Mapping[str, Any], results: Mapping[str, Any]) -> Command:
+        where = self._where()
+        args = [
+            _resolve(_render_arg(a, context, f"op_args[{i}]", where), results)
+            for i, a in enumerate(self.op_args)
+        ]
+        kwargs = {
+            k: _resolve(_render_arg(v, context, f"op_kwargs[{k!r}]", where), results)
+            for k, v in self.op_kwargs.items()
+        }
+        command = PythonCommand(
+            self.python_callable, *args, **call_kwargs(self.python_callable, context, kwargs)
+        )
+        command.header = f"[airdask] calling {command.name}"
+        return command
+
+
+def _render_arg(value: Any, context: Mapping[str, Any], field: str, where: str) -> Any:
+    if isinstance(value, str):
+        return render_template(value, context, field=field, where=where)
+    return value
 
 
 def chain(*tasks: TaskOrList) -> None:
@@ -458,6 +626,8 @@ __all__ = [
     "BashTask",
     "CommandTask",
     "DagDefinitionError",
+    "Param",
     "PythonTask",
+    "TaskOutput",
     "chain",
 ]

@@ -9,6 +9,7 @@ from rich.table import Table
 
 from airdask.cli.common import CliError, Group, cli_context
 from airdask.cli.sched_common import (
+    check_dag_conf,
     check_executors,
     check_pools,
     conf_or_error,
@@ -30,7 +31,7 @@ def dags_group() -> None:
 def dags_list(folder: str | None) -> None:
     """DAGs of [core] dags_folder, and the files that failed to import."""
     ctx = cli_context()
-    where = folder or str(ctx.config.get("core", "dags_folder"))
+    where = folder or ctx.config.core.dags_folder
     if not Path(where).expanduser().exists():
         origin = "--folder" if folder else "[core] dags_folder"
         raise CliError(f"{origin} {where} does not exist")
@@ -61,6 +62,7 @@ def dags_trigger(dag_id: str, conf_text: str | None, run_id: str | None) -> None
     conf = conf_or_error(conf_text)
     dag, dag_file = resolve_dag(dag_id, ctx.config)
     check_executors(dag, executor_names(ctx.config, None, None))
+    check_dag_conf(dag, conf)
     store = ready_store(ctx)
     try:
         with store.session() as session:

@@ -10,6 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from airdask.cli.common import CliError, Command, cli_context
 from airdask.cli.sched_common import (
     build_executors,
+    check_dag_conf,
     check_executors,
     check_pools,
     conf_or_error,
@@ -45,6 +46,7 @@ def run_command(
     ctx = cli_context()
     conf = conf_or_error(conf_text)
     dag, dag_file = resolve_dag(target, ctx.config)
+    check_dag_conf(dag, conf)
     store = ready_store(ctx)
     with store.session() as session:
         check_pools(session, dag)

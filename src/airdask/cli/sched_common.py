@@ -23,7 +23,13 @@ from airdask.executors.names import ExecutorName
 from airdask.masking import redact
 from airdask.scheduler.executors import ExecutorSet, check_dag_executors
 from airdask.scheduler.jobs import live_schedulers, sqlite_refusal
-from airdask.scheduler.runs import RunError, check_dag_pools, parse_conf, pool_slots
+from airdask.scheduler.runs import (
+    RunError,
+    check_conf,
+    check_dag_pools,
+    parse_conf,
+    pool_slots,
+)
 from airdask.store import Store, TaskInstance, init_db
 from airdask.store.queries import pool_resources_of
 
@@ -45,6 +51,14 @@ STATE_STYLES = {
 def conf_or_error(text: str | None) -> dict[str, Any] | None:
     try:
         return parse_conf(text)
+    except RunError as exc:
+        raise CliError(str(exc)) from None
+
+
+def check_dag_conf(dag: DAG, conf: dict[str, Any] | None) -> None:
+    """The conf against the DAG's params, before anything is written (one-line error)."""
+    try:
+        check_conf(dag, conf)
     except RunError as exc:
         raise CliError(str(exc)) from None
 
@@ -87,7 +101,7 @@ def _resolve_dag(target: str, config: Config) -> tuple[DAG, str]:
             return named, bag.files[named.dag_id]
         dag = next(iter(bag.dags.values()))
         return dag, bag.files[dag.dag_id]
-    folder = str(config.get("core", "dags_folder"))
+    folder = config.core.dags_folder
     bag = DagBag.from_path(folder)
     found = bag.get_dag(target)
     if found is None:
@@ -110,7 +124,7 @@ def ready_store(ctx: CliContext) -> Store:
     """The store, with the schema created if it is missing (idempotent)."""
     store = ctx.store()
     try:
-        init_db(store, default_pool_slots=ctx.config.get("core", "default_pool_slots"))
+        init_db(store, default_pool_slots=ctx.config.core.default_pool_slots)
     except Exception as exc:
         url = store.engine.url.render_as_string(hide_password=True)
         raise CliError(f"cannot initialise the database {url}: {describe_error(exc)}") from None
@@ -122,7 +136,7 @@ def refuse_second_sqlite_scheduler(ctx: CliContext, store: Store) -> None:
     database (the scheduler checks again, atomically, when it starts)."""
     if store.engine.dialect.name != "sqlite":
         return
-    threshold = float(ctx.config.get("scheduler", "scheduler_health_check_threshold"))
+    threshold = ctx.config.scheduler.scheduler_health_check_threshold
     with store.session() as session:
         others = live_schedulers(session, threshold=threshold)
         if others:
@@ -190,7 +204,7 @@ def build_executors(config: Config, name: str | None, cluster: str | None) -> Ex
                     other.terminate()
             raise CliError(_start_error(type(executor).__name__, cluster, exc)) from None
         started.append(executor)
-    return ExecutorSet(built, parallelism=int(config.get("core", "parallelism")))
+    return ExecutorSet(built, parallelism=config.core.parallelism)
 
 
 def _quiet_distributed(executor: BaseExecutor) -> None:

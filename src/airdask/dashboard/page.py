@@ -1,7 +1,7 @@
 """The airdask page of the Dask dashboard: a Bokeh document fed by the published summary.
 
 Runs inside the Dask scheduler process and reads only what the airdask scheduler published
-(:func:`airdask.dashboard.summary.read_summary`); it never touches the metadata DB. The
+(:func:`airdask.dashboard.published.read_summary`); it never touches the metadata DB. The
 ``*_columns`` functions turn a summary into Bokeh column data and are pure, so the tests
 check them without a browser.
 """
@@ -12,7 +12,7 @@ import html
 from datetime import datetime, timezone
 from typing import Any
 
-from airdask.dashboard.summary import read_summary
+from airdask.dashboard.published import read_summary
 from airdask.display import STATE_COLORS, STATE_ORDER
 
 #: Milliseconds between two looks at the published summary.

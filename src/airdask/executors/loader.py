@@ -59,7 +59,7 @@ def configured_names(config: Config, value: str | None = None) -> list[ExecutorN
     :raises ExecutorLoadError: the value cannot be read (the message says why).
     """
     where = "--executor" if value else "[core] executor"
-    text = value or str(config.get("core", "executor"))
+    text = value or config.core.executor
     try:
         return parse_executor_names(text, where=where)
     except ExecutorNameError as exc:

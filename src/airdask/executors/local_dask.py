@@ -49,7 +49,7 @@ class LocalDaskExecutor(BaseExecutor):
         config: Config | None = None,
     ) -> None:
         super().__init__(parallelism, config=config)
-        self.local_queue = str(self.config.get("local_dask_executor", "local_queue"))
+        self.local_queue = self.config.local_dask_executor.local_queue
         self.local_executor = LocalExecutor(0, config=self.config)
         self.dask_executor = DaskExecutor(
             cluster_address,

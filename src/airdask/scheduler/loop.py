@@ -62,6 +62,7 @@ from airdask.dashboard.summary import SummaryPublisher, dask_client_of
 from airdask.executors.base import BaseExecutor
 from airdask.executors.names import UnknownExecutorError
 from airdask.scheduler import jobs, recovery
+from airdask.scheduler.attempts import AttemptCommands, AttemptError
 from airdask.scheduler.callbacks import CallbackSink, callback_requests, log_rows
 from airdask.scheduler.claims import (
     RunKey,
@@ -132,16 +133,18 @@ class SchedulerJob:
         if isinstance(executor, ExecutorSet):
             self.executors = executor
         else:
-            parallelism = int(config.get("core", "parallelism"))
+            parallelism = config.core.parallelism
             self.executors = ExecutorSet.single(executor, parallelism=parallelism)
         #: The default executor (the first of :attr:`executors`).
         self.executor = self.executors.default
         self.config = config
         self.run_filter = None if run_filter is None else list(run_filter)
-        self.dag_cache = DagCache(dags, dags_folder=str(config.get("core", "dags_folder")))
+        self.dag_cache = DagCache(dags, dags_folder=config.core.dags_folder)
         #: The cache's DAGs by id (the same dict).
         self.dags = self.dag_cache.dags
         self.sink = CallbackSink()
+        #: Builds each attempt's command (context, templates, upstream results).
+        self.attempts = AttemptCommands(max_result_bytes=config.core.max_result_bytes)
         self.job_id: int | None = None
         #: Set when the caller already started the executor (``airdask run`` does, to
         #: report an unreachable cluster before writing anything).
@@ -152,16 +155,15 @@ class SchedulerJob:
         self._last_heartbeat = 0.0
         self._last_orphan_check = 0.0
         self._last_stuck_check = 0.0
-        sched = "scheduler"
-        self.heartbeat_interval = float(config.get(sched, "job_heartbeat_sec"))
-        self.health_threshold = float(config.get(sched, "scheduler_health_check_threshold"))
+        self.heartbeat_interval = config.scheduler.job_heartbeat_sec
+        self.health_threshold = config.scheduler.scheduler_health_check_threshold
         self.outage = Outage(threshold=self.health_threshold, stop=self._stop)
-        self.orphan_interval = float(config.get(sched, "orphaned_tasks_check_interval"))
-        self.queued_timeout = float(config.get(sched, "task_queued_timeout"))
-        self.stuck_retries = int(config.get(sched, "num_stuck_in_queued_retries"))
-        self.loop_interval = float(config.get(sched, "loop_interval"))
+        self.orphan_interval = config.scheduler.orphaned_tasks_check_interval
+        self.queued_timeout = config.scheduler.task_queued_timeout
+        self.stuck_retries = config.scheduler.num_stuck_in_queued_retries
+        self.loop_interval = config.scheduler.loop_interval
         self.summary_publisher = SummaryPublisher(
-            interval=float(config.get(sched, "dashboard_summary_interval"))
+            interval=config.scheduler.dashboard_summary_interval
         )
 
     # ---- lifecycle ---------------------------------------------------------------------
@@ -251,6 +253,8 @@ class SchedulerJob:
             )
 
     def request_stop(self) -> None:
+        """Ask :meth:`run` to stop after its current pass; safe from any thread (what
+        SIGTERM/SIGINT do)."""
         self._stop.set()
 
     @property
@@ -264,7 +268,7 @@ class SchedulerJob:
 
         def handler(signum: int, frame: FrameType | None) -> None:
             log.warning("received %s: stopping the scheduler", signal.Signals(signum).name)
-            self._stop.set()
+            self.request_stop()
 
         old = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
 
@@ -425,6 +429,7 @@ class SchedulerJob:
 
     def _queue_ready(self, session: Session) -> list[tuple[TaskInstance, Command]]:
         """Mark ready TIs QUEUED (next try) within every limit; return (ti, command)."""
+        self.attempts.new_pass()
         slots = self.executors.slots_available()
         return queue_ready(
             session,
@@ -457,7 +462,9 @@ class SchedulerJob:
             reason = f"task {ti.task_id!r} is no longer in DAG {ti.dag_id!r}"
         else:
             try:
-                return dag.get_task(ti.task_id).command()
+                return self.attempts.build(session, dag, ti)
+            except AttemptError as exc:  # a template, an upstream result: says what
+                reason = str(exc)
             except Exception as exc:  # the task's own error; the others go on
                 reason = f"cannot build the command: {type(exc).__name__}: {exc}"
         self._fail_unqueued(session, ti, now, reason)

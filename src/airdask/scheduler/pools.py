@@ -3,44 +3,12 @@
 Airflow's rule: a pool's open slots are ``slots - (pool_slots of its running and queued task
 instances)``. A pass hands a task instance to the executor only while its pool, the
 scheduler's parallelism and the executor all have room; :class:`SlotBudget` tracks that
-within one pass.
+within one pass. What pools hold is read by :func:`airdask.store.queries.pool_usage`.
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
-
-
-@dataclass(frozen=True)
-class PoolStats:
-    name: str
-    slots: int
-    running: int = 0
-    queued: int = 0
-
-    @property
-    def open(self) -> int:
-        """Slots still free; negative when slots were lowered below what is in use."""
-        return self.slots - self.running - self.queued
-
-
-def pool_stats(
-    slots: Mapping[str, int],
-    running: Mapping[str, int],
-    queued: Mapping[str, int],
-) -> dict[str, PoolStats]:
-    """Stats per pool from its slots and the pool_slots summed per pool and state."""
-    return {
-        name: PoolStats(name, total, running.get(name, 0), queued.get(name, 0))
-        for name, total in slots.items()
-    }
-
-
-def unlimited(value: int) -> int:
-    """``0`` means unlimited for parallelism settings."""
-    return sys.maxsize if value <= 0 else value
 
 
 class SlotBudget:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session
 
 from airdask.commands import Command
@@ -20,8 +20,9 @@ from airdask.scheduler.claims import lock_pools
 from airdask.scheduler.events import set_state, write_back
 from airdask.scheduler.pools import SlotBudget
 from airdask.scheduler.rules import Decision, UpstreamCounts, decision_state, evaluate
-from airdask.state import LIVE_VALUES, DagRunState, TaskInstanceState
-from airdask.store.models import DagRun, Pool, TaskInstance, utcnow
+from airdask.state import DagRunState, TaskInstanceState
+from airdask.store.models import DagRun, TaskInstance, utcnow
+from airdask.store.queries import pool_usage
 
 S = TaskInstanceState
 #: ``command_for(session, ti, now)``: the command, or None after failing the TI with a reason.
@@ -80,19 +81,8 @@ def evaluate_run(session: Session, dag: DAG, run_id: str) -> tuple[int, bool]:
 
 def open_pool_slots(session: Session, slots: Mapping[str, int] | None = None) -> dict[str, int]:
     """Open slots per pool: slots (read here unless given) minus the pool_slots of its
-    queued and running TIs."""
-    if slots is None:
-        slots = {name: n for name, n in session.execute(select(Pool.name, Pool.slots))}
-    slots = dict(slots)
-    used = session.execute(
-        select(TaskInstance.pool, func.sum(TaskInstance.pool_slots))
-        .where(TaskInstance.state.in_(LIVE_VALUES))
-        .group_by(TaskInstance.pool)
-    )
-    for pool, n in used:
-        if pool in slots:
-            slots[pool] -= int(n or 0)
-    return slots
+    queued and running TIs (:func:`airdask.store.queries.pool_usage`)."""
+    return {name: usage.open for name, usage in pool_usage(session, slots=slots).items()}
 
 
 def queue_ready(

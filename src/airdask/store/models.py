@@ -9,7 +9,17 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKeyConstraint, Index, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Float,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -55,6 +65,11 @@ class DagRun(Base):
     end_date: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
     #: The scheduler job that drives this run (None: any scheduler may take it).
     scheduled_by_job_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    #: The date the run is "for" (Airflow's logical_date): the trigger time of a manual
+    #: run; for a scheduled run, the start of its data interval.
+    logical_date: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
+    data_interval_start: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
+    data_interval_end: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
 
 
 class TaskInstance(Base):
@@ -123,6 +138,28 @@ class TaskInstance(Base):
 
     def __repr__(self) -> str:
         return f"<TaskInstance {self.key} state={self.state}>"
+
+
+class TaskResultRow(Base):
+    """A task instance's return value, as its worker encoded it (``runner.encode_result``):
+    ``format`` "json" (UTF-8 JSON text) or "pickle" (cloudpickle). Written by the scheduler
+    when the success is recorded; see :mod:`airdask.scheduler.results`."""
+
+    __tablename__ = "task_result"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["dag_id", "run_id"], ["dag_run.dag_id", "dag_run.run_id"], ondelete="CASCADE"
+        ),
+    )
+
+    dag_id: Mapped[str] = mapped_column(String(250), primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(250), primary_key=True)
+    task_id: Mapped[str] = mapped_column(String(250), primary_key=True)
+    map_index: Mapped[int] = mapped_column(Integer, primary_key=True, default=-1)
+    try_number: Mapped[int] = mapped_column(Integer)
+    format: Mapped[str] = mapped_column(String(10))
+    value: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class Pool(Base):
