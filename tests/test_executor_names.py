@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from sqlalchemy import inspect, text
 
 from airdask.config import Config
 from airdask.dag import DAG, BashTask, DagDefinitionError
@@ -21,7 +22,7 @@ from airdask.executors.names import (
 )
 from airdask.executors.sequential import SequentialExecutor
 from airdask.scheduler.executors import ExecutorSet, check_dag_executors
-from airdask.store import TaskInstance
+from airdask.store import Store, TaskInstance, init_db
 from sched_support import cli
 
 SEQ = "airdask.executors.sequential.SequentialExecutor"
@@ -139,3 +140,17 @@ def test_cli_refuses_a_dag_naming_an_unconfigured_executor(tmp_path: Path) -> No
         assert len(lines) == 1 and expected in lines[0], done.stderr
     bad = cli("run", "unknown_executor", home=home, env={"AIRDASK__CORE__EXECUTOR": "A,,B"})
     assert "[core] executor: 'A,,B' has an empty entry" in bad.stderr
+
+
+def test_init_db_adds_the_executor_column_to_an_older_database(any_store: Store) -> None:
+    """A database made before task_instance had ``executor`` gains it on ``db init`` (which
+    every scheduler-side command runs); its rows keep their values."""
+    init_db(any_store)
+    with any_store.engine.begin() as conn:
+        conn.execute(text('ALTER TABLE task_instance DROP COLUMN "executor"'))
+    assert "executor" not in {
+        c["name"] for c in inspect(any_store.engine).get_columns("task_instance")
+    }
+    assert init_db(any_store) is True
+    assert "executor" in {c["name"] for c in inspect(any_store.engine).get_columns("task_instance")}
+    assert init_db(any_store) is False  # nothing left to add

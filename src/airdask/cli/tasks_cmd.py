@@ -104,14 +104,17 @@ def tasks_logs(
 
 
 def _live_log(config: Config, ti: TaskInstance, number: int) -> tuple[list[str], list[str]] | None:
-    """``executor.get_task_log`` of the configured executor, when it can reach the attempt
+    """``executor.get_task_log`` of the executor the attempt was queued on (of those in
+    ``[core] executor``; the default when none is recorded), when it can reach the attempt
     from this process (an external Dask cluster); None otherwise."""
-    from airdask.executors import load_executor
+    from airdask.executors.loader import configured_names, load_executors
 
     if not config.dask.cluster_address:
         return None
     try:
-        executor = load_executor(config=config)
+        names = configured_names(config)
+        name = next((n for n in names if n.id == ti.executor), names[0])
+        [(_, executor)] = load_executors([name], config=config)
         executor.start()
     except Exception as exc:
         return [f"cannot reach the executor for the live log: {exc}"], []
