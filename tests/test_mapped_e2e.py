@@ -39,6 +39,16 @@ def mapped_dag(path: Path, out: Path) -> Path:
                 with open(OUT, "a") as fh:
                     fh.write(f"py {{item}}\\n")
 
+            def parts():
+                return ["p1", "p22"]
+
+            def size(part):
+                return len(part)
+
+            def total(sizes):
+                with open(OUT + ".total", "w") as fh:
+                    fh.write(str(sum(sizes)))
+
             with DAG("mapped_e2e") as dag:
                 files = BashTask("files", 'echo "sh $1" >> {out}').expand(args=["x.csv", "y z.csv"])
                 each = PythonTask("each", record, retries=1, retry_delay=0).expand(
@@ -46,6 +56,10 @@ def mapped_dag(path: Path, out: Path) -> Path:
                 )
                 done = BashTask("done", 'echo "done" >> {out}')
                 [files, each] >> done
+                found = PythonTask("parts", parts)
+                sizes = PythonTask("size", size).expand(op_args=found.output)
+                summed = PythonTask("total", total, op_args=[sizes])
+                summed >> done
             """
         )
     )
@@ -62,7 +76,7 @@ def test_mapped_run_end_to_end(tmp_path: Path, executor: str) -> None:
     dag_file = mapped_dag(tmp_path / "mapped.py", out)
     result = cli("run", str(dag_file), home=home, env=EXECUTORS[executor])
     assert result.returncode == 0, result.stdout + result.stderr
-    for label in ("files[0]", "files[1]", "each[0]", "each[1]", "each[2]", "done"):
+    for label in ("files[0]", "files[1]", "each[0]", "each[1]", "each[2]", "size[1]", "done"):
         assert label in result.stdout, label
     lines = out.read_text().splitlines()
     assert sorted(lines[:-1]) == ["py a", "py b", "py c", "sh x.csv", "sh y z.csv"]
@@ -73,7 +87,8 @@ def test_mapped_run_end_to_end(tmp_path: Path, executor: str) -> None:
             (ti.task_id, ti.map_index): ti
             for ti in session.scalars(select(TaskInstance).where(TaskInstance.run_id == run_id))
         }
-    assert len(tis) == 6
+    assert len(tis) == 6 + 1 + 2 + 1  # parts, size[0..1], total
+    assert (tmp_path / "out.txt.total").read_text() == "5"  # len("p1") + len("p22")
     assert tis[("each", 1)].try_number == 2 and tis[("each", 0)].try_number == 1
     assert {ti.state for ti in tis.values()} == {"success"}
 

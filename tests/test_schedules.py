@@ -147,3 +147,64 @@ def test_manual_runs_do_not_stand_in_for_the_schedule(scheduler, store: Store) -
     drain(job)
     ids = sorted(r.run_id for r in runs(store, "hourly"))
     assert ids[0].startswith("manual__") and ids[1] == "scheduled__2024-01-01T00:00:00+00:00"
+
+
+def test_queued_runs_wait_for_max_active_runs(scheduler, store: Store) -> None:  # type: ignore[no-untyped-def]
+    from airdask.scheduler.runs import create_run
+
+    with DAG("one_at_a_time", max_active_runs=1) as dag:
+        BashTask("t", "true")
+    job, _ = scheduler(dag)
+    with store.session() as session:
+        for _ in range(3):
+            create_run(session, dag)
+    with store.session() as session:
+        started = job._start_queued_runs(session)
+    assert started == 1
+    assert sorted(r.state for r in runs(store, "one_at_a_time")) == ["queued", "queued", "running"]
+    drain(job)
+    assert [r.state for r in runs(store, "one_at_a_time")] == ["success"] * 3
+
+
+@pytest.mark.postgres
+def test_two_schedulers_create_each_run_once(pg_url: str, config: Config) -> None:
+    """Two schedulers on one PostgreSQL database, passing at the same time with the same
+    clock: every due interval gets exactly one run (the dag row is locked SKIP LOCKED)."""
+    import threading
+
+    from airdask.store import init_db
+
+    store = Store.from_url(pg_url)
+    init_db(store)
+    dag = hourly("ha", catchup=True)
+    clock = FakeClock(T0 + timedelta(hours=6))
+    jobs = []
+    for _ in range(2):
+        executor = load_executor("SequentialExecutor", config=config)
+        job = SchedulerJob(
+            store=store, executor=executor, config=config, dags={dag.dag_id: dag}, clock=clock
+        )
+        job.start()
+        jobs.append(job)
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(2)
+
+    def passes(job: SchedulerJob) -> None:
+        try:
+            barrier.wait(timeout=30)
+            for _ in range(15):
+                job.run_once()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=passes, args=(job,)) for job in jobs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=90)
+    for job in jobs:
+        job.stop()
+    assert not errors, errors
+    got = runs(store, "ha")
+    assert [r.logical_date for r in got] == [T0 + timedelta(hours=h) for h in range(6)]
+    store.dispose()

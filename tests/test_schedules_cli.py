@@ -7,6 +7,7 @@ import subprocess
 import textwrap
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from airdask.config import load_config
@@ -15,6 +16,11 @@ from proc_support import wait_for
 from sched_support import AIRDASK, cli, cli_env
 
 LOCAL = {"AIRDASK__CORE__EXECUTOR": "LocalExecutor", "AIRDASK__CORE__PARALLELISM": "4"}
+EMBEDDED = {
+    "AIRDASK__DASK__DASHBOARD_ADDRESS": "127.0.0.1:0",
+    "AIRDASK__DASK__N_WORKERS": "1",
+    "AIRDASK__DASK__THREADS_PER_WORKER": "2",
+}
 
 
 def store_for(home: Path) -> Store:
@@ -134,12 +140,14 @@ def test_list_pause_unpause_and_backfill(home: Path) -> None:
     assert len(runs(store, "daily")) == 4
 
 
-def test_scheduler_creates_the_due_runs(home: Path) -> None:
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("executor", ["local", "embedded-dask"])
+def test_scheduler_creates_the_due_runs(home: Path, executor: str) -> None:
     write_dags(home)
     assert cli("dags", "pause", "daily", home=home).returncode == 0
     proc = subprocess.Popen(
         [*AIRDASK, "scheduler"],
-        env=cli_env(home, LOCAL),
+        env=cli_env(home, LOCAL if executor == "local" else EMBEDDED),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
