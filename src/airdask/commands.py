@@ -8,7 +8,6 @@ with :func:`build_spec`, which is also where an unpicklable callable is caught.
 from __future__ import annotations
 
 import hashlib
-import pickle
 import shlex
 from collections.abc import Callable
 from typing import Any
@@ -194,10 +193,6 @@ def build_spec(
         if isinstance(command, ArgvInRun):
             env = {**command.env, **env}  # the key's own variables are the attempt's
             header = command.header
-    try:
-        pickle.dumps(argv)
-    except Exception as exc:  # pragma: no cover - argv is a list of str
-        raise CommandError(f"cannot ship command {command!r}: {exc}") from exc
     spec = TaskSpec(
         key=dask_key(key),
         label=str(key),

@@ -35,7 +35,7 @@ import time
 import traceback
 import types
 from collections.abc import Iterator
-from typing import Any, TypedDict
+from typing import Any, Literal, TypedDict
 
 from airdask.supervision import (
     HOST_ENV,
@@ -74,6 +74,29 @@ SHIPPED_MODULE = "_airdask_shipped"
 PLUGIN_QUEUE_MAX = 10_000
 
 
+#: What happened to an attempt: the one vocabulary of runner outcomes (:class:`Outcome`) and
+#: of executor events (``airdask.executors.events.EventInfo.kind``).
+OutcomeKind = Literal[
+    "queued",  # an executor handed the attempt to its cluster (an event, not an outcome)
+    "running",  # the attempt started (an event, not an outcome)
+    "success",
+    "exit_code",  # the command exited non-zero, or a signal killed it
+    "exception",  # the Python callable raised
+    "not_found",  # the command could not be started (missing, not executable)
+    "timeout",  # execution_timeout passed; the process group was killed
+    "killed",  # revoked, terminated, or cancelled before or while it ran
+    "worker_died",  # the process running it died (a SIGKILLed Dask worker, a dead child)
+    "connection_lost",  # the outcome is unknown (scheduler lost), not that the task failed
+    "no_worker",  # no worker can run it (pool resources, strict policy)
+    "submit_error",  # the executor could not start it
+    "result_error",  # a callable's return value too large or impossible to keep
+    "error",  # anything else around the task: its log, the runner, Dask
+    "unknown",  # a third-party executor's info that is no EventInfo
+]
+#: The three things an attempt's run reports: its kind, the reason, the exit code.
+RunResult = tuple[OutcomeKind, str, int | None]
+
+
 class _TaskSpecOptional(TypedDict, total=False):
     #: Private files of an argv attempt, {name: content} (see :func:`private_files`).
     files: dict[str, str]
@@ -103,7 +126,7 @@ class TaskSpec(_TaskSpecOptional):
 class Outcome(TypedDict):
     key: str
     state: str  # "success" or "failed"
-    kind: str  # success | exit_code | exception | not_found | timeout | killed | error
+    kind: OutcomeKind
     reason: str
     exit_code: int | None
     hostname: str
@@ -142,6 +165,8 @@ def _runtime() -> Any:
 
 
 def _worker() -> Any:
+    if "distributed" not in sys.modules:  # not on a Dask worker (and no import to learn it)
+        return None
     try:
         from distributed import get_worker
 
@@ -195,7 +220,7 @@ def private_files(spec: TaskSpec) -> Iterator[list[str]]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _run_argv(spec: TaskSpec, rt: Any, log: Any) -> tuple[str, str, int | None]:
+def _run_argv(spec: TaskSpec, rt: Any, log: Any) -> RunResult:
     with private_files(spec) as argv:
         if not isinstance(log, TailBuffer):
             log.flush()
@@ -210,7 +235,7 @@ def _run_argv(spec: TaskSpec, rt: Any, log: Any) -> tuple[str, str, int | None]:
 
 def _supervise(
     spec: TaskSpec, argv: list[str], rt: Any, stdout: Any, pump: OutputPump | None
-) -> tuple[str, str, int | None]:
+) -> RunResult:
     key = spec["key"]
     ensure_reaper(rt)
     try:
@@ -267,7 +292,7 @@ def _supervise(
 
 
 #: The outcome kind of a return value too large (or impossible) to keep.
-RESULT_KIND = "result_error"
+RESULT_KIND: OutcomeKind = "result_error"
 
 
 def encode_result(value: Any, max_bytes: int) -> tuple[str, bytes]:
@@ -305,7 +330,7 @@ def encode_result(value: Any, max_bytes: int) -> tuple[str, bytes]:
     return fmt, data
 
 
-def _call(spec: TaskSpec, rt: Any, log: Any) -> tuple[str, str, int | None]:
+def _call(spec: TaskSpec, rt: Any, log: Any) -> RunResult:
     import cloudpickle
 
     result: dict[str, Any] = {}
@@ -373,6 +398,7 @@ def run_task(spec: TaskSpec) -> Outcome:
         rt.log_paths[spec["key"]] = memory or path
         if spec["argv"] is not None:
             rt.unstarted.add(spec["key"])
+    kind: OutcomeKind
     try:
         try:
             log = memory or open_log(path)
@@ -458,7 +484,7 @@ def _push(worker: Any, outcome: Outcome) -> None:
         worker.log_event(FINISHED_TOPIC, dict(outcome))
 
 
-def _run_with_log(spec: TaskSpec, rt: Any, log: Any) -> tuple[str, str, int | None]:
+def _run_with_log(spec: TaskSpec, rt: Any, log: Any) -> RunResult:
     header = spec.get("header")
     if header:
         log.write(header + "\n")
@@ -528,6 +554,7 @@ def read_live_log(key: str) -> str | None:
 
 
 def running_keys() -> list[str]:
+    """The keys of the attempts running in this process (a probe for tests and debugging)."""
     rt = _runtime()
     with rt.lock:
         return list(rt.log_paths)

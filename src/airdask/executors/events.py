@@ -11,29 +11,19 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-#: Event kinds. ``connection_lost`` means the outcome is unknown, not that the task failed.
-KINDS = (
-    "queued",
-    "running",
-    "success",
-    "exit_code",
-    "exception",
-    "not_found",
-    "timeout",
-    "killed",
-    "worker_died",
-    "connection_lost",
-    "no_worker",
-    "submit_error",
-    "result_error",
-    "error",
-)
+from airdask.runner import OutcomeKind
+
+__all__ = ["EventInfo", "OutcomeKind", "info_from_outcome", "reason_of", "timestamp"]
 
 
 @dataclass
 class EventInfo:
+    """An attempt's event. ``kind`` is one of :data:`OutcomeKind`, the vocabulary it shares
+    with the runner's outcomes (``connection_lost`` means the outcome is unknown, not that
+    the task failed)."""
+
     reason: str
-    kind: str = "success"
+    kind: OutcomeKind = "success"
     external_executor_id: str | None = None
     hostname: str | None = None
     worker: str | None = None

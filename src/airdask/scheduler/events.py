@@ -106,6 +106,7 @@ TI_COLUMNS = (
     "external_executor_id",
     "hostname",
     "reason",
+    "executor",
 )
 
 

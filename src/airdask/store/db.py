@@ -16,11 +16,12 @@ class DatabaseError(RuntimeError):
 
 
 def init_db(store: Store, *, default_pool_slots: int = 128) -> bool:
-    """Create missing tables and ``default_pool``. Idempotent; True if anything was created."""
+    """Create missing tables, missing nullable columns of existing tables (a database made
+    by an older airdask) and ``default_pool``. Idempotent; True if anything was created."""
     before = set(inspect(store.engine).get_table_names())
     Base.metadata.create_all(store.engine)
     created = not set(Base.metadata.tables) <= before
-    created = bool(add_missing_columns(store, before)) or created
+    created = _add_missing_columns(store, before) or created
     with store.session() as session:
         if session.get(Pool, DEFAULT_POOL) is None:
             session.add(
@@ -30,27 +31,22 @@ def init_db(store: Store, *, default_pool_slots: int = 128) -> bool:
     return created
 
 
-def add_missing_columns(store: Store, tables: set[str]) -> list[str]:
-    """Add the nullable columns a newer airdask gave to existing ``tables`` (``ALTER TABLE
-    ... ADD COLUMN``), so a database made by an older release keeps working; its old rows
-    have NULL there. Returns ``table.column`` of each column added."""
-    added: list[str] = []
+def _add_missing_columns(store: Store, tables: set[str]) -> bool:
+    """``ALTER TABLE ... ADD COLUMN`` for each nullable column a table in ``tables`` lacks
+    (new columns are nullable, so old rows stay valid)."""
     inspector = inspect(store.engine)
-    for table in Base.metadata.sorted_tables:
-        if table.name not in tables:
+    added = False
+    for name, table in Base.metadata.tables.items():
+        if name not in tables:
             continue
-        present = {column["name"] for column in inspector.get_columns(table.name)}
-        missing = [c for c in table.columns if c.name not in present and c.nullable]
-        if not missing:
-            continue
-        with store.engine.begin() as conn:
-            guard = "IF NOT EXISTS " if conn.dialect.name == "postgresql" else ""
-            for column in missing:
-                kind = column.type.compile(dialect=conn.dialect)
-                conn.execute(
-                    text(f"ALTER TABLE {table.name} ADD COLUMN {guard}{column.name} {kind}")
-                )
-                added.append(f"{table.name}.{column.name}")
+        present = {column["name"] for column in inspector.get_columns(name)}
+        for column in table.columns:
+            if column.name in present or not column.nullable:
+                continue
+            kind = column.type.compile(dialect=store.engine.dialect)
+            with store.engine.begin() as conn:
+                conn.execute(text(f'ALTER TABLE {name} ADD COLUMN "{column.name}" {kind}'))
+            added = True
     return added
 
 
