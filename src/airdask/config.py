@@ -61,18 +61,30 @@ OPTIONS: dict[str, dict[str, Option]] = {
         "executor": Option(
             str,
             "DaskExecutor",
-            "Built-in executor name (SequentialExecutor, LocalExecutor, DebugExecutor, "
-            "DaskExecutor, LocalDaskExecutor) or a module.path.ClassName import path.",
+            "Executors the scheduler hosts, comma-separated, the first the default (a task "
+            "picks another with executor=): built-in names (SequentialExecutor, LocalExecutor, "
+            "DebugExecutor, DaskExecutor, LocalDaskExecutor) or module.path.ClassName import "
+            "paths, each with an optional alias: prefix (celery:my.pkg.CeleryExecutor).",
         ),
         "parallelism": Option(
             int,
             "32",
-            "Most task instances running at once per scheduler (0 = unlimited).",
+            "Most task instances running at once per scheduler, across all its executors "
+            "(0 = unlimited); also each executor's own limit unless it is given another.",
             at_least=0,
         ),
         "dags_folder": Option(str, "{AIRDASK_HOME}/dags", "Folder of DAG files (Python modules)."),
         "default_pool_slots": Option(
             int, "128", "Slots of default_pool when db init creates it.", at_least=0
+        ),
+        "max_result_bytes": Option(
+            int,
+            "65536",
+            "Largest return value of a PythonTask that is kept (JSON, or cloudpickle); a "
+            "larger one fails the task. It travels with the outcome (the Dask scheduler keeps "
+            "the last 1000 outcomes of its topic in memory) and is stored in the database: "
+            "return paths, counts, ids, not data.",
+            at_least=0,
         ),
     },
     "database": {
@@ -167,6 +179,58 @@ OPTIONS: dict[str, dict[str, Option]] = {
             at_least=0,
         ),
     },
+    "celery": {
+        "broker_url": Option(
+            str,
+            "redis://127.0.0.1:6379/0",
+            "Celery broker of CeleryExecutor: redis://host:port/db or amqp://user:pass@host:port/vhost.",
+            sensitive=True,
+        ),
+        "result_backend": Option(
+            str,
+            "",
+            "Where workers store outcomes: a redis:// URL, or db+<SQLAlchemy URL> (a database "
+            "table). Empty: the broker when it is Redis, else db+ [database] sql_alchemy_conn.",
+            sensitive=True,
+        ),
+        "default_queue": Option(
+            str, "default", "Celery queue of tasks whose queue is not set (or is 'default')."
+        ),
+        "worker_concurrency": Option(
+            int, "8", "Processes of `airdask celery worker` (its --concurrency).", at_least=1
+        ),
+        "allow_pickle": Option(
+            bool,
+            "false",
+            "Let PythonCommand tasks travel as cloudpickle (inside the JSON message). Anyone who "
+            "can write to the broker can then run code on the workers; argv commands never "
+            "need it.",
+        ),
+        "operation_timeout": Option(
+            float,
+            "5",
+            "Seconds one broker or result-backend operation (connect, publish, state read) may "
+            "take before it counts as failed.",
+            more_than=0,
+        ),
+        "visibility_timeout": Option(
+            float,
+            "21600",
+            "Redis broker: seconds before a task taken by a worker that never acknowledged it "
+            "is delivered again. Must exceed the longest task (else it runs twice).",
+            more_than=0,
+        ),
+        "lost_after": Option(
+            float,
+            "60",
+            "Seconds the result backend may stay unreachable before the attempts in flight are "
+            "reported outcome-unknown (and retried per their retries).",
+            more_than=0,
+        ),
+        "log_max_bytes": Option(
+            int, "2097152", "Largest task log a worker returns with an outcome (tail).", at_least=0
+        ),
+    },
     "local_dask_executor": {
         "local_queue": Option(str, "local", "Queue whose tasks LocalDaskExecutor runs locally."),
     },
@@ -181,6 +245,7 @@ class CoreSettings:
     parallelism: int
     dags_folder: str
     default_pool_slots: int
+    max_result_bytes: int
 
 
 @dataclass(frozen=True)

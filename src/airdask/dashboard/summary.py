@@ -19,14 +19,21 @@ Summary layout (version 1)::
       "runs": {"running": 1, "success": 4, ...},                 # DAG runs by state
       "events": [{"id", "dttm", "event", "dag_id", "task_id", "run_id", "try_number",
                   "reason"}, ...],                             # newest first
+      "live": [{"dag_id", "task_id", "run_id", "try_number", "state", "executor", "pool",
+                "hostname", "queued_at"}, ...],  # queued/running TIs, newest queued first
     }
+
+``live`` (added in version 1 without a bump: readers ignore keys they do not know) shows
+which executor each task instance in flight was queued on (``[core] executor`` may list
+several).
 
 Event reasons are masked (:func:`airdask.masking.redact`): the page is open to anyone who can
 open the Dask dashboard.
 
 Cost: pools and events are bounded by the pools table and ``max_events`` (primary-key
 order); ``running``/``queued`` (:func:`airdask.store.queries.pool_usage`) use the state
-index and touch only live task instances; the counts by state are ``GROUP BY state``
+index and touch only live task instances; ``live`` at most ``max_live``; the counts by
+state are ``GROUP BY state``
 answered from the ``ix_ti_state`` index alone.
 """
 
@@ -45,6 +52,7 @@ from airdask.dashboard.published import METADATA_KEY as METADATA_KEY
 from airdask.dashboard.published import SUMMARY_VERSION as SUMMARY_VERSION
 from airdask.dashboard.published import read_summary as read_summary
 from airdask.masking import redact
+from airdask.state import LIVE_VALUES
 from airdask.store.models import DagRun, Log, TaskInstance, utcnow
 from airdask.store.queries import pool_usage
 
@@ -96,7 +104,30 @@ def _events(session: Session, max_events: int) -> list[dict[str, Any]]:
     return events
 
 
-def build_summary(session: Session, *, max_events: int = 50) -> dict[str, Any]:
+def _live(session: Session, max_live: int) -> list[dict[str, Any]]:
+    rows = session.scalars(
+        select(TaskInstance)
+        .where(TaskInstance.state.in_(LIVE_VALUES))
+        .order_by(TaskInstance.queued_dttm.desc(), TaskInstance.task_id)
+        .limit(max_live)
+    )
+    return [
+        {
+            "dag_id": ti.dag_id,
+            "task_id": ti.task_id,
+            "run_id": ti.run_id,
+            "try_number": int(ti.try_number),
+            "state": ti.state,
+            "executor": ti.executor or "",
+            "pool": ti.pool,
+            "hostname": ti.hostname or "",
+            "queued_at": _iso(ti.queued_dttm),
+        }
+        for ti in rows
+    ]
+
+
+def build_summary(session: Session, *, max_events: int = 50, max_live: int = 50) -> dict[str, Any]:
     """The dashboard summary (layout in the module docstring) from ``session``.
 
     Plain ``str``/``int``/``None``/``list``/``dict`` values only, so it travels through
@@ -124,6 +155,7 @@ def build_summary(session: Session, *, max_events: int = 50) -> dict[str, Any]:
         "states": states,
         "runs": runs,
         "events": _events(session, max_events) if max_events else [],
+        "live": _live(session, max_live) if max_live > 0 else [],
     }
 
 

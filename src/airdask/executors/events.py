@@ -30,6 +30,11 @@ class EventInfo:
     started_at: datetime | None = None
     ended_at: datetime | None = None
     exit_code: int | None = None
+    #: A Python callable's return value, encoded (``runner.encode_result``), and its
+    #: format ("json" or "pickle"); the scheduler stores it (results travel with the
+    #: outcome, so workers need no database: ADR 0009).
+    result: bytes | None = None
+    result_format: str | None = None
 
     @property
     def outcome_unknown(self) -> bool:
@@ -55,6 +60,8 @@ def info_from_outcome(outcome: Any, *, external_executor_id: str | None = None) 
         started_at=timestamp(outcome["started_at"]),
         ended_at=timestamp(outcome["ended_at"]),
         exit_code=outcome["exit_code"],
+        result=outcome.get("result"),
+        result_format=outcome.get("result_format"),
     )
 
 
