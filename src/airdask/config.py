@@ -294,6 +294,22 @@ class SchedulerSettings:
 
 
 @dataclass(frozen=True)
+class CelerySection:
+    """``[celery]`` as configured (:func:`airdask.executors.celery.settings.celery_settings`
+    resolves it, e.g. the result backend's default)."""
+
+    broker_url: str
+    result_backend: str
+    default_queue: str
+    worker_concurrency: int
+    allow_pickle: bool
+    operation_timeout: float
+    visibility_timeout: float
+    lost_after: float
+    log_max_bytes: int
+
+
+@dataclass(frozen=True)
 class LocalDaskExecutorSettings:
     """``[local_dask_executor]``."""
 
@@ -362,6 +378,7 @@ class Config:
     logging: LoggingSettings
     dask: DaskSettings
     scheduler: SchedulerSettings
+    celery: CelerySection
     local_dask_executor: LocalDaskExecutorSettings
 
     def __init__(self, home: Path, values: dict[tuple[str, str], ConfigValue], path: Path):
@@ -373,6 +390,7 @@ class Config:
         self.logging = self._section("logging", LoggingSettings)
         self.dask = self._section("dask", DaskSettings)
         self.scheduler = self._section("scheduler", SchedulerSettings)
+        self.celery = self._section("celery", CelerySection)
         self.local_dask_executor = self._section("local_dask_executor", LocalDaskExecutorSettings)
 
     def _section(self, section: str, cls: type[S]) -> S:

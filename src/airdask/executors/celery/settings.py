@@ -59,20 +59,18 @@ def resolve_result_backend(result_backend: str, broker_url: str, database_url: s
 
 def celery_settings(config: Config) -> CelerySettings:
     """Every ``[celery]`` option (and the two others CeleryExecutor uses) from ``config``."""
-    broker = str(config.get("celery", "broker_url"))
+    celery = config.celery
     return CelerySettings(
-        broker_url=broker,
+        broker_url=celery.broker_url,
         result_backend=resolve_result_backend(
-            str(config.get("celery", "result_backend")),
-            broker,
-            str(config.get("database", "sql_alchemy_conn")),
+            celery.result_backend, celery.broker_url, config.database.sql_alchemy_conn
         ),
-        default_queue=str(config.get("celery", "default_queue")),
-        worker_concurrency=int(config.get("celery", "worker_concurrency")),
-        allow_pickle=bool(config.get("celery", "allow_pickle")),
-        operation_timeout=float(config.get("celery", "operation_timeout")),
-        visibility_timeout=float(config.get("celery", "visibility_timeout")),
-        lost_after=float(config.get("celery", "lost_after")),
-        log_max_bytes=int(config.get("celery", "log_max_bytes")),
-        base_log_folder=str(config.get("logging", "base_log_folder")),
+        default_queue=celery.default_queue,
+        worker_concurrency=celery.worker_concurrency,
+        allow_pickle=celery.allow_pickle,
+        operation_timeout=celery.operation_timeout,
+        visibility_timeout=celery.visibility_timeout,
+        lost_after=celery.lost_after,
+        log_max_bytes=celery.log_max_bytes,
+        base_log_folder=config.logging.base_log_folder,
     )
