@@ -113,3 +113,24 @@ def test_a_queue_no_worker_consumes_is_stuck_then_failed_naming_the_queue(
     nowhere = tis["nowhere"]
     assert nowhere.state == "failed" and nowhere.stuck_in_queued_count == 2
     assert "stuck in queued in queue 'nobody-consumes-this'" in (nowhere.reason or "")
+
+
+def test_an_unreachable_broker_is_a_one_line_error(tmp_path: Path) -> None:
+    require_broker("redis")  # celery installed; the broker named below is not there
+    home = tmp_path / "home"
+    home.mkdir()
+    dag_file = tmp_path / "ok.py"
+    dag_file.write_text(
+        "from airdask.dag import DAG, BashTask\nwith DAG('ok') as dag:\n    BashTask('a', 'true')\n"
+    )
+    env = {"AIRDASK__CORE__EXECUTOR": "CeleryExecutor",
+           "AIRDASK__CELERY__BROKER_URL": "redis://:hidden-pw1@127.0.0.1:9/0",
+           "AIRDASK__CELERY__OPERATION_TIMEOUT": "2"}  # fmt: skip
+    result = cli("run", str(dag_file), home=home, env=env)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: cannot start CeleryExecutor: ") and (
+        "cannot reach the Celery broker at redis://:***@127.0.0.1:9/0" in lines[0]
+    ), lines[0]
+    assert "hidden-pw1" not in result.stdout + result.stderr
