@@ -1,5 +1,5 @@
 """Several executors in one scheduler, end to end: a DAG whose tasks run on the Dask,
-Local and Sequential executors side by side through ``airdask run`` and ``airdask
+Local, Sequential and Celery executors side by side through ``airdask run`` and ``airdask
 scheduler``; a pool shared across them and ``[core] parallelism`` never exceeded (ledgers
 of start/end times written by the commands); names that are not configured; and adoption
 per executor after the scheduler is SIGKILLed and restarted."""
@@ -9,6 +9,7 @@ from __future__ import annotations
 import signal
 import subprocess
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +27,14 @@ from airdask.scheduler.loop import SchedulerJob
 from airdask.scheduler.runs import RunError, create_run, start_run
 from airdask.scheduler.single_run import drive_run
 from airdask.store import DagRun, Store, TaskInstance
+from celery_support import (
+    REDIS_DB,
+    Worker,
+    broker_settings,
+    flush_redis,
+    require_broker,
+    start_worker,
+)
 from proc_support import wait_for
 from sched_support import AIRDASK, cli, cli_env, log_events, make_store, run_state, tis_of
 from task_funcs import ledger_task, max_concurrency, read_ledger
@@ -48,14 +57,30 @@ EMBEDDED_DASK = {
     "AIRDASK__DASK__THREADS_PER_WORKER": "2",
 }
 
-#: The executors the mixed DAG runs on, side by side. CeleryExecutor joins this list (with
-#: its broker settings in ``env`` and its workers started by the test) once it exists:
-#: ``Kind("celery:CeleryExecutor", "celery", "celery", {...})``.
+#: CeleryExecutor's broker (Redis, a queue of this module's own); the tests that run the
+#: mixed DAG start a worker on it (the ``celery_worker`` fixture).
+CELERY_OPTIONS = broker_settings("redis", REDIS_DB["multi"])
+
+#: The executors the mixed DAG runs on, side by side.
 EXECUTOR_KINDS: list[Kind] = [
     Kind("DaskExecutor", "DaskExecutor", "DaskExecutor", EMBEDDED_DASK),
     Kind("LocalExecutor", "airdask.executors.local.LocalExecutor", "LocalExecutor"),
     Kind("seq:SequentialExecutor", "seq", "seq"),
-]
+    Kind("celery:CeleryExecutor", "celery", "celery",
+         {f"AIRDASK__CELERY__{k.upper()}": v for k, v in CELERY_OPTIONS.items()}),
+]  # fmt: skip
+ENTRIES = ",".join(kind.entry for kind in EXECUTOR_KINDS)
+
+
+@pytest.fixture(scope="module")
+def celery_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
+    require_broker("redis")
+    flush_redis(REDIS_DB["multi"])
+    worker = start_worker(CELERY_OPTIONS, tmp_path_factory.mktemp("celery"), concurrency=2)
+    yield worker
+    worker.stop()
+
+
 TASKS_PER_KIND = 3
 SHARED_POOL_SLOTS = 2
 
@@ -122,14 +147,14 @@ def _check_mixed_run(home: Path, ledger: Path, run_id: str) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(240)
-def test_mixed_dag_through_airdask_run(tmp_path: Path) -> None:
+def test_mixed_dag_through_airdask_run(tmp_path: Path, celery_worker: Worker) -> None:
     home, ledger, env = _mixed_home(tmp_path)
     done = cli("run", "mixed", home=home, env=env, timeout=200)
     assert done.returncode == 0, done.stdout + done.stderr
     run_id = next(
         line.split(" run ")[1].split()[0] for line in done.stdout.splitlines() if " run " in line
     )
-    assert "on DaskExecutor,LocalExecutor,seq:SequentialExecutor" in done.stdout
+    assert f"on {ENTRIES}" in done.stdout
     table = [line for line in done.stdout.splitlines() if "k2_0" in line or "k0_0" in line]
     assert any("seq" in line for line in table) and any("DaskExecutor" in line for line in table)
     _check_mixed_run(home, ledger, run_id)
@@ -140,7 +165,7 @@ def test_mixed_dag_through_airdask_run(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(240)
-def test_mixed_dag_through_airdask_scheduler(tmp_path: Path) -> None:
+def test_mixed_dag_through_airdask_scheduler(tmp_path: Path, celery_worker: Worker) -> None:
     home, ledger, env = _mixed_home(tmp_path)
     trig = cli("dags", "trigger", "mixed", "--run-id", "r1", home=home, env=env)
     assert trig.returncode == 0, trig.stderr
@@ -163,7 +188,7 @@ def test_mixed_dag_through_airdask_scheduler(tmp_path: Path) -> None:
         out, err = scheduler.communicate(timeout=60)
         store.dispose()
     assert scheduler.returncode == 0, err
-    assert "running DaskExecutor,LocalExecutor,seq:SequentialExecutor" in out
+    assert f"running {ENTRIES}" in out
     _check_mixed_run(home, ledger, "r1")
 
 

@@ -282,7 +282,7 @@ def test_context_and_results_on_every_executor(
     ds = run.logical_date.strftime("%Y-%m-%d")
     assert out.read_text() == f'{ds} x 5 {run.run_id} 1 {{"n": 5}}\n'
     if executor in ("SequentialExecutor", "LocalExecutor", "DebugExecutor"):
-        folder = config.get("logging", "base_log_folder")
+        folder = config.logging.base_log_folder
         _, lines = read_log(folder, tis["bash"].key)
         assert lines[0].startswith(f"[airdask] command: bash -c 'echo \"{ds} x 5 ")
         _, lines = read_log(folder, tis["load"].key)
