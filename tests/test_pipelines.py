@@ -248,6 +248,7 @@ def pipeline_dag(out: Path) -> DAG:
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.filterwarnings("ignore:DebugExecutor is deprecated:DeprecationWarning")
 @pytest.mark.parametrize("executor", EXECUTORS)
 def test_context_and_results_on_every_executor(
     executor: str, config: Config, tmp_path: Path
