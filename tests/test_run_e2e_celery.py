@@ -26,13 +26,14 @@ from test_run_e2e import store_for
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def worker(tmp_path: Path) -> Iterator[Worker]:
+@pytest.fixture(scope="module")
+def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
+    """One worker for the module (each test has its own home and DAG)."""
     require_broker("redis")
     flush_redis(REDIS_DB["e2e"])
     options = broker_settings("redis", REDIS_DB["e2e"])
     routed = options["default_queue"] + "-routed"
-    started = start_worker(options, tmp_path / "worker", concurrency=3,
+    started = start_worker(options, tmp_path_factory.mktemp("worker"), concurrency=3,
                            queues=[options["default_queue"], routed])  # fmt: skip
     yield started
     started.stop()
