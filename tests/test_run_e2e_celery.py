@@ -26,13 +26,14 @@ from test_run_e2e import store_for
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def worker(tmp_path: Path) -> Iterator[Worker]:
+@pytest.fixture(scope="module")
+def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
+    """One worker for the module (each test has its own home and DAG)."""
     require_broker("redis")
     flush_redis(REDIS_DB["e2e"])
     options = broker_settings("redis", REDIS_DB["e2e"])
     routed = options["default_queue"] + "-routed"
-    started = start_worker(options, tmp_path / "worker", concurrency=3,
+    started = start_worker(options, tmp_path_factory.mktemp("worker"), concurrency=3,
                            queues=[options["default_queue"], routed])  # fmt: skip
     yield started
     started.stop()
@@ -219,3 +220,53 @@ def test_celery_attempts_are_adopted_after_a_scheduler_sigkill(
     adopted = {e.task_id for e in log_events(store, "adopt_celery", event="adopted")}
     assert {"c0", "c1", "c2"} <= adopted
     store.dispose()
+
+
+@pytest.mark.timeout(180)
+def test_tasks_logs_of_a_running_celery_attempt_come_from_its_worker(
+    tmp_path: Path, worker: Worker
+) -> None:
+    import signal
+    import subprocess
+
+    from proc_support import wait_for
+    from sched_support import AIRDASK, cli_env, run_state
+
+    home = tmp_path / "home"
+    (home / "dags").mkdir(parents=True)
+    release = tmp_path / "release"
+    (home / "dags" / "live.py").write_text(
+        "from airdask.dag import DAG, BashTask\n"
+        "with DAG('live') as dag:\n"
+        f"    BashTask('talk', 'echo hello-live; while [ ! -e {release} ]; do sleep 0.05; done;"
+        " echo bye')\n"
+    )
+    env = _env(worker)
+    assert cli("dags", "trigger", "live", "--run-id", "r1", home=home, env=env).returncode == 0
+    proc = subprocess.Popen(
+        [*AIRDASK, "scheduler"], env=cli_env(home, env), stderr=subprocess.PIPE, text=True
+    )
+    store = store_for(home)
+    try:
+
+        def running() -> bool:
+            with store.session() as session:
+                ti = session.get(TaskInstance, ("live", "talk", "r1", -1))
+                return ti is not None and ti.state == "running"
+
+        wait_for(running, timeout=60, what="the task to run")
+        live = cli("tasks", "logs", "live", "talk", "r1", home=home, env=env)
+        assert live.returncode == 0, live.stderr
+        assert "from its Celery worker" in live.stderr
+        lines = live.stdout.splitlines()
+        assert "hello-live" in lines and "bye" not in lines
+        release.touch()
+        wait_for(lambda: run_state(store, "live", "r1") == "success", timeout=60, what="run")
+    finally:
+        release.touch()
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+        store.dispose()
+    done = cli("tasks", "logs", "live", "talk", "r1", home=home, env=env)
+    assert "hello-live" in done.stdout and "bye" in done.stdout
+    assert "log file:" in done.stderr
