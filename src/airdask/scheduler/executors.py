@@ -26,8 +26,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
 
 from airdask.dag import DAG
 from airdask.executors.base import BaseExecutor, EventBufferValueType
@@ -78,12 +77,6 @@ class ExecutorSet:
 
     def __iter__(self) -> Iterator[BaseExecutor]:
         return iter(self.by_id.values())
-
-    def __len__(self) -> int:
-        return len(self.by_id)
-
-    def items(self) -> list[tuple[str, BaseExecutor]]:
-        return list(self.by_id.items())
 
     @property
     def default(self) -> BaseExecutor:
@@ -225,15 +218,3 @@ class ExecutorSet:
                 first = first or exc
         if first is not None:
             raise first
-
-    def info(self) -> Mapping[str, Any]:
-        """Per executor: class, parallelism, queued and running (for displays)."""
-        return {
-            id_: {
-                "class": type(executor).__name__,
-                "parallelism": executor.parallelism,
-                "queued": len(executor.queued_tasks),
-                "running": len(executor.running),
-            }
-            for id_, executor in self.by_id.items()
-        }
