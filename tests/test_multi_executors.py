@@ -31,7 +31,7 @@ from airdask.scheduler.executors import ExecutorSet
 from airdask.scheduler.loop import SchedulerJob
 from airdask.scheduler.runs import RunError, create_run, start_run
 from airdask.scheduler.single_run import drive_run
-from airdask.store import DagRun, Job, Log, Store, TaskInstance, utcnow
+from airdask.store import DagRun, Job, Log, Pool, Store, TaskInstance, utcnow
 from proc_support import wait_for
 from sched_support import AIRDASK, cli, cli_env, log_events, make_store, run_state, tis_of
 from task_funcs import ledger_task, max_concurrency, read_ledger
@@ -188,22 +188,45 @@ def test_mixed_dag_through_airdask_scheduler(
     _check_mixed_run(home, ledger, "r1")
 
 
-def _ledger_dag(ledger: Path, picks: dict[str, str | None], seconds: float) -> DAG:
+def _ledger_dag(
+    ledger: Path,
+    picks: dict[str, str | None],
+    seconds: float,
+    pools: dict[str, str] | None = None,
+) -> DAG:
     with DAG("par", default_args={"retry_delay": 0}) as dag:
         for name, pick in picks.items():
-            PythonTask(name, ledger_task, op_args=[str(ledger), name, seconds], executor=pick)
+            PythonTask(
+                name,
+                ledger_task,
+                op_args=[str(ledger), name, seconds],
+                executor=pick,
+                pool=(pools or {}).get(name),
+            )
     return dag
 
 
 @pytest.mark.timeout(180)
-def test_global_parallelism_across_executors_and_each_own(tmp_path: Path, config: Config) -> None:
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_global_parallelism_across_executors_and_each_own(
+    tmp_path: Path, config: Config, backend: str, request: pytest.FixtureRequest
+) -> None:
     """``[core] parallelism`` = 3 across a LocalExecutor whose own parallelism is 1 and a
-    DaskExecutor whose own is 3: at most 3 at once in all, at most 1 Local task."""
+    DaskExecutor whose own is 3: at most 3 at once in all, at most 1 Local task; and a
+    2-slot pool used by tasks of both never holds more than 2."""
+    if backend == "postgres":
+        url = request.getfixturevalue("pg_url")
+        config = config.with_overrides({("database", "sql_alchemy_conn"): url})
     store = make_store(config)
+    with store.session() as session:
+        session.add(Pool(name="shared", slots=2))
     ledger = tmp_path / "ledger"
     picks: dict[str, str | None] = {f"l{i}": "LocalExecutor" for i in range(4)}
     picks.update({f"d{i}": None for i in range(6)})  # None: the default, DaskExecutor
-    dag = _ledger_dag(ledger, picks, 0.6)
+    shared = {name: "shared" for name in ("l2", "l3", "d3", "d4", "d5")}
+    dag = _ledger_dag(ledger, picks, 0.6, shared)
     names = parse_executor_names("DaskExecutor,LocalExecutor")
     dask_config = config.with_overrides(
         {
@@ -230,15 +253,16 @@ def test_global_parallelism_across_executors_and_each_own(tmp_path: Path, config
     assert len(rows) == 2 * len(picks)
     assert max_concurrency(str(ledger)) <= 3
 
-    def peak(prefix: str) -> int:
-        sub = tmp_path / f"ledger-{prefix}"
+    def peak(names: set[str], label: str) -> int:
+        sub = tmp_path / f"ledger-{label}"
         sub.write_text(
-            "".join(f"{kind} {name} {stamp} 0\n" for kind, name, stamp in rows if name[0] == prefix)
+            "".join(f"{kind} {name} {stamp} 0\n" for kind, name, stamp in rows if name in names)
         )
         return max_concurrency(str(sub))
 
-    assert peak("l") == 1  # LocalExecutor's own parallelism
-    assert peak("d") >= 2  # DaskExecutor is not held to LocalExecutor's limit
+    assert peak({t for t in picks if t[0] == "l"}, "local") == 1  # Local's own parallelism
+    assert peak({t for t in picks if t[0] == "d"}, "dask") >= 2  # not held to Local's limit
+    assert peak(set(shared), "shared") <= 2  # the pool, across both executors
     store.dispose()
 
 
