@@ -126,10 +126,23 @@ class ExecutorSet:
         """
         return resolve(requested, self.names).id
 
+    def id_of_ti(self, ti: TaskInstance) -> str | None:
+        """The id of the executor ``ti`` was queued on, or None when it is not configured
+        here. Its ``executor`` column names it (none recorded: the default); a recorded name
+        that is no id here but another spelling of one entry (the class name of an executor
+        configured with an alias since) finds that entry."""
+        recorded = ti.executor or self.default_id
+        if recorded in self.by_id:
+            return recorded
+        try:
+            return resolve(recorded, self.names).id
+        except UnknownExecutorError:
+            return None
+
     def of_ti(self, ti: TaskInstance) -> BaseExecutor | None:
-        """The executor ``ti`` was queued on (its ``executor`` column; none recorded: the
-        default), or None when that executor is not configured here."""
-        return self.by_id.get(ti.executor or self.default_id)
+        """The executor ``ti`` was queued on (see :meth:`id_of_ti`), or None."""
+        executor_id = self.id_of_ti(ti)
+        return None if executor_id is None else self.by_id[executor_id]
 
     def group(
         self, tis: Sequence[TaskInstance]
@@ -138,10 +151,11 @@ class ExecutorSet:
         groups: dict[str, list[TaskInstance]] = {}
         homeless: list[TaskInstance] = []
         for ti in tis:
-            if self.of_ti(ti) is None:
+            executor_id = self.id_of_ti(ti)
+            if executor_id is None:
                 homeless.append(ti)
             else:
-                groups.setdefault(ti.executor or self.default_id, []).append(ti)
+                groups.setdefault(executor_id, []).append(ti)
         return groups, homeless
 
     def has_task(self, ti: TaskInstance) -> bool:
