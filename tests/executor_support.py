@@ -12,6 +12,7 @@ from airdask.config import Config
 from airdask.executors import BaseExecutor, load_executor
 from airdask.testing import drain as drain
 from airdask.testing import make_ti as make_ti
+from celery_support import celery_factory
 from dask_support import dask_factory, local_dask_factory
 
 Factory = Callable[[pytest.FixtureRequest, Config, "int | None"], BaseExecutor]
@@ -36,4 +37,6 @@ FACTORIES: dict[str, Factory] = {
     "DebugExecutor": _by_name("DebugExecutor"),
     "DaskExecutor": dask_factory,
     "LocalDaskExecutor": local_dask_factory,
+    "CeleryExecutor-redis": celery_factory("redis"),
+    "CeleryExecutor-rabbitmq": celery_factory("rabbitmq"),
 }

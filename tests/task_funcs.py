@@ -120,3 +120,30 @@ def env_context() -> dict[str, str]:
 def make_rows_text(count: str) -> list[dict[str, int]]:
     """:func:`make_rows` of a rendered template (``"{{ params.n }}"`` renders to text)."""
     return make_rows(int(count))
+
+
+def record_item(path: str, item: object, *, fail_first_try_of: object = None) -> None:
+    """Append ``item`` to ``path``; the first try for ``fail_first_try_of`` raises instead."""
+    if item == fail_first_try_of:
+        marker = f"{path}.failed-{item}"
+        if not os.path.exists(marker):
+            open(marker, "w").close()
+            raise RuntimeError(f"first try of {item} fails")
+    append_line(path, str(item))
+
+
+def fail_on(item: object, bad: object) -> None:
+    if item == bad:
+        raise RuntimeError(f"{item} is bad")
+
+
+def numbers(n: int) -> list[int]:
+    return list(range(n))
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def total(values: list[int]) -> int:
+    return sum(values)

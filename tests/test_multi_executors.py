@@ -9,7 +9,7 @@ from __future__ import annotations
 import signal
 import subprocess
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -32,6 +32,14 @@ from airdask.scheduler.loop import SchedulerJob
 from airdask.scheduler.runs import RunError, create_run, start_run
 from airdask.scheduler.single_run import drive_run
 from airdask.store import DagRun, Job, Log, Pool, Store, TaskInstance, utcnow
+from celery_support import (
+    REDIS_DB,
+    Worker,
+    broker_settings,
+    flush_redis,
+    require_broker,
+    start_worker,
+)
 from proc_support import wait_for
 from sched_support import AIRDASK, cli, cli_env, log_events, make_store, run_state, tis_of
 from task_funcs import ledger_task, max_concurrency, read_ledger
@@ -57,15 +65,34 @@ EMBEDDED_DASK = {
     "AIRDASK__DASK__THREADS_PER_WORKER": "2",
 }
 
-#: The executors the mixed DAG runs on, side by side. CeleryExecutor joins this list once it
-#: exists, e.g. ``Kind("celery:CeleryExecutor", "celery", "celery",
-#: fixture="celery_workers")`` where the fixture starts its workers and returns the
-#: ``AIRDASK__CELERY__*`` settings.
+#: CeleryExecutor's broker (Redis, a database of this module's own); the ``celery_env``
+#: fixture starts a worker on it for the tests that run the mixed DAG.
+CELERY_OPTIONS = broker_settings("redis", REDIS_DB["multi"])
+
+#: The executors the mixed DAG runs on, side by side.
 EXECUTOR_KINDS: list[Kind] = [
     Kind("DaskExecutor", "DaskExecutor", "DaskExecutor", EMBEDDED_DASK),
     Kind("LocalExecutor", "airdask.executors.local.LocalExecutor", "LocalExecutor"),
     Kind("seq:SequentialExecutor", "seq", "seq"),
+    Kind("celery:CeleryExecutor", "celery", "celery", fixture="celery_env"),
 ]
+
+
+@pytest.fixture(scope="module")
+def celery_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
+    require_broker("redis")
+    flush_redis(REDIS_DB["multi"])
+    worker = start_worker(CELERY_OPTIONS, tmp_path_factory.mktemp("celery"), concurrency=2)
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture
+def celery_env(celery_worker: Worker) -> dict[str, str]:
+    """The ``AIRDASK__CELERY__*`` settings of the running worker's broker."""
+    return {f"AIRDASK__CELERY__{k.upper()}": v for k, v in CELERY_OPTIONS.items()}
+
+
 #: How the commands name the executors they host (``[core] executor``, normalised).
 LABEL = ",".join(
     str(name) for name in parse_executor_names(",".join(k.entry for k in EXECUTOR_KINDS))

@@ -94,7 +94,17 @@ class DagRunResult:
         try:
             return self._by_id[task_id]
         except KeyError:
+            if self.mapped(task_id):
+                raise KeyError(
+                    f"task {task_id!r} is mapped in run {self.run_id}: use "
+                    f"result.mapped({task_id!r})"
+                ) from None
             raise KeyError(f"run {self.run_id} has no task {task_id!r}") from None
+
+    def mapped(self, task_id: str) -> list[TaskResult]:
+        """The instances of a mapped task, by ``map_index`` (empty for a task not mapped)."""
+        found = [t for t in self.tasks if t.task_id == task_id and t.map_index >= 0]
+        return sorted(found, key=lambda t: t.map_index)
 
     def value(self, task_id: str, map_index: int | None = None) -> Any:
         """The return value ``task_id`` kept (a PythonTask's), as a downstream task gets
@@ -124,11 +134,18 @@ class DagRunResult:
         """One dict per task instance (e.g. for ``pandas.DataFrame(result.rows())``)."""
         return [t.as_dict() for t in self.tasks]
 
-    def log(self, task_id: str, try_number: int | None = None) -> str:
-        """The log of one attempt (the last one by default) from ``[logging] base_log_folder``."""
-        task = self[task_id]
+    def log(self, task_id: str, try_number: int | None = None, *, map_index: int = -1) -> str:
+        """The log of one attempt (the last one by default) from ``[logging] base_log_folder``;
+        ``map_index`` names the instance of a mapped task."""
+        if map_index >= 0:
+            by_index = {t.map_index: t for t in self.mapped(task_id)}
+            if map_index not in by_index:
+                raise KeyError(f"task {task_id!r} has no mapped instance {map_index}")
+            task = by_index[map_index]
+        else:
+            task = self[task_id]
         key = TaskInstanceKey(
-            self.dag_id, task_id, self.run_id, try_number or max(task.try_number, 1)
+            self.dag_id, task_id, self.run_id, try_number or max(task.try_number, 1), map_index
         )
         messages, lines = read_log(self.base_log_folder, key)
         return "\n".join(lines) if lines else "\n".join(messages)

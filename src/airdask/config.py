@@ -179,6 +179,58 @@ OPTIONS: dict[str, dict[str, Option]] = {
             at_least=0,
         ),
     },
+    "celery": {
+        "broker_url": Option(
+            str,
+            "redis://127.0.0.1:6379/0",
+            "Celery broker of CeleryExecutor: redis://host:port/db or amqp://user:pass@host:port/vhost.",
+            sensitive=True,
+        ),
+        "result_backend": Option(
+            str,
+            "",
+            "Where workers store outcomes: a redis:// URL, or db+<SQLAlchemy URL> (a database "
+            "table). Empty: the broker when it is Redis, else db+ [database] sql_alchemy_conn.",
+            sensitive=True,
+        ),
+        "default_queue": Option(
+            str, "default", "Celery queue of tasks whose queue is not set (or is 'default')."
+        ),
+        "worker_concurrency": Option(
+            int, "8", "Processes of `airdask celery worker` (its --concurrency).", at_least=1
+        ),
+        "allow_pickle": Option(
+            bool,
+            "false",
+            "Let PythonCommand tasks travel as cloudpickle (inside the JSON message). Anyone who "
+            "can write to the broker can then run code on the workers; argv commands never "
+            "need it.",
+        ),
+        "operation_timeout": Option(
+            float,
+            "5",
+            "Seconds one broker or result-backend operation (connect, publish, state read) may "
+            "take before it counts as failed.",
+            more_than=0,
+        ),
+        "visibility_timeout": Option(
+            float,
+            "21600",
+            "Redis broker: seconds before a task taken by a worker that never acknowledged it "
+            "is delivered again. Must exceed the longest task (else it runs twice).",
+            more_than=0,
+        ),
+        "lost_after": Option(
+            float,
+            "60",
+            "Seconds the result backend may stay unreachable before the attempts in flight are "
+            "reported outcome-unknown (and retried per their retries).",
+            more_than=0,
+        ),
+        "log_max_bytes": Option(
+            int, "2097152", "Largest task log a worker returns with an outcome (tail).", at_least=0
+        ),
+    },
     "local_dask_executor": {
         "local_queue": Option(str, "local", "Queue whose tasks LocalDaskExecutor runs locally."),
     },
@@ -248,6 +300,21 @@ class LocalDaskExecutorSettings:
     local_queue: str
 
 
+@dataclass(frozen=True)
+class CelerySettings:
+    """``[celery]`` (durations in float seconds)."""
+
+    broker_url: str
+    result_backend: str
+    default_queue: str
+    worker_concurrency: int
+    allow_pickle: bool
+    operation_timeout: float
+    visibility_timeout: float
+    lost_after: float
+    log_max_bytes: int
+
+
 S = TypeVar("S")
 
 
@@ -311,6 +378,7 @@ class Config:
     dask: DaskSettings
     scheduler: SchedulerSettings
     local_dask_executor: LocalDaskExecutorSettings
+    celery: CelerySettings
 
     def __init__(self, home: Path, values: dict[tuple[str, str], ConfigValue], path: Path):
         self.home = home
@@ -322,6 +390,7 @@ class Config:
         self.dask = self._section("dask", DaskSettings)
         self.scheduler = self._section("scheduler", SchedulerSettings)
         self.local_dask_executor = self._section("local_dask_executor", LocalDaskExecutorSettings)
+        self.celery = self._section("celery", CelerySettings)
 
     def _section(self, section: str, cls: type[S]) -> S:
         names = [f.name for f in fields(cls)]  # type: ignore[arg-type]

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta, tzinfo
 from typing import Any, TypeVar, Union
 
 from airdask.commands import ArgvInRun, Command, CommandError, PythonCommand
@@ -37,6 +37,7 @@ from airdask.context import call_kwargs, context_env_extra, render_template
 from airdask.durations import to_seconds
 from airdask.params import Param, ParamError, normalise_params, resolve_params
 from airdask.state import DEFAULT_POOL as DEFAULT_POOL
+from airdask.timetables import Schedule, ScheduleError, Timetable, make_timetable
 
 #: Trigger rules: when a task may run, given its upstream tasks' states (Airflow's meaning).
 TRIGGER_RULES = (
@@ -72,6 +73,9 @@ TASK_ARGS = (
 )
 
 Callback = Callable[[dict[str, Any]], Any]
+#: What ``expand`` maps over: a literal list, or an upstream task (or its ``.output``)
+#: whose return value is the list.
+MapSource = Union[Sequence[Any], "BaseTask", "TaskOutput"]
 TaskOrList = Union["BaseTask", Sequence["BaseTask"]]
 T = TypeVar("T")
 
@@ -98,6 +102,14 @@ class DAG:
     :param dag_id: unique name (letters, digits, ``_``, ``-`` and ``.``).
     :param default_args: defaults for the task keyword arguments listed in :data:`TASK_ARGS`.
     :param description: one line shown by ``airdask dags list``.
+    :param schedule: when ``airdask scheduler`` creates runs: a cron expression or preset
+        (``"@daily"``), a :class:`~datetime.timedelta`, ``"@once"``, or None (only when
+        triggered). See :mod:`airdask.timetables`.
+    :param start_date: the first data interval starts here (a timezone-aware datetime; its
+        timezone is the DAG's: cron expressions are evaluated in it). Needed with a schedule.
+    :param catchup: create a run for every interval missed since the last one (or since
+        ``start_date``); False runs only the latest complete interval.
+    :param max_active_runs: at most this many runs of the DAG run at once; more wait queued.
     :param params: the run's params with their defaults (plain values or
         :class:`~airdask.params.Param`); a run's ``conf`` overrides them and is checked
         against them when the run is triggered (see :mod:`airdask.params`).
@@ -109,6 +121,10 @@ class DAG:
         *,
         default_args: Mapping[str, Any] | None = None,
         description: str | None = None,
+        schedule: Schedule = None,
+        start_date: datetime | None = None,
+        catchup: bool = False,
+        max_active_runs: int = 16,
         params: Mapping[str, Any] | None = None,
     ) -> None:
         if not dag_id or not all(c.isalnum() or c in "_-." for c in dag_id):
@@ -121,6 +137,26 @@ class DAG:
                 f"DAG {dag_id!r}: unknown default_args {', '.join(unknown)} "
                 f"(known: {', '.join(TASK_ARGS)})"
             )
+        if isinstance(max_active_runs, bool) or not isinstance(max_active_runs, int):
+            raise DagDefinitionError(
+                f"DAG {dag_id!r}: max_active_runs must be an integer, got {max_active_runs!r}"
+            )
+        if max_active_runs < 1:
+            raise DagDefinitionError(
+                f"DAG {dag_id!r}: max_active_runs must be >= 1, got {max_active_runs}"
+            )
+        if start_date is not None and not isinstance(start_date, datetime):
+            raise DagDefinitionError(
+                f"DAG {dag_id!r}: start_date must be a datetime, got {start_date!r}"
+            )
+        try:
+            self.timetable: Timetable = make_timetable(schedule, start_date)
+        except ScheduleError as exc:
+            raise DagDefinitionError(f"DAG {dag_id!r}: {exc}") from None
+        self.schedule = schedule
+        self.start_date = start_date
+        self.catchup = bool(catchup)
+        self.max_active_runs = max_active_runs
         self.dag_id = dag_id
         try:
             self.params: dict[str, Param] = normalise_params(dag_id, params)
@@ -140,6 +176,11 @@ class DAG:
 
     def __exit__(self, *exc: object) -> None:
         _current_dags.remove(self)
+
+    @property
+    def timezone(self) -> tzinfo | None:
+        """The DAG's timezone: its ``start_date``'s (None without a start_date)."""
+        return self.start_date.tzinfo if self.start_date is not None else None
 
     @property
     def tasks(self) -> list[BaseTask]:
@@ -314,6 +355,12 @@ class BaseTask:
         self.executor: str | None = _pick(executor, d, "executor", None)
         self.upstream_task_ids: set[str] = set()
         self.downstream_task_ids: set[str] = set()
+        #: One element per task instance when the task is mapped over a literal list
+        #: (:meth:`expand`); None for a task that runs once.
+        self.map_over: list[Any] | None = None
+        #: The upstream task whose result (a list) the task is mapped over, known only when
+        #: that task has succeeded (``expand(op_args=extract.output)``); None otherwise.
+        self.map_from: str | None = None
         self._check(where)
         dag.add_task(self)
 
@@ -376,10 +423,6 @@ class BaseTask:
         The default is :meth:`command`, for subclasses that know nothing of runs."""
         return self.command()
 
-    def result_sources(self) -> set[str]:
-        """Upstream task ids whose results this task's command takes."""
-        return set()
-
     @property
     def output(self) -> TaskOutput:
         """This task's return value, as an argument of a downstream task."""
@@ -387,6 +430,67 @@ class BaseTask:
 
     def _where(self) -> str:
         return f"task {self.task_id!r} of DAG {self.dag.dag_id!r}"
+
+    # ---- mapping -----------------------------------------------------------------------
+
+    @property
+    def is_mapped(self) -> bool:
+        return self.map_over is not None or self.map_from is not None
+
+    def _set_mapping(self, name: str, values: object) -> None:
+        where = f"DAG {self.dag.dag_id!r}, task {self.task_id!r}"
+        if self.is_mapped:
+            raise DagDefinitionError(f"{where}: expand() may be called once")
+        if isinstance(values, (BaseTask, TaskOutput)):
+            upstream = values if isinstance(values, BaseTask) else values.task
+            if not upstream.keeps_result:
+                raise DagDefinitionError(
+                    f"{where}: expand({name}=...) maps over the result of {upstream!r}, which "
+                    "keeps none (only a PythonTask's return value is kept)"
+                )
+            upstream.set_downstream(self)
+            self.map_from = upstream.task_id
+            return
+        if isinstance(values, (str, bytes, Mapping)) or not isinstance(values, Sequence):
+            raise DagDefinitionError(
+                f"{where}: expand({name}=...) takes a list (one element per task instance) "
+                f"or an upstream task's output, got {type(values).__name__}"
+            )
+        self.map_over = list(values)
+
+    def result_sources(self) -> set[str]:
+        """Upstream task ids whose results this task's command takes."""
+        return {self.map_from} if self.map_from is not None else set()
+
+    def map_element(self, context: Mapping[str, Any], results: Mapping[str, Any]) -> Any:
+        """The element of a mapped task's list that the attempt of ``context`` runs."""
+        index = int(context["map_index"])
+        values = self.map_over if self.map_from is None else results[self.map_from]
+        if not isinstance(values, (list, tuple)) or not 0 <= index < len(values):
+            raise IndexError(
+                f"{self._where()}: map_index {index} is not an element of the mapped list"
+            )
+        return values[index]
+
+    def command_at(self, map_index: int) -> Command:
+        """The command of one task instance outside a run: :meth:`command` for a task that
+        is not mapped, else the command for element ``map_index`` of the literal list."""
+        if self.map_from is not None:
+            raise CommandError(
+                f"{self._where()} is mapped over the result of {self.map_from!r}: its "
+                "commands are built in a run"
+            )
+        if self.map_over is None:
+            return self.command()
+        if not 0 <= map_index < len(self.map_over):
+            raise IndexError(
+                f"map_index {map_index} is outside the {len(self.map_over)} mapped elements"
+            )
+        return self.mapped_command(self.map_over[map_index])
+
+    def mapped_command(self, element: Any) -> Command:
+        """The command for one element of the mapped list (subclasses that map)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot be mapped")
 
     def executor_config_for_run(self) -> dict[str, Any]:
         """``executor_config`` as handed to the executor: ``execution_timeout`` included as
@@ -515,7 +619,25 @@ class BashTask(BaseTask):
         return ["bash", "-c", self.bash_command]
 
     def command_in_run(self, context: Mapping[str, Any], results: Mapping[str, Any]) -> Command:
-        return _argv_in_run(self.command(), context, lambda i: "bash_command", self._where())
+        command = _argv_in_run(self.command(), context, lambda i: "bash_command", self._where())
+        if not self.is_mapped:
+            return command
+        element = self.map_element(context, results)
+        return _extended(command, [self.task_id, *_as_argv(element)])  # $0, then $1 ...
+
+    def expand(self, *, args: MapSource) -> BashTask:
+        """One task instance per element of ``args``; the script gets the element as ``$1``
+        (a list or tuple element as ``$1 $2 ...``), never pasted into the script text::
+
+            BashTask("load", 'load --file "$1"').expand(args=["a.csv", "b.csv"])
+
+        ``args`` may be an upstream PythonTask (or its ``.output``) that returns the list:
+        the instances are then made when it succeeds."""
+        self._set_mapping("args", args)
+        return self
+
+    def mapped_command(self, element: Any) -> Command:
+        return ["bash", "-c", self.bash_command, self.task_id, *_as_argv(element)]
 
 
 class CommandTask(BaseTask):
@@ -535,7 +657,33 @@ class CommandTask(BaseTask):
         return list(self.argv)
 
     def command_in_run(self, context: Mapping[str, Any], results: Mapping[str, Any]) -> Command:
-        return _argv_in_run(self.command(), context, lambda i: f"argv[{i}]", self._where())
+        command = _argv_in_run(self.command(), context, lambda i: f"argv[{i}]", self._where())
+        if not self.is_mapped:
+            return command
+        return _extended(command, _as_argv(self.map_element(context, results)))
+
+    def expand(self, *, args: MapSource) -> CommandTask:
+        """One task instance per element of ``args``, appended to the argv (a list or tuple
+        element as several arguments)."""
+        self._set_mapping("args", args)
+        return self
+
+    def mapped_command(self, element: Any) -> Command:
+        return [*self.argv, *_as_argv(element)]
+
+
+def _as_argv(element: Any) -> list[str]:
+    items = element if isinstance(element, (list, tuple)) else [element]
+    return [str(item) for item in items]
+
+
+def _extended(command: Command, extra: list[str]) -> Command:
+    """An argv command with ``extra`` arguments appended (not rendered: they are data)."""
+    if isinstance(command, ArgvInRun):
+        return ArgvInRun([*command, *extra], env=command.env, files=command.files)
+    if isinstance(command, list):
+        return [*command, *extra]
+    return command
 
 
 class PythonTask(BaseTask):
@@ -565,6 +713,8 @@ class PythonTask(BaseTask):
                 f"task {task_id!r}: python_callable must be callable, got {python_callable!r}"
             )
         self.python_callable = python_callable
+        #: which argument :meth:`expand` maps over: "op_args" or "op_kwargs"
+        self._map_kind = "op_args"
         self.op_args = list(op_args or [])
         self.op_kwargs = dict(op_kwargs or {})
         super().__init__(task_id, **kwargs)
@@ -579,7 +729,7 @@ class PythonTask(BaseTask):
             self._sources.add(upstream.task_id)
 
     def result_sources(self) -> set[str]:
-        return set(self._sources)
+        return set(self._sources) | super().result_sources()
 
     def command(self) -> Command:
         if self._sources:
@@ -599,11 +749,65 @@ class PythonTask(BaseTask):
             k: _resolve(_render_arg(v, context, f"op_kwargs[{k!r}]", where), results)
             for k, v in self.op_kwargs.items()
         }
+        if self.is_mapped:  # the element is data: neither rendered nor resolved
+            element = self.map_element(context, results)
+            if self._map_kind == "op_kwargs":
+                if not isinstance(element, Mapping):
+                    raise ValueError(
+                        f"{where}: expand(op_kwargs=...) needs dicts, element "
+                        f"{context['map_index']} is {type(element).__name__}"
+                    )
+                kwargs.update(element)
+            else:
+                args.extend(list(element) if isinstance(element, (list, tuple)) else [element])
         command = PythonCommand(
             self.python_callable, *args, **call_kwargs(self.python_callable, context, kwargs)
         )
         command.header = f"[airdask] calling {command.name}"
         return command
+
+    def expand(
+        self,
+        *,
+        op_args: MapSource | None = None,
+        op_kwargs: Sequence[Mapping[str, Any]] | BaseTask | TaskOutput | None = None,
+    ) -> PythonTask:
+        """One task instance per element (Airflow's ``expand``), given one of:
+
+        * ``op_args``: each element is one instance's positional arguments, after the
+          task's own ``op_args``: a list or tuple element is several arguments, any other
+          value is one (``expand(op_args=[1, 2, 3])`` calls ``f(1)``, ``f(2)``, ``f(3)``);
+        * ``op_kwargs``: each element is a dict of keyword arguments, over the task's own.
+
+        Either may be an upstream PythonTask (or its ``.output``) whose return value is the
+        list: the instances are made when that task succeeds (Airflow's dynamic task
+        mapping). An empty list is allowed: the task is then skipped, as in Airflow.
+        """
+        where = f"DAG {self.dag.dag_id!r}, task {self.task_id!r}"
+        if (op_args is None) == (op_kwargs is None):
+            raise DagDefinitionError(f"{where}: expand() takes one of op_args= or op_kwargs=")
+        if op_args is not None:
+            self._set_mapping("op_args", op_args)
+            self._map_kind = "op_args"
+        else:
+            self._set_mapping("op_kwargs", op_kwargs)
+            self._map_kind = "op_kwargs"
+            bad = [e for e in self.map_over or [] if not isinstance(e, Mapping)]
+            if bad:
+                self.map_over = None
+                raise DagDefinitionError(
+                    f"{where}: expand(op_kwargs=...) takes a list of dicts, got an element "
+                    f"{bad[0]!r}"
+                )
+        return self
+
+    def mapped_command(self, element: Any) -> Command:
+        if self._map_kind == "op_kwargs":
+            return PythonCommand(
+                self.python_callable, *self.op_args, **{**self.op_kwargs, **element}
+            )
+        extra = list(element) if isinstance(element, (list, tuple)) else [element]
+        return PythonCommand(self.python_callable, *self.op_args, *extra, **self.op_kwargs)
 
 
 def _render_arg(value: Any, context: Mapping[str, Any], field: str, where: str) -> Any:

@@ -165,6 +165,8 @@ def _runtime() -> Any:
 
 
 def _worker() -> Any:
+    if "distributed" not in sys.modules:  # not on a Dask worker (and no import to learn it)
+        return None
     try:
         from distributed import get_worker
 

@@ -77,6 +77,7 @@ def run_command(
         counts = now.counts
         progress.update(
             bar,
+            total=max(sum(counts.values()), len(dag.tasks)),  # mapped tasks add instances
             completed=sum(counts[s] for s in FINISHED),
             running=counts["running"] + counts["queued"],
             failed=counts["failed"] + counts["upstream_failed"],

@@ -231,7 +231,12 @@ def ti_table(session: Session, dag_id: str, run_id: str, *, title: str | None = 
     tis = session.scalars(
         select(TaskInstance)
         .where(TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id)
-        .order_by(TaskInstance.start_date.is_(None), TaskInstance.start_date, TaskInstance.task_id)
+        .order_by(
+            TaskInstance.start_date.is_(None),
+            TaskInstance.start_date,
+            TaskInstance.task_id,
+            TaskInstance.map_index,
+        )
     ).all()
     table = Table(title=title or f"{dag_id} / {run_id}")
     table.add_column("task")
@@ -245,8 +250,9 @@ def ti_table(session: Session, dag_id: str, run_id: str, *, title: str | None = 
         state = ti.state or "none"
         style = STATE_STYLES.get(state, "")
         duration = f"{ti.duration:.2f}s" if ti.duration is not None else ""
+        mapped = f"[{ti.map_index}]" if ti.map_index >= 0 else ""
         table.add_row(
-            ti.task_id,
+            ti.task_id + mapped,
             f"[{style}]{state}[/]" if style else state,
             str(ti.try_number),
             ti.executor or "",

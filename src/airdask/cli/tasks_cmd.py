@@ -47,23 +47,46 @@ def _no_run(session: Session, dag_id: str, run_id: str) -> str:
     return f"DAG {dag_id!r} has no run {run_id!r} (latest: {runs[0]})"
 
 
+def _no_ti(session: Session, dag_id: str, task_id: str, run_id: str, map_index: int) -> str:
+    indexes = session.scalars(
+        select(TaskInstance.map_index).where(
+            TaskInstance.dag_id == dag_id,
+            TaskInstance.run_id == run_id,
+            TaskInstance.task_id == task_id,
+        )
+    ).all()
+    if not indexes:
+        return f"run {run_id!r} of DAG {dag_id!r} has no task {task_id!r}"
+    if map_index < 0:
+        return (
+            f"{dag_id}.{task_id} is mapped in {run_id}: name an instance with --map-index "
+            f"{min(indexes)}..{max(indexes)}"
+        )
+    return f"{dag_id}.{task_id} in {run_id} has no --map-index {map_index}"
+
+
 @tasks_group.command("logs")
 @click.argument("dag_id")
 @click.argument("task_id")
 @click.argument("run_id")
 @click.option("--try", "try_number", type=int, help="Attempt number (default: the latest).")
-def tasks_logs(dag_id: str, task_id: str, run_id: str, try_number: int | None) -> None:
+@click.option(
+    "--map-index", type=int, default=-1, show_default=True, help="Instance of a mapped task."
+)
+def tasks_logs(
+    dag_id: str, task_id: str, run_id: str, try_number: int | None, map_index: int
+) -> None:
     """The log of one attempt: from the executor while it runs, the log folder otherwise."""
     if try_number is not None and try_number < 1:
         raise CliError(f"--try must be >= 1, got {try_number}")
     ctx = cli_context()
     store = ready_store(ctx)
     with store.session() as session:
-        ti = session.get(TaskInstance, (dag_id, task_id, run_id, -1))
+        ti = session.get(TaskInstance, (dag_id, task_id, run_id, map_index))
         if ti is None:
             if session.get(DagRun, (dag_id, run_id)) is None:
                 raise CliError(_no_run(session, dag_id, run_id))
-            raise CliError(f"run {run_id!r} of DAG {dag_id!r} has no task {task_id!r}")
+            raise CliError(_no_ti(session, dag_id, task_id, run_id, map_index))
     if ti.try_number < 1:
         raise CliError(f"{dag_id}.{task_id} has not run yet in {run_id} (state {ti.state})")
     number = ti.try_number if try_number is None else try_number

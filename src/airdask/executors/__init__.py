@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # what __getattr__ returns, for type checkers
 __all__ = [
     "BUILTIN_EXECUTORS",
     "BaseExecutor",
+    "CeleryExecutor",
     "DaskExecutor",
     "DebugExecutor",
     "EventInfo",

@@ -33,6 +33,8 @@ BUILTIN_EXECUTORS: dict[str, str] = {
     "DebugExecutor": "airdask.executors.debug.DebugExecutor",
     "DaskExecutor": "airdask.executors.dask.DaskExecutor",
     "LocalDaskExecutor": "airdask.executors.local_dask.LocalDaskExecutor",
+    # Needs the airdask[celery] extra; imported only when used.
+    "CeleryExecutor": "airdask.executors.celery.executor.CeleryExecutor",
 }
 
 

@@ -71,12 +71,14 @@ from airdask.scheduler.claims import (
     run_scope,
 )
 from airdask.scheduler.dagcache import DagCache
+from airdask.scheduler.dagscan import DagFolderScan
 from airdask.scheduler.events import add_ti_log, apply_events, set_state
 from airdask.scheduler.executors import ExecutorSet, check_dag_executors
 from airdask.scheduler.held import Held, merge_events
 from airdask.scheduler.outage import Outage, patiently
 from airdask.scheduler.ready import evaluate_run, queue_ready
 from airdask.scheduler.runs import fail_run, finish_runs, start_run
+from airdask.scheduler.schedules import Clock, Schedules
 from airdask.state import DagRunState, TaskInstanceState
 from airdask.store.models import DagRun, Job, TaskInstance, utcnow
 from airdask.store.session import Store
@@ -102,10 +104,13 @@ class PassResult:
     queued: int = 0
     events: int = 0
     finished_runs: dict[RunKey, str] | None = None
+    created_runs: int = 0  # scheduled runs created (see .schedules)
 
     @property
     def busy(self) -> bool:
-        return bool(self.started_runs or self.settled or self.queued or self.events)
+        return bool(
+            self.created_runs or self.started_runs or self.settled or self.queued or self.events
+        )
 
 
 class SchedulerJob:
@@ -118,6 +123,8 @@ class SchedulerJob:
         by another live job, beside any other scheduler on the same PostgreSQL database.
     :param dags: DAGs already loaded (by id); others are loaded from the run's ``dag_file``
         or ``[core] dags_folder``.
+    :param clock: the time that decides when scheduled runs are due (default: real UTC
+        time); tests hand in a fake one. Only an unfiltered scheduler creates scheduled runs.
     """
 
     def __init__(
@@ -128,6 +135,7 @@ class SchedulerJob:
         config: Config,
         run_filter: Sequence[RunKey] | None = None,
         dags: Mapping[str, DAG] | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.store = store
         if isinstance(executor, ExecutorSet):
@@ -142,6 +150,9 @@ class SchedulerJob:
         self.dag_cache = DagCache(dags, dags_folder=config.core.dags_folder)
         #: The cache's DAGs by id (the same dict).
         self.dags = self.dag_cache.dags
+        self.dag_scan = DagFolderScan(config.core.dags_folder)
+        self.schedules = Schedules(clock=clock, dag_of=self._scheduled_dag)
+        self._schedules_synced = False
         self.sink = CallbackSink()
         #: Builds each attempt's command (context, templates, upstream results).
         self.attempts = AttemptCommands(max_result_bytes=config.core.max_result_bytes)
@@ -337,6 +348,7 @@ class SchedulerJob:
         evaluated: set[RunKey] = set()
         try:
             with self.store.session() as session:
+                result.created_runs = self._create_scheduled_runs(session)
                 result.started_runs = self._start_queued_runs(session)
                 evaluated = self._take_dirty()
                 result.settled = self._evaluate_dirty(session, evaluated)
@@ -389,22 +401,45 @@ class SchedulerJob:
         run = session.get(DagRun, (dag_id, run_id))
         return self.dag_cache.get(dag_id, run.dag_file if run is not None else None)
 
+    def _scheduled_dag(self, dag_id: str) -> DAG | None:
+        return self.dags.get(dag_id) or self.dag_scan.dags.get(dag_id)
+
+    def _create_scheduled_runs(self, session: Session) -> int:
+        """Sync the ``dag`` rows of new or changed DAGs, create the runs that are due (an
+        unfiltered scheduler only; see :mod:`.schedules`)."""
+        if self.run_filter is not None:
+            return 0
+        changed = self.dag_scan.scan(force=not self._schedules_synced)
+        if not self._schedules_synced:
+            changed = [*self.dags.values(), *changed]
+        if changed:
+            self.schedules.sync(session, {d.dag_id: d for d in changed}.values())
+        self._schedules_synced = True
+        return self.schedules.create_due(session)
+
     def _start_queued_runs(self, session: Session) -> int:
         runs = claim_queued_runs(session, self._run_scope())
+        self.schedules.new_pass()
+        started = 0
         for run in runs:
             dag = self.dag_cache.get(run.dag_id, run.dag_file)
             if dag is None:
                 fail_run(session, run, self.dag_cache.errors[run.dag_id])
+                started += 1
                 continue
             problems = check_dag_executors(dag, self.executors.names)
             if problems:  # nothing of it could be queued: say why now, not per task
                 more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
                 fail_run(session, run, problems[0] + more)
+                started += 1
                 continue
+            if not self.schedules.may_start(session, dag):
+                continue  # max_active_runs: it waits, queued
+            started += 1
             count = start_run(session, run, dag)
             log.info("started run %s of %s (%d task instances)", run.run_id, run.dag_id, count)
             self.dirty.add((run.dag_id, run.run_id))
-        return len(runs)
+        return started
 
     def _evaluate_dirty(self, session: Session, runs: set[RunKey]) -> int:
         """Trigger rules for the not-yet-started TIs of changed runs (see :mod:`.ready`);

@@ -208,13 +208,15 @@ def handle_stuck_queued(
     )
     if not stuck:
         return report
-    what = f"stuck in queued for more than {timeout:g}s"
     executors = ExecutorSet.of(executor)
     groups, _ = executors.group(stuck)  # one not ours here has nothing to withdraw from
     kept: dict[int, str] = {}
     for executor_id, tis in groups.items():
         kept.update(withdraw(executors.by_id[executor_id], tis))
     for ti in stuck:
+        # Naming the queue says where to look: a queue no worker consumes is the usual cause.
+        where = f" in queue {ti.queue!r}" if ti.queue else ""
+        what = f"stuck in queued{where} for more than {timeout:g}s"
         problem = kept.get(id(ti))
         if problem is not None:
             extra = f"{what}; not rescheduled: {problem}; trying again at the next check"

@@ -8,7 +8,7 @@ without running. Like Airflow, rules settle eagerly where they can (``all_succes
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 
@@ -45,6 +45,13 @@ class UpstreamCounts:
             if value in counts:
                 counts[value] += 1
         return cls(total=total, **counts)
+
+    @classmethod
+    def of_counts(cls, counts: Mapping[str | None, int]) -> UpstreamCounts:
+        """From ``{state: how many}`` (a mapped upstream's thousands of instances are a
+        few entries, not thousands)."""
+        known = ("success", "skipped", "failed", "upstream_failed", "removed")
+        return cls(total=sum(counts.values()), **{name: int(counts.get(name, 0)) for name in known})
 
     @property
     def done(self) -> int:

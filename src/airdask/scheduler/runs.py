@@ -128,12 +128,18 @@ def create_run(
 def start_run(session: Session, run: DagRun, dag: DAG) -> int:
     """Create the run's task instances (no state yet) and mark it running.
 
+    A task mapped over a literal list gets one task instance per element (``map_index``
+    0..n-1), all in one bulk insert; one mapped over an empty list gets a single
+    instance (``map_index`` -1) that is skipped at once, as in Airflow.
+
     The caller holds the run's lock (:func:`.claims.claim_queued_runs`); the run's owner is
     left as it is (``airdask run`` owns its runs; a run of ``airdask scheduler`` has none,
     so every scheduler works on it)."""
     weights = dag.priority_weights()
-    rows = [
-        {
+    now = utcnow()
+    rows: list[dict[str, Any]] = []
+    for task in dag.tasks:
+        row = {
             "dag_id": dag.dag_id,
             "task_id": task.task_id,
             "run_id": run.run_id,
@@ -147,15 +153,26 @@ def start_run(session: Session, run: DagRun, dag: DAG) -> int:
             "priority_weight": weights[task.task_id],
             "executor_config": task.executor_config_for_run() or None,
             "stuck_in_queued_count": 0,
-            "updated_at": utcnow(),
+            "updated_at": now,
+            "end_date": None,
+            "reason": None,
         }
-        for task in dag.tasks
-    ]
+        if task.map_over is None:
+            rows.append(row)
+        elif not task.map_over:
+            skipped = {"state": S.SKIPPED.value, "end_date": now, "reason": EMPTY_MAP_REASON}
+            rows.append({**row, **skipped})
+        else:
+            rows.extend({**row, "map_index": i} for i in range(len(task.map_over)))
     if rows:
         session.execute(insert(TaskInstance), rows)
     run.state = DagRunState.RUNNING.value
-    run.start_date = utcnow()
+    run.start_date = now
     return len(rows)
+
+
+#: Why a task mapped over an empty list did not run.
+EMPTY_MAP_REASON = "mapped over an empty list: nothing to run"
 
 
 #: What :func:`fail_run` does to the task instances that have not finished and are not

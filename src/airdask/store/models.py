@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     DateTime,
     Float,
     ForeignKeyConstraint,
@@ -53,7 +54,10 @@ class Base(DeclarativeBase):
 
 class DagRun(Base):
     __tablename__ = "dag_run"
-    __table_args__ = (Index("ix_dag_run_state", "state"),)
+    __table_args__ = (
+        Index("ix_dag_run_state", "state"),
+        Index("ix_dag_run_logical_date", "dag_id", "logical_date"),
+    )
 
     dag_id: Mapped[str] = mapped_column(String(250), primary_key=True)
     run_id: Mapped[str] = mapped_column(String(250), primary_key=True)
@@ -70,6 +74,38 @@ class DagRun(Base):
     logical_date: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
     data_interval_start: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
     data_interval_end: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
+
+
+class DagModel(Base):
+    """What the scheduler knows of a scheduled DAG between passes: whether it is paused and
+    when its next run is due, so that a pass finds the due DAGs with one indexed query
+    (:mod:`airdask.scheduler.schedules`)."""
+
+    __tablename__ = "dag"
+    __table_args__ = (Index("ix_dag_next_dagrun_create_after", "next_dagrun_create_after"),)
+
+    dag_id: Mapped[str] = mapped_column(String(250), primary_key=True)
+    is_paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    fileloc: Mapped[str | None] = mapped_column(Text, default=None)
+    #: The schedule as written (cron, preset, "every 1h", "None"), and the DAG's timezone.
+    schedule: Mapped[str | None] = mapped_column(String(250), default=None)
+    timezone: Mapped[str | None] = mapped_column(String(100), default=None)
+    #: The next run: its logical date, data interval and when it may be created (None: no
+    #: run to create, e.g. schedule=None or a "@once" DAG that ran).
+    next_dagrun: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
+    next_dagrun_data_interval_start: Mapped[datetime | None] = mapped_column(
+        UtcDateTime, default=None
+    )
+    next_dagrun_data_interval_end: Mapped[datetime | None] = mapped_column(
+        UtcDateTime, default=None
+    )
+    next_dagrun_create_after: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
+    #: The data interval of the latest scheduled or backfilled run.
+    last_data_interval_start: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
+    last_data_interval_end: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
+    updated_at: Mapped[datetime | None] = mapped_column(
+        UtcDateTime, default=utcnow, onupdate=utcnow
+    )
 
 
 class TaskInstance(Base):
