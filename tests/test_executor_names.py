@@ -106,6 +106,8 @@ def test_set_routes_by_the_recorded_executor_and_counts_global_slots(config: Con
     assert executors.of_ti(ti) is seq
     ti.executor = "gone"
     assert executors.of_ti(ti) is None
+    ti.executor = "SequentialExecutor"  # recorded before it was given the alias "seq"
+    assert executors.of_ti(ti) is seq and executors.id_of_ti(ti) == "seq"
     ti.executor = "seq"
     seq.queue_command(ti, ["true"])
     assert executors.slots_occupied == 1 and executors.open_slots == 2
