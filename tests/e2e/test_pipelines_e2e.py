@@ -15,7 +15,7 @@ from airdask.config import load_config
 from airdask.store import DagRun, Store
 from sched_support import cli
 
-EXAMPLE = Path(__file__).parent.parent / "examples" / "pipeline_dag.py"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "pipeline_dag.py"
 EXECUTORS = {
     "LocalExecutor": {"AIRDASK__CORE__EXECUTOR": "LocalExecutor"},
     "embedded Dask": {"AIRDASK__CORE__EXECUTOR": "DaskExecutor", "AIRDASK__DASK__N_WORKERS": "1"},

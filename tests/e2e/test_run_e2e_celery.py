@@ -20,8 +20,8 @@ from celery_support import (
     require_broker,
     start_worker,
 )
+from e2e.test_run_e2e import store_for
 from sched_support import cli
-from test_run_e2e import store_for
 
 pytestmark = pytest.mark.slow
 

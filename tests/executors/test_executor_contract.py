@@ -16,9 +16,8 @@ from airdask.executors import BaseExecutor, EventInfo
 from airdask.executors.sequential import SequentialExecutor
 from airdask.logs import log_path
 from airdask.state import TaskInstanceState
-from celery_support import celery_rabbitmq_worker, celery_redis_worker  # noqa: F401 (fixtures)
-from dask_support import dask_contract_cluster  # noqa: F401 (fixture of the Dask factories)
-from executor_support import FACTORIES, drain, make_ti
+from airdask.testing import drain, make_ti
+from executor_support import FACTORIES
 from proc_support import pid_alive, pids_file_complete, read_pids, spawn_tree_script, wait_for
 from task_funcs import fail_with, ledger_task, max_concurrency, say, start_order
 

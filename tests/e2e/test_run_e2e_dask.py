@@ -10,9 +10,9 @@ from sqlalchemy import select
 
 from airdask.store import DagRun, TaskInstance
 from dask_support import external_cluster
+from e2e.test_run_e2e import big_dag, store_for
 from sched_support import cli
 from task_funcs import max_concurrency
-from test_run_e2e import big_dag, store_for
 
 pytestmark = pytest.mark.slow
 
