@@ -294,9 +294,15 @@ class SchedulerSettings:
 
 
 @dataclass(frozen=True)
-class CelerySection:
-    """``[celery]`` as configured (:func:`airdask.executors.celery.settings.celery_settings`
-    resolves it, e.g. the result backend's default)."""
+class LocalDaskExecutorSettings:
+    """``[local_dask_executor]``."""
+
+    local_queue: str
+
+
+@dataclass(frozen=True)
+class CelerySettings:
+    """``[celery]`` (durations in float seconds)."""
 
     broker_url: str
     result_backend: str
@@ -307,13 +313,6 @@ class CelerySection:
     visibility_timeout: float
     lost_after: float
     log_max_bytes: int
-
-
-@dataclass(frozen=True)
-class LocalDaskExecutorSettings:
-    """``[local_dask_executor]``."""
-
-    local_queue: str
 
 
 S = TypeVar("S")
@@ -378,8 +377,8 @@ class Config:
     logging: LoggingSettings
     dask: DaskSettings
     scheduler: SchedulerSettings
-    celery: CelerySection
     local_dask_executor: LocalDaskExecutorSettings
+    celery: CelerySettings
 
     def __init__(self, home: Path, values: dict[tuple[str, str], ConfigValue], path: Path):
         self.home = home
@@ -390,8 +389,8 @@ class Config:
         self.logging = self._section("logging", LoggingSettings)
         self.dask = self._section("dask", DaskSettings)
         self.scheduler = self._section("scheduler", SchedulerSettings)
-        self.celery = self._section("celery", CelerySection)
         self.local_dask_executor = self._section("local_dask_executor", LocalDaskExecutorSettings)
+        self.celery = self._section("celery", CelerySettings)
 
     def _section(self, section: str, cls: type[S]) -> S:
         names = [f.name for f in fields(cls)]  # type: ignore[arg-type]

@@ -113,3 +113,109 @@ def test_a_queue_no_worker_consumes_is_stuck_then_failed_naming_the_queue(
     nowhere = tis["nowhere"]
     assert nowhere.state == "failed" and nowhere.stuck_in_queued_count == 2
     assert "stuck in queued in queue 'nobody-consumes-this'" in (nowhere.reason or "")
+
+
+def test_an_unreachable_broker_is_a_one_line_error(tmp_path: Path) -> None:
+    require_broker("redis")  # celery installed; the broker named below is not there
+    home = tmp_path / "home"
+    home.mkdir()
+    dag_file = tmp_path / "ok.py"
+    dag_file.write_text(
+        "from airdask.dag import DAG, BashTask\nwith DAG('ok') as dag:\n    BashTask('a', 'true')\n"
+    )
+    env = {"AIRDASK__CORE__EXECUTOR": "CeleryExecutor",
+           "AIRDASK__CELERY__BROKER_URL": "redis://:hidden-pw1@127.0.0.1:9/0",
+           "AIRDASK__CELERY__OPERATION_TIMEOUT": "2"}  # fmt: skip
+    result = cli("run", str(dag_file), home=home, env=env)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: cannot start CeleryExecutor: ") and (
+        "cannot reach the Celery broker at redis://:***@127.0.0.1:9/0" in lines[0]
+    ), lines[0]
+    assert "hidden-pw1" not in result.stdout + result.stderr
+
+
+ADOPT_DAG = """
+from airdask.dag import DAG, BashTask
+
+LEDGER = {ledger!r}
+
+def step(name):
+    return (f'echo "start {{name}} $(date +%s.%N) $$" >> {{LEDGER}}; sleep 4; '
+            f'echo "end {{name}} $(date +%s.%N) $$" >> {{LEDGER}}')
+
+with DAG("adopt_celery") as dag:
+    start = BashTask("start", "true")
+    end = BashTask("end", "true")
+    for i in range(3):
+        start >> BashTask(f"c{{i}}", step(f"c{{i}}")) >> end
+"""
+
+
+@pytest.mark.timeout(240)
+def test_celery_attempts_are_adopted_after_a_scheduler_sigkill(
+    tmp_path: Path, worker: Worker
+) -> None:
+    """The scheduler is SIGKILLed while Celery attempts run; the restarted one adopts them by
+    their Celery task ids: every task runs to one success, each command once."""
+    import signal
+    import subprocess
+    from collections import Counter
+
+    from airdask.config import load_config
+    from airdask.store import Store
+    from proc_support import wait_for
+    from sched_support import AIRDASK, cli_env, log_events, run_state, tis_of
+    from task_funcs import read_ledger
+
+    home = tmp_path / "home"
+    (home / "dags").mkdir(parents=True)
+    ledger = tmp_path / "ledger"
+    (home / "dags" / "adopt_celery.py").write_text(ADOPT_DAG.format(ledger=str(ledger)))
+    env = _env(
+        worker,
+        AIRDASK__SCHEDULER__JOB_HEARTBEAT_SEC="0.2",
+        AIRDASK__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD="2",
+        AIRDASK__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL="0.5",
+    )
+    trig = cli("dags", "trigger", "adopt_celery", "--run-id", "r1", home=home, env=env)
+    assert trig.returncode == 0, trig.stderr
+    store = Store.from_config(load_config({"AIRDASK_HOME": str(home)}))
+
+    def scheduler() -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [*AIRDASK, "scheduler"],
+            env=cli_env(home, env),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def started() -> int:
+        return sum(1 for kind, _, _ in read_ledger(str(ledger)) if kind == "start")
+
+    first = scheduler()
+    try:
+        wait_for(lambda: started() >= 3, timeout=90, what="the Celery attempts running")
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.communicate(timeout=30)
+    second = scheduler()
+    try:
+        wait_for(lambda: run_state(store, "adopt_celery", "r1") in ("success", "failed"),
+                 timeout=150, what="the run to finish under the restarted scheduler")  # fmt: skip
+    finally:
+        second.send_signal(signal.SIGTERM)
+        _, err = second.communicate(timeout=60)
+    assert second.returncode == 0, err
+    tis = tis_of(store, "adopt_celery", "r1")
+    assert {ti.state for ti in tis.values()} == {"success"}
+    assert {tis[f"c{i}"].try_number for i in range(3)} == {1}
+    successes = Counter(e.task_id for e in log_events(store, "adopt_celery", event="success"))
+    assert set(successes.values()) == {1} and len(successes) == 5
+    runs = Counter(name for kind, name, _ in read_ledger(str(ledger)) if kind == "start")
+    assert runs == {"c0": 1, "c1": 1, "c2": 1}
+    adopted = {e.task_id for e in log_events(store, "adopt_celery", event="adopted")}
+    assert {"c0", "c1", "c2"} <= adopted
+    store.dispose()

@@ -140,6 +140,10 @@ def test_cli_refuses_a_dag_naming_an_unconfigured_executor(tmp_path: Path) -> No
         assert len(lines) == 1 and expected in lines[0], done.stderr
     bad = cli("run", "unknown_executor", home=home, env={"AIRDASK__CORE__EXECUTOR": "A,,B"})
     assert "[core] executor: 'A,,B' has an empty entry" in bad.stderr
+    # `dags list` lists the DAG and reports the problem beside the import errors
+    listed = cli("dags", "list", home=home, env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert "Import errors" in listed.stdout and "executor 'celery' is not" in listed.stdout
 
 
 def test_init_db_adds_the_executor_column_to_an_older_database(any_store: Store) -> None:

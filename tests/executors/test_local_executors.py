@@ -124,7 +124,7 @@ def test_load_executor_by_name_and_from_config(
 
 def test_unknown_executor_lists_the_builtins(config: Config) -> None:
     with pytest.raises(ExecutorLoadError) as err:
-        load_executor("NoSuchExecutor", config=config)
+        load_executor("KubernetesExecutor", config=config)
     for name in BUILTIN_EXECUTORS:
         assert name in str(err.value)
     with pytest.raises(ExecutorLoadError, match="cannot import executor module 'nope'"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import signal
 import subprocess
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +27,14 @@ from airdask.scheduler.loop import SchedulerJob
 from airdask.scheduler.runs import RunError, create_run, start_run
 from airdask.scheduler.single_run import drive_run
 from airdask.store import DagRun, Store, TaskInstance
+from celery_support import (
+    REDIS_DB,
+    Worker,
+    broker_settings,
+    flush_redis,
+    require_broker,
+    start_worker,
+)
 from proc_support import wait_for
 from sched_support import AIRDASK, cli, cli_env, log_events, make_store, run_state, tis_of
 from task_funcs import ledger_task, max_concurrency, read_ledger
@@ -34,12 +43,15 @@ from task_funcs import ledger_task, max_concurrency, read_ledger
 @dataclass(frozen=True)
 class Kind:
     """One executor of the mixed DAG: its ``[core] executor`` entry, how its tasks name it,
-    the id the TI records, and the environment it needs."""
+    the id the TI records, the environment it needs, and optionally the name of a pytest
+    fixture that provides what it runs on (workers, a broker) for the test and returns more
+    environment (``dict[str, str]``)."""
 
     entry: str
     pick: str
     id: str
     env: dict[str, str] = field(default_factory=dict)
+    fixture: str | None = None
 
 
 EMBEDDED_DASK = {
@@ -48,14 +60,38 @@ EMBEDDED_DASK = {
     "AIRDASK__DASK__THREADS_PER_WORKER": "2",
 }
 
-#: The executors the mixed DAG runs on, side by side. CeleryExecutor joins this list (with
-#: its broker settings in ``env`` and its workers started by the test) once it exists:
-#: ``Kind("celery:CeleryExecutor", "celery", "celery", {...})``.
+#: CeleryExecutor's broker (Redis, a database of this module's own); the ``celery_env``
+#: fixture starts a worker on it for the tests that run the mixed DAG.
+CELERY_OPTIONS = broker_settings("redis", REDIS_DB["multi"])
+
+#: The executors the mixed DAG runs on, side by side.
 EXECUTOR_KINDS: list[Kind] = [
     Kind("DaskExecutor", "DaskExecutor", "DaskExecutor", EMBEDDED_DASK),
     Kind("LocalExecutor", "airdask.executors.local.LocalExecutor", "LocalExecutor"),
     Kind("seq:SequentialExecutor", "seq", "seq"),
+    Kind("celery:CeleryExecutor", "celery", "celery", fixture="celery_env"),
 ]
+
+
+@pytest.fixture(scope="module")
+def celery_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
+    require_broker("redis")
+    flush_redis(REDIS_DB["multi"])
+    worker = start_worker(CELERY_OPTIONS, tmp_path_factory.mktemp("celery"), concurrency=2)
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture
+def celery_env(celery_worker: Worker) -> dict[str, str]:
+    """The ``AIRDASK__CELERY__*`` settings of the running worker's broker."""
+    return {f"AIRDASK__CELERY__{k.upper()}": v for k, v in CELERY_OPTIONS.items()}
+
+
+#: How the commands name the executors they host (``[core] executor``, normalised).
+LABEL = ",".join(
+    str(name) for name in parse_executor_names(",".join(k.entry for k in EXECUTOR_KINDS))
+)
 TASKS_PER_KIND = 3
 SHARED_POOL_SLOTS = 2
 
@@ -81,7 +117,9 @@ with DAG("mixed", default_args={{"executor": KINDS[1], "retry_delay": 0}}) as da
 """
 
 
-def _mixed_home(tmp_path: Path) -> tuple[Path, Path, dict[str, str]]:
+def _mixed_home(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> tuple[Path, Path, dict[str, str]]:
     home = tmp_path / "home"
     (home / "dags").mkdir(parents=True)
     ledger = tmp_path / "ledger"
@@ -92,6 +130,8 @@ def _mixed_home(tmp_path: Path) -> tuple[Path, Path, dict[str, str]]:
     env: dict[str, str] = {"AIRDASK__CORE__EXECUTOR": ",".join(k.entry for k in EXECUTOR_KINDS)}
     for kind in EXECUTOR_KINDS:
         env.update(kind.env)
+        if kind.fixture is not None:
+            env.update(request.getfixturevalue(kind.fixture))
     made = cli("pools", "set", "shared", str(SHARED_POOL_SLOTS), home=home, env=env)
     assert made.returncode == 0, made.stderr
     return home, ledger, env
@@ -122,26 +162,29 @@ def _check_mixed_run(home: Path, ledger: Path, run_id: str) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(240)
-def test_mixed_dag_through_airdask_run(tmp_path: Path) -> None:
-    home, ledger, env = _mixed_home(tmp_path)
+def test_mixed_dag_through_airdask_run(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    home, ledger, env = _mixed_home(tmp_path, request)
     done = cli("run", "mixed", home=home, env=env, timeout=200)
     assert done.returncode == 0, done.stdout + done.stderr
     run_id = next(
         line.split(" run ")[1].split()[0] for line in done.stdout.splitlines() if " run " in line
     )
-    assert "on DaskExecutor,LocalExecutor,seq:SequentialExecutor" in done.stdout
-    table = [line for line in done.stdout.splitlines() if "k2_0" in line or "k0_0" in line]
-    assert any("seq" in line for line in table) and any("DaskExecutor" in line for line in table)
+    assert f"on {LABEL}" in done.stdout
     _check_mixed_run(home, ledger, run_id)
     states = cli("tasks", "states", "mixed", run_id, home=home, env=env)
     assert states.returncode == 0, states.stderr
-    assert "executor" in states.stdout and "LocalExecutor" in states.stdout
+    for output in (done.stdout, states.stdout):  # each task's row names its executor
+        rows = {line.split()[1]: line for line in output.splitlines() if " k" in line}
+        for k, kind in enumerate(EXECUTOR_KINDS):
+            assert f" {kind.id} " in rows[f"k{k}_0"], output
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(240)
-def test_mixed_dag_through_airdask_scheduler(tmp_path: Path) -> None:
-    home, ledger, env = _mixed_home(tmp_path)
+def test_mixed_dag_through_airdask_scheduler(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    home, ledger, env = _mixed_home(tmp_path, request)
     trig = cli("dags", "trigger", "mixed", "--run-id", "r1", home=home, env=env)
     assert trig.returncode == 0, trig.stderr
     store = Store.from_config(load_config({"AIRDASK_HOME": str(home)}))
@@ -163,7 +206,7 @@ def test_mixed_dag_through_airdask_scheduler(tmp_path: Path) -> None:
         out, err = scheduler.communicate(timeout=60)
         store.dispose()
     assert scheduler.returncode == 0, err
-    assert "running DaskExecutor,LocalExecutor,seq:SequentialExecutor" in out
+    assert f"running {LABEL}" in out
     _check_mixed_run(home, ledger, "r1")
 
 

@@ -74,6 +74,7 @@ class _BackendTI:
     pool_slots: int = 1
     executor_config: Any = None
     external_executor_id: str | None = None
+    state: str | None = None  # unknown: the backend's get_task_log reads the file
 
 
 @dataclass
@@ -133,6 +134,7 @@ class DaskExecutor(BaseExecutor):  # type: ignore[misc]
         self._next_held_check = 0.0
         self._pools: dict[Any, str | None] = {}
         self._script = _script_source()
+        self._live_logs: Any | None = None
 
     # ---- connection --------------------------------------------------------------------
 
@@ -251,11 +253,13 @@ class DaskExecutor(BaseExecutor):  # type: ignore[misc]
             folded = AirdaskKey("callback", str(workload.callback.id), nonce)
             priority, queue, slots = 1, None, 1
         python = self.settings.worker_python or "{python}"
+        argv = [python, f"{{files}}/{SCRIPT_NAME}", "--server", self.server,
+                "--json-path", f"{{files}}/{WORKLOAD_NAME}"]  # fmt: skip
+        if not self.settings.forkserver:  # not even one another executor started
+            argv.append("--no-forkserver")
         command = ArgvWithFiles(
-            [python, f"{{files}}/{SCRIPT_NAME}", "--server", self.server,
-             "--json-path", f"{{files}}/{WORKLOAD_NAME}"],
-            files={SCRIPT_NAME: self._script, WORKLOAD_NAME: workload.model_dump_json()},
-        )  # fmt: skip
+            argv, files={SCRIPT_NAME: self._script, WORKLOAD_NAME: workload.model_dump_json()}
+        )
         sub = _Submission(workload.key, nonce, pool, slots)
         self._register(folded, sub)
         self._backend.queue_command(
@@ -324,6 +328,7 @@ class DaskExecutor(BaseExecutor):  # type: ignore[misc]
         try:
             _, lines = self._backend.get_task_log(_BackendTI(folded), folded.try_number)
         except Exception:
+            log.debug("no console output for %s", folded, exc_info=True)
             return None
         return outcomes.reason_from_log([str(line) for line in lines])
 
@@ -434,11 +439,40 @@ class DaskExecutor(BaseExecutor):  # type: ignore[misc]
         return rest
 
     def get_task_log(self, ti: Any, try_number: int) -> tuple[list[str], list[str]]:
-        """Nothing: the task log is Airflow's own file, written on the worker, which the
-        API server reads (a shared folder, remote logging or ``airflow serve-logs`` on the
-        workers). This runs in the API server on an executor that was never started, so it
-        must not connect anywhere."""
-        return [], []
+        """The log of a running task, read from the Dask worker that runs it (see
+        :mod:`airdask.airflow.live_logs`); ``([], [])`` when there is none or the cluster
+        cannot be asked. Airflow calls this in the API server, on an executor it never
+        started, and only while the task runs: the first call connects (within
+        ``[dask] connect_timeout``, at most 5 s) and the client is kept."""
+        try:
+            from airflow.configuration import conf
+            from airflow.utils.helpers import log_filename_template_renderer
+
+            relative = log_filename_template_renderer()(ti=ti, try_number=try_number)
+            path = str(Path(conf.get("logging", "base_log_folder")) / relative)
+            if self._live_logs is None:
+                from airdask.airflow.live_logs import LiveLogReader
+
+                self._live_logs = LiveLogReader(
+                    self.settings.cluster_address,
+                    security=self._security(),
+                    connect_timeout=self.settings.connect_timeout,
+                )
+            return self._live_logs.read(path)
+        except Exception:
+            log.exception("could not read the live log of %s", getattr(ti, "key", ti))
+            return [], []
+
+    def _security(self) -> Any:
+        given = (self.settings.tls_ca, self.settings.tls_cert, self.settings.tls_key)
+        if not any(given):
+            return None
+        from distributed import Security
+
+        ca, cert, key = given
+        return Security(  # type: ignore[no-untyped-call]
+            tls_ca_file=ca, tls_client_cert=cert, tls_client_key=key, require_encryption=True
+        )
 
     def end(self) -> None:
         """Wait for the tasks in flight, report them, and disconnect (as LocalExecutor
@@ -450,6 +484,9 @@ class DaskExecutor(BaseExecutor):  # type: ignore[misc]
         self._stop("terminate")
 
     def _stop(self, how: str) -> None:
+        if self._live_logs is not None:
+            self._live_logs.close()
+            self._live_logs = None
         if self._backend is None:
             return
         try:

@@ -16,7 +16,7 @@ AIRDASK_DEFAULT_QUEUE = "default"
 
 
 @dataclass(frozen=True)
-class CelerySettings:
+class CeleryOptions:
     """What CeleryExecutor and ``airdask celery worker`` need; see ``[celery]`` in
     :data:`airdask.config.OPTIONS` for each field's meaning."""
 
@@ -57,10 +57,10 @@ def resolve_result_backend(result_backend: str, broker_url: str, database_url: s
     return "db+" + database_url
 
 
-def celery_settings(config: Config) -> CelerySettings:
+def celery_settings(config: Config) -> CeleryOptions:
     """Every ``[celery]`` option (and the two others CeleryExecutor uses) from ``config``."""
     celery = config.celery
-    return CelerySettings(
+    return CeleryOptions(
         broker_url=celery.broker_url,
         result_backend=resolve_result_backend(
             celery.result_backend, celery.broker_url, config.database.sql_alchemy_conn
