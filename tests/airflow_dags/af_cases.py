@@ -1,4 +1,4 @@
-"""DAGs of the Airflow 3 end-to-end tests (tests/test_airflow_e2e.py)."""
+"""DAGs of the Airflow 3 end-to-end tests (tests/airflow_provider/test_airflow_e2e.py)."""
 
 import os
 import sys

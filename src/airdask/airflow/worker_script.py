@@ -399,7 +399,7 @@ def _become_leader(fds: list[int], inherited: list[Any], request: dict[str, str]
     return lead(request["path"], request["server"])
 
 
-def serve(address: str, preload: list[str]) -> int:
+def serve(address: str, preload: list[str]) -> int:  # noqa: C901 (one poll loop: its cases read best side by side)
     """The fork server: one per Dask worker, single-threaded, Airflow pre-imported.
 
     Each connection is one workload: the client sends the workload's path, the Execution

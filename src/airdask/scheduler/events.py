@@ -31,10 +31,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, insert, select
+from sqlalchemy import Table, bindparam, insert, select, tuple_
 from sqlalchemy.orm import Session
 
 from airdask.executors.events import EventInfo, reason_of
+from airdask.scheduler.results import store_results
 from airdask.scheduler.rules import should_retry
 from airdask.state import LIVE_VALUES, TaskInstanceKey, TaskInstanceState, check_transition
 from airdask.store.models import Log, TaskInstance, utcnow
@@ -69,23 +70,28 @@ def load_tis(
     session: Session, keys: Iterable[TaskInstanceKey], *, lock: bool = False
 ) -> dict[tuple[Any, ...], TaskInstance]:
     """TIs by primary ``(dag_id, task_id, run_id, map_index)``: one indexed query per run
-    (and chunk of task ids). ``lock`` locks them until the transaction ends (waiting for
+    (and chunk of instances). ``lock`` locks them until the transaction ends (waiting for
     another scheduler that holds one), always in the same order, so that what is decided
     from them is still true when it is written."""
-    by_run: dict[tuple[str, str], set[str]] = defaultdict(set)
+    # By (task_id, map_index), not task_id alone: an event batch about a few instances of a
+    # task mapped 10,000 times must not load (and lock) the other instances.
+    by_run: dict[tuple[str, str], set[tuple[str, int]]] = defaultdict(set)
     for key in keys:
-        by_run[(key.dag_id, key.run_id)].add(key.task_id)
+        by_run[(key.dag_id, key.run_id)].add((key.task_id, key.map_index))
     found: dict[tuple[Any, ...], TaskInstance] = {}
-    for (dag_id, run_id), task_ids in sorted(by_run.items()):
-        ids = sorted(task_ids)
+    pair = tuple_(TaskInstance.task_id, TaskInstance.map_index)
+    for (dag_id, run_id), wanted in sorted(by_run.items()):
+        ids = sorted(wanted)
         for i in range(0, len(ids), CHUNK):
             stmt = select(TaskInstance).where(
                 TaskInstance.dag_id == dag_id,
                 TaskInstance.run_id == run_id,
-                TaskInstance.task_id.in_(ids[i : i + CHUNK]),
+                pair.in_(ids[i : i + CHUNK]),
             )
             if lock:
-                stmt = stmt.order_by(TaskInstance.task_id).with_for_update(key_share=True)
+                stmt = stmt.order_by(TaskInstance.task_id, TaskInstance.map_index).with_for_update(
+                    key_share=True
+                )
             for ti in session.scalars(stmt):
                 found[(ti.dag_id, ti.task_id, ti.run_id, ti.map_index)] = ti
     return found
@@ -105,6 +111,7 @@ TI_COLUMNS = (
     "external_executor_id",
     "hostname",
     "reason",
+    "executor",
 )
 
 
@@ -151,6 +158,8 @@ class Outcomes:
     retrying: list[TaskInstance] = field(default_factory=list)
     runs: set[tuple[str, str]] = field(default_factory=set)  # runs with a settled TI
     ignored: int = 0
+    #: (ti, try_number, info) of successes that carry a return value (see .results)
+    results: list[tuple[TaskInstance, int, EventInfo]] = field(default_factory=list)
 
 
 def _info(value: Any) -> EventInfo:
@@ -245,6 +254,7 @@ def apply_events(
         _apply_terminal(logs, ti, key, state, info, now, retry_delay, out)
         changed.append(ti)
     write_back(session, changed)
+    store_results(session, out.results)
     logs.flush(session)
     return out
 
@@ -304,6 +314,8 @@ def _apply_terminal(
         earlier = ti.reason if key.try_number > 1 else None
         ti.reason = f"succeeded on try {key.try_number} after: {earlier}" if earlier else None
         out.finished.append(ti)
+        if info.result is not None:
+            out.results.append((ti, key.try_number, info))
     elif should_retry(key.try_number, ti.max_tries):
         set_state(ti, S.UP_FOR_RETRY)
         delay = retry_delay(ti)
