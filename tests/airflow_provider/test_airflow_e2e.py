@@ -82,6 +82,17 @@ def test_fifty_tasks_all_succeed_on_dask(stack: AirflowStack) -> None:
     assert len(states) == 50 and {s for s, _ in states.values()} == {"success"}
     assert mismatch_reasons(stack, run_id) == []
     assert "reported that the task instance" not in stack.procs["scheduler"].log.read_text()
+    # Dask holds the next tasks ready, yet never more than parallelism (4) run at once.
+    rows = stack.query(
+        "select extract(epoch from start_date), extract(epoch from end_date) "
+        "from task_instance where run_id = :r",
+        r=run_id,
+    )
+    running, most = 0, 0
+    for _, change in sorted([(s, 1) for s, _ in rows] + [(e, -1) for _, e in rows]):
+        running += change
+        most = max(most, running)
+    assert most <= 4
     # Each supervisor noticed its task's end at once, not a heartbeat interval later.
     lags = supervisor_lags(stack, "e2e_50", run_id)
     assert len(lags) >= 40 and statistics.median(lags) < 0.5, sorted(lags)
