@@ -1,9 +1,8 @@
-"""Readiness: trigger rules for a run's waiting task instances, and queueing the ready ones.
+"""Queueing the ready task instances (trigger rules are :mod:`.readiness`'s).
 
-Both work on indexed state columns and touch only what is waiting or ready: the task
-instances with no state in one changed run (and their upstream states), and the
-``scheduled``/due ``up_for_retry`` ones, highest ``priority_weight`` first, within the pool
-open slots and the pass's budget.
+It works on indexed state columns and touches only what is ready: the ``scheduled``/due
+``up_for_retry`` task instances, highest ``priority_weight`` first, within the pool open
+slots and the pass's budget.
 """
 
 from __future__ import annotations
@@ -15,64 +14,15 @@ from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from airdask.commands import Command
-from airdask.dag import DAG
 from airdask.scheduler.claims import lock_pools
 from airdask.scheduler.events import set_state, write_back
 from airdask.scheduler.pools import SlotBudget
-from airdask.scheduler.rules import Decision, UpstreamCounts, decision_state, evaluate
 from airdask.state import LIVE_VALUES, DagRunState, TaskInstanceState
 from airdask.store.models import DagRun, Pool, TaskInstance, utcnow
 
 S = TaskInstanceState
 #: ``command_for(session, ti, now)``: the command, or None after failing the TI with a reason.
 CommandFor = Callable[[Session, TaskInstance, datetime], Command | None]
-
-
-def evaluate_run(session: Session, dag: DAG, run_id: str) -> tuple[int, bool]:
-    """Apply trigger rules to the run's state-none TIs, in topological order so a skip or
-    upstream_failed cascades at once. Returns (state changes, whether any TI settled
-    without running, i.e. the run must be looked at again)."""
-    in_run = (TaskInstance.dag_id == dag.dag_id) & (TaskInstance.run_id == run_id)
-    waiting = {
-        ti.task_id: ti
-        for ti in session.scalars(select(TaskInstance).where(in_run, TaskInstance.state.is_(None)))
-    }
-    if not waiting:
-        return 0, False
-    upstream_ids = set().union(
-        *(dag.get_task(t).upstream_task_ids for t in waiting if dag.has_task(t))
-    ) - set(waiting)
-    states: dict[str, str | None] = dict.fromkeys(waiting)
-    if upstream_ids:
-        rows = session.execute(
-            select(TaskInstance.task_id, TaskInstance.state).where(
-                in_run, TaskInstance.task_id.in_(upstream_ids)
-            )
-        )
-        states.update(dict(rows.all()))
-    changed, settled = 0, False
-    for task_id in dag.topological_order():
-        ti = waiting.get(task_id)
-        if ti is None:
-            continue
-        task = dag.get_task(task_id)
-        ups = UpstreamCounts.of(states.get(u) for u in task.upstream_task_ids)
-        decision = evaluate(task.trigger_rule, ups)
-        if decision is Decision.WAIT:
-            continue
-        set_state(ti, decision_state(decision))
-        states[task_id] = ti.state
-        changed += 1
-        if decision is not Decision.RUN:
-            ti.end_date = utcnow()
-            ti.reason = f"trigger rule {task.trigger_rule}: upstream {_describe(ups)}"
-            settled = True
-    for task_id, ti in waiting.items():
-        if not dag.has_task(task_id):
-            set_state(ti, S.REMOVED)
-            ti.reason = f"task {task_id!r} is no longer in DAG {dag.dag_id!r}"
-            changed += 1
-    return changed, settled
 
 
 def open_pool_slots(session: Session, slots: Mapping[str, int] | None = None) -> dict[str, int]:
@@ -108,7 +58,10 @@ def queue_ready(
     TI is locked ``SKIP LOCKED``."""
     if total <= 0:
         return []
-    budget = SlotBudget(open_pool_slots(session, lock_pools(session)), total=total)
+    pool_open = open_pool_slots(session, lock_pools(session))
+    # No more rows than the open slots could take (with room for some that do not fit).
+    total = min(total, sum(max(n, 0) for n in pool_open.values()))
+    budget = SlotBudget(pool_open, total=total)
     if budget.exhausted:
         return []
     now = utcnow()
@@ -150,17 +103,3 @@ def queue_ready(
         queued.append((ti, command))
     write_back(session, (ti for ti, _ in queued))
     return queued
-
-
-def _describe(ups: UpstreamCounts) -> str:
-    parts = [
-        f"{n} {name}"
-        for name, n in (
-            ("success", ups.success),
-            ("failed", ups.failed),
-            ("upstream_failed", ups.upstream_failed),
-            ("skipped", ups.skipped),
-        )
-        if n
-    ]
-    return ", ".join(parts) or "none finished"
