@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.table import Table
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session
 
 from airdask.cli.common import CliContext, CliError, describe_error
@@ -182,12 +182,24 @@ def _start_error(name: str, cluster: str | None, exc: BaseException) -> str:
     return f"cannot start {name}: {describe_error(exc)}"
 
 
-def ti_table(session: Session, dag_id: str, run_id: str, *, title: str | None = None) -> Table:
-    tis = session.scalars(
+def ti_table(
+    session: Session,
+    dag_id: str,
+    run_id: str,
+    *,
+    title: str | None = None,
+    where: ColumnElement[bool] | None = None,
+    limit: int | None = None,
+) -> Table:
+    """One row per task instance of the run (``where`` them, at most ``limit``)."""
+    stmt = (
         select(TaskInstance)
         .where(TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id)
         .order_by(TaskInstance.start_date.is_(None), TaskInstance.start_date, TaskInstance.task_id)
-    ).all()
+    )
+    if where is not None:
+        stmt = stmt.where(where)
+    tis = session.scalars(stmt.limit(limit)).all()
     table = Table(title=title or f"{dag_id} / {run_id}")
     table.add_column("task")
     table.add_column("state")
