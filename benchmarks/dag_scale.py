@@ -10,7 +10,7 @@ database's size at the end.
 
 Usage::
 
-    python benchmarks/dag_scale.py [--sizes 1000,10000,100000] [--db sqlite|postgres]
+    python benchmarks/dag_scale.py [--sizes 1000,10000,100000] [--db sqlite|postgres | --postgres]
 """
 
 from __future__ import annotations
@@ -155,7 +155,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000,10000,100000")
     parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument("--postgres", action="store_true", help="the same as --db postgres")
     args = parser.parse_args()
+    if args.postgres:
+        args.db = "postgres"
     print(f"start >> N no-op PythonTask >> end; embedded cluster {WORKERS}x{THREADS}, {args.db}")
     per_task = {}
     for n in [int(s) for s in args.sizes.split(",")]:

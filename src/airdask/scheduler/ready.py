@@ -81,7 +81,9 @@ def queue_ready(
     if full:
         stmt = stmt.where(TaskInstance.pool.not_in(full))
     queued: list[tuple[TaskInstance, Command]] = []
-    stmt = stmt.limit(budget.total * 4).with_for_update(
+    # Room for some that do not fit their pool now, not 4x the budget: every row is an ORM
+    # object loaded, locked and dropped, and full pools are left out above already.
+    stmt = stmt.limit(budget.total + 64).with_for_update(
         of=TaskInstance, skip_locked=True, key_share=True
     )
     for ti in session.scalars(stmt).all():
