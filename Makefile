@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck pytest bench chaos docs docs-serve clean
+.PHONY: demo test lint typecheck pytest bench bench-celery chaos docs docs-serve clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ test: lint typecheck pytest
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/executor_throughput.py
+
+# CeleryExecutor vs raw Celery apply_async on the same workers (Redis at 127.0.0.1:6379).
+bench-celery: $(VENV)/.installed-dev
+	$(BIN)/python benchmarks/celery_throughput.py $(BENCH_ARGS)
 
 # The reference site (mkdocs.yml, docs/) into site/; tests/test_docs.py builds it too.
 docs: $(VENV)/.installed-dev

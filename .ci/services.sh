@@ -44,3 +44,28 @@ if ! command -v chromium >/dev/null 2>&1; then
     echo "services: installing chromium"
     apt_install chromium || echo "services: chromium could not be installed" >&2
 fi
+
+# Redis (127.0.0.1:6379) and RabbitMQ (127.0.0.1:5672, guest/guest): CeleryExecutor's brokers.
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+if ! port_open 6379; then
+    if ! command -v redis-server >/dev/null 2>&1; then
+        echo "services: installing redis-server"
+        apt_install redis-server
+    fi
+    echo "services: starting redis"
+    redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null
+    for _ in $(seq 1 60); do port_open 6379 && break; sleep 0.5; done
+fi
+port_open 6379 || { echo "services: redis did not come up" >&2; exit 1; }
+
+if ! port_open 5672; then
+    if ! command -v rabbitmq-server >/dev/null 2>&1; then
+        echo "services: installing rabbitmq-server"
+        apt_install rabbitmq-server
+    fi
+    echo "services: starting rabbitmq"
+    rabbitmq-server -detached >/dev/null 2>&1 || true
+    for _ in $(seq 1 120); do port_open 5672 && break; sleep 0.5; done
+fi
+port_open 5672 || { echo "services: rabbitmq did not come up" >&2; exit 1; }

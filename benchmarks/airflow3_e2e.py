@@ -20,10 +20,13 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import statistics
 import sys
 import tempfile
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -44,21 +47,94 @@ def scheduler_up(stack: AirflowStack, since: float) -> bool:
     return bool(rows[0][0])
 
 
-def one_round(stack: AirflowStack, executor: str, number: int) -> float:
+def one_round(stack: AirflowStack, executor: str, number: int, *, profile: bool) -> float:
     stack.env["AIRFLOW__CORE__EXECUTOR"] = executor
     started = time.time()
     stack.start_scheduler()
     stack.wait(lambda: scheduler_up(stack, started), 180, "the scheduler", "scheduler")
     if executor == DASK:  # the fork servers import Airflow once, before the clock starts
         stack.wait(lambda: fork_servers(stack) >= 2, 120, "the fork servers", "scheduler")
+    log_start = stack.procs["scheduler"].log.stat().st_size
+    cpu0 = stack_cpu(stack)
     t0 = time.monotonic()
     run_id = stack.trigger("e2e_50", f"bench-{number}-{executor.rsplit('.', 1)[-1]}")
     state = stack.wait_for_run(run_id, timeout=900)
     wall = time.monotonic() - t0
+    cpu = cpu_delta(cpu0, stack_cpu(stack))
+    log_text = stack.procs["scheduler"].log.read_bytes()[log_start:].decode(errors="replace")
     stack.stop("scheduler")
     if state != "success":
         raise SystemExit(f"round {number} ({executor}) ended {state}")
+    if profile:
+        print(f"  {phases(stack, run_id, log_text)}\n  {cpu}", flush=True)
     return wall
+
+
+def stack_cpu(stack: AirflowStack) -> dict[str, float]:
+    """CPU seconds used so far by each component of the deployment: its process, the live
+    processes below it and the children they reaped (every process of the deployment has
+    its AIRFLOW_HOME in its environment)."""
+    marker = f"AIRFLOW_HOME={stack.home}".encode()
+    names = {proc.popen.pid: name for name, proc in stack.procs.items()}
+    parents: dict[int, int] = {}
+    ticks: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if marker not in (entry / "environ").read_bytes().split(b"\0"):
+                continue
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid = int(entry.name)
+        parents[pid] = int(fields[1])
+        ticks[pid] = sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
+    found: dict[str, float] = {}
+    for pid, used in ticks.items():
+        owner = pid
+        while owner not in names and owner in parents:
+            owner = parents[owner]
+        name = names.get(owner, "other")
+        found[name] = found.get(name, 0.0) + used / os.sysconf("SC_CLK_TCK")
+    return found
+
+
+def cpu_delta(before: dict[str, float], after: dict[str, float]) -> str:
+    used = {name: after[name] - before.get(name, 0.0) for name in after}
+    parts = ", ".join(f"{name} {value:.1f}" for name, value in sorted(used.items()) if value >= 0.1)
+    return f"CPU {sum(used.values()):.1f}s ({parts})"
+
+
+def phases(stack: AirflowStack, run_id: str, scheduler_log: str) -> str:
+    """Medians per task of where the time goes: queued (in the database) to the task's start
+    (its runner called the API), the task's run, its end to the executor's event reaching
+    the scheduler (which frees the slot)."""
+    rows = stack.query(
+        "select task_id, extract(epoch from queued_dttm), extract(epoch from start_date), "
+        "extract(epoch from end_date) from task_instance where run_id = :r",
+        r=run_id,
+    )
+    events = {}
+    pattern = re.compile(
+        r"(\d{4}-\d\d-\d\dT[\d:.]+)Z?.*Received executor event with state success for "
+        r"task instance TaskInstanceKey\(dag_id='e2e_50', task_id='([^']+)', run_id='"
+        + re.escape(run_id)
+    )
+    for match in pattern.finditer(scheduler_log):
+        stamp = datetime.fromisoformat(match.group(1)).replace(tzinfo=timezone.utc)
+        events[match.group(2)] = stamp.timestamp()
+    waits = [float(s) - float(q) for _, q, s, _ in rows if q and s]
+    runs = [float(e) - float(s) for _, _, s, e in rows if s and e]
+    reports = [events[t] - float(e) for t, _, _, e in rows if e and t in events]
+
+    def median(values: list[float]) -> str:
+        return f"{statistics.median(values):.2f}s" if values else "n/a"
+
+    return (
+        f"per task (median): queued->start {median(waits)}, run {median(runs)}, "
+        f"end->executor event {median(reports)} ({len(reports)} events)"
+    )
 
 
 def fork_servers(stack: AirflowStack) -> int:
@@ -80,6 +156,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3, help="rounds per executor")
     parser.add_argument("--no-forkserver", action="store_true", help="fresh interpreters")
+    parser.add_argument("--profile", action="store_true", help="print where each round's time goes")
     args = parser.parse_args()
     bin_dir = ensure_venv()
     home = Path(tempfile.mkdtemp(prefix="airdask-bench-af3-"))
@@ -101,7 +178,7 @@ def main() -> None:
         for _ in range(args.rounds):
             for executor in (LOCAL, DASK):
                 number += 1
-                wall = one_round(stack, executor, number)
+                wall = one_round(stack, executor, number, profile=args.profile)
                 times[executor].append(wall)
                 print(f"round {number}: {executor:30s} {wall:6.1f} s", flush=True)
     finally:

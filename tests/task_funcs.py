@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 
 def append_line(path: str, line: str) -> None:
@@ -65,3 +66,84 @@ def start_order(path: str) -> list[str]:
     return [
         name for kind, name, _ in sorted(read_ledger(path), key=lambda r: r[2]) if kind == "start"
     ]
+
+
+# ---- run context and results (tests/test_pipelines*.py) -------------------------------
+
+
+def context_of(context: dict[str, Any]) -> dict[str, Any]:
+    """Return the parts of the run context a test checks (as JSON-able values)."""
+    return {
+        "dag_id": context["dag_id"],
+        "task_id": context["task_id"],
+        "run_id": context["run_id"],
+        "try_number": context["try_number"],
+        "map_index": context["map_index"],
+        "logical_date": context["logical_date"].isoformat(),
+        "interval": [d.isoformat() for d in context["data_interval"]],
+        "conf": context["conf"],
+        "params": context["params"],
+        "ds": context["ds"],
+    }
+
+
+def kwargs_of(n: int, **kwargs: object) -> list[Any]:
+    """``n`` and the names of the context keys received through ``**kwargs``."""
+    return [n, sorted(kwargs)]
+
+
+def make_rows(count: int) -> list[dict[str, int]]:
+    return [{"id": i, "value": i * i} for i in range(count)]
+
+
+def sum_values(rows: list[dict[str, int]], *, scale: int = 1) -> int:
+    return scale * sum(row["value"] for row in rows)
+
+
+def make_tuple() -> tuple[Any, ...]:
+    return (1, "two", {3})
+
+
+def describe(value: object) -> str:
+    return f"{type(value).__name__}:{value!r}"
+
+
+def make_blob(size: int) -> str:
+    return "x" * size
+
+
+def env_context() -> dict[str, str]:
+    """The AIRDASK_CTX_* variables of this process (for a callable: none are set)."""
+    return {k: v for k, v in os.environ.items() if k.startswith("AIRDASK_CTX_")}
+
+
+def make_rows_text(count: str) -> list[dict[str, int]]:
+    """:func:`make_rows` of a rendered template (``"{{ params.n }}"`` renders to text)."""
+    return make_rows(int(count))
+
+
+def record_item(path: str, item: object, *, fail_first_try_of: object = None) -> None:
+    """Append ``item`` to ``path``; the first try for ``fail_first_try_of`` raises instead."""
+    if item == fail_first_try_of:
+        marker = f"{path}.failed-{item}"
+        if not os.path.exists(marker):
+            open(marker, "w").close()
+            raise RuntimeError(f"first try of {item} fails")
+    append_line(path, str(item))
+
+
+def fail_on(item: object, bad: object) -> None:
+    if item == bad:
+        raise RuntimeError(f"{item} is bad")
+
+
+def numbers(n: int) -> list[int]:
+    return list(range(n))
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def total(values: list[int]) -> int:
+    return sum(values)

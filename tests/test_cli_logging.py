@@ -4,6 +4,7 @@ records; executors whose CLI cannot be loaded are named in a warning; negative n
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 import textwrap
@@ -152,3 +153,26 @@ def _command() -> click.Command:
 )
 def test_negative_numbers_become_arguments(args: list[str], expected: list[str]) -> None:
     assert negative_numbers_as_arguments(_command(), args) == expected
+
+
+def test_a_broken_executor_module_is_a_warning_line_on_the_commands_stderr(
+    home: Path, tmp_path: Path
+) -> None:
+    """Through the real entry point: the `airdask` command still works, and says on stderr,
+    in one line, which executor lost its commands and why."""
+    (tmp_path / "airdask_broken_exec.py").write_text("raise RuntimeError('half-installed')\n")
+    probe = (
+        "from airdask.executors.loader import BUILTIN_EXECUTORS\n"
+        "BUILTIN_EXECUTORS['BrokenExecutor'] = 'airdask_broken_exec.Broken'\n"
+        "from airdask.cli import main\n"
+        "main(['config', 'get', 'core', 'parallelism'])\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "AIRDASK_HOME": str(home)}
+    proc = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert proc.returncode == 0 and proc.stdout.strip() == "32", proc.stderr
+    assert proc.stderr.splitlines() == [
+        "WARNING airdask.cli.extra: BrokenExecutor offers no `airdask` commands: its module "
+        "airdask_broken_exec cannot be imported (RuntimeError: half-installed)"
+    ]

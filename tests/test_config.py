@@ -1,12 +1,14 @@
 from __future__ import annotations
 
+import dataclasses
+import typing
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from airdask.cli import cli
-from airdask.config import OPTIONS, ConfigError, load_config
+from airdask.config import OPTIONS, Config, ConfigError, load_config
 
 
 def write_cfg(home: Path, text: str) -> None:
@@ -150,3 +152,25 @@ def test_cli_masks_the_database_password_unless_asked(
     assert shown.output.strip() == url
     listed = runner.invoke(cli, ["config", "list", "--show-secrets"], env={"COLUMNS": "300"})
     assert url in listed.output
+
+
+def test_every_section_has_a_typed_view_of_its_options() -> None:
+    """Adding an option is one Option entry plus one field of the same name and type."""
+    hints = typing.get_type_hints(Config)
+    assert set(OPTIONS) <= set(hints), "a section of OPTIONS has no typed view on Config"
+    for section, options in OPTIONS.items():
+        view = hints[section]
+        fields = typing.get_type_hints(view)
+        assert list(fields) == list(options), f"{view.__name__} fields differ from [{section}]"
+        for key, option in options.items():
+            assert fields[key] is option.type, f"[{section}] {key}: {fields[key]} != {option.type}"
+
+
+def test_typed_sections_carry_converted_values(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRDASK__SCHEDULER__LOOP_INTERVAL", "0.25")
+    cfg = load_config().with_overrides({("core", "parallelism"): 3})
+    assert cfg.core.parallelism == 3 and cfg.scheduler.loop_interval == 0.25
+    assert cfg.dask.connect_timeout == 5.0 and cfg.dask.pool_resources == "auto"
+    assert cfg.logging.base_log_folder == f"{home}/logs"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.core.parallelism = 4  # type: ignore[misc]

@@ -4,6 +4,8 @@ page's pure data conversions."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -16,7 +18,9 @@ from airdask.dashboard.page import (
     state_columns,
 )
 from airdask.dashboard.summary import MAX_REASON_CHARS, SummaryPublisher, build_summary
+from airdask.scheduler.ready import open_pool_slots
 from airdask.store import DagRun, Log, Pool, Store, TaskInstance, init_db
+from airdask.store.queries import PoolUsage, pool_usage
 
 
 @pytest.fixture
@@ -200,3 +204,42 @@ def test_header_says_when_nothing_or_something_stale_was_published() -> None:
     assert "3 s ago" in fresh and "running: 2" in fresh and "task instances: 4" in fresh
     assert "stale" not in fresh
     assert "stale" in header_html(summary, now=made + timedelta(minutes=5))
+
+
+def test_pool_usage_is_the_one_query_behind_scheduler_cli_and_page(store: Store) -> None:
+    _fill(store)
+    with store.session() as session:
+        session.add(
+            TaskInstance(
+                dag_id="etl", task_id="x", run_id="r1", state="running", pool="gone", pool_slots=3
+            )
+        )  # a pool deleted meanwhile
+    with store.session() as session:
+        usage = pool_usage(session)
+        given = pool_usage(session, slots={"gpu": 1})
+        open_slots = open_pool_slots(session)
+        summary = build_summary(session)
+    assert list(usage) == ["default_pool", "gpu"]
+    assert usage["gpu"] == PoolUsage("gpu", 4, running=2, queued=1, description="the GPU box")
+    assert usage["gpu"].open == 1 and usage["default_pool"].running == 1
+    assert given == {"gpu": PoolUsage("gpu", 1, running=2, queued=1)} and given["gpu"].open == -2
+    assert open_slots == {name: u.open for name, u in usage.items()}
+    assert [(p["name"], p["running"], p["queued"], p["open"]) for p in summary["pools"]] == [
+        (u.name, u.running, u.queued, u.open) for u in usage.values()
+    ]
+
+
+@pytest.mark.parametrize("module", ["airdask.dashboard.page", "airdask.dashboard.preload"])
+def test_the_dask_side_of_the_page_imports_no_database_layer(module: str) -> None:
+    """The page runs inside the Dask scheduler, which has no DB credentials and need not
+    have SQLAlchemy: importing it must not load the database layer."""
+    probe = (
+        f"import sys, {module}\n"
+        "loaded = sorted(m for m in sys.modules\n"
+        "                if m.split('.')[0] == 'sqlalchemy' or m.startswith('airdask.store'))\n"
+        "print(loaded)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert proc.stdout.strip() == "[]", proc.stdout

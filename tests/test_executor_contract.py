@@ -16,6 +16,7 @@ from airdask.executors import BaseExecutor, EventInfo
 from airdask.executors.sequential import SequentialExecutor
 from airdask.logs import log_path
 from airdask.state import TaskInstanceState
+from celery_support import celery_rabbitmq_worker, celery_redis_worker  # noqa: F401 (fixtures)
 from dask_support import dask_contract_cluster  # noqa: F401 (fixture of the Dask factories)
 from executor_support import FACTORIES, drain, make_ti
 from proc_support import pid_alive, pids_file_complete, read_pids, spawn_tree_script, wait_for
@@ -151,6 +152,53 @@ def test_end_waits_for_running_work(make_executor: MakeExecutor, tmp_path: Path)
     assert not ex.running
 
 
+def test_running_is_reported_before_the_outcome(
+    make_executor: MakeExecutor, tmp_path: Path
+) -> None:
+    """Each executor reports RUNNING itself when an attempt starts (ADR 0005): without it a
+    long attempt would be taken for stuck in queued."""
+    ex = make_executor()
+    if is_inline(ex):
+        pytest.skip("runs inside heartbeat(): its RUNNING is replaced by the outcome at once")
+    gate = tmp_path / "gate"
+    ti = make_ti("gated")
+    ex.queue_command(ti, ["sh", "-c", f"while [ ! -e {gate} ]; do sleep 0.02; done"])
+    seen: list[Any] = []
+
+    def started() -> bool:
+        ex.heartbeat()
+        seen.extend(
+            info
+            for key, (state, info) in ex.get_event_buffer().items()
+            if key == ti.key and state is S.RUNNING
+        )
+        return bool(seen)
+
+    wait_for(started, timeout=60, what="a RUNNING event")
+    assert isinstance(seen[0], EventInfo) and seen[0].kind == "running"
+    gate.touch()
+    assert drain(ex, [ti.key])[ti.key][0] is S.SUCCESS
+
+
+def test_end_and_terminate_may_repeat(make_executor: MakeExecutor) -> None:
+    """end() twice, end() after terminate(), terminate() after end(): the later calls do
+    nothing and raise nothing (a timed-out run is terminated, then ended by the stop)."""
+    ex = make_executor()
+    ti = make_ti("once")
+    ex.queue_command(ti, ["true"])
+    ex.heartbeat()
+    ex.end()
+    ex.end()
+    ex.terminate()
+    states = [state for key, (state, _) in ex.get_event_buffer().items() if key == ti.key]
+    assert states == [S.SUCCESS] and not ex.running
+    other = make_executor()
+    other.terminate()
+    other.end()
+    other.terminate()
+    assert not other.running and not other.get_event_buffer()
+
+
 def test_terminate_leaves_no_process(make_executor: MakeExecutor, tmp_path: Path) -> None:
     ex = make_executor(2)
     pid_files = [tmp_path / f"pids{i}" for i in range(ex.parallelism)]
@@ -184,7 +232,7 @@ def test_logs_via_get_task_log_and_on_disk(make_executor: MakeExecutor, config: 
     assert "from-argv" in lines and "to-stderr" in lines
     _, lines = ex.get_task_log(py_ti, 1)
     assert "from-python" in lines
-    on_disk = log_path(config.get("logging", "base_log_folder"), argv_ti.key)
+    on_disk = log_path(config.logging.base_log_folder, argv_ti.key)
     assert on_disk.name == "attempt=2.log" and "from-argv" in on_disk.read_text()
     messages, lines = ex.get_task_log(py_ti, 7)
     assert lines == [] and messages

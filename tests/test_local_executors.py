@@ -18,6 +18,7 @@ from airdask.executors import (
     NotSupportedError,
     load_executor,
 )
+from airdask.executors.base import RunningRetryAttemptType
 from airdask.executors.debug import DebugExecutor
 from airdask.executors.local import LocalExecutor
 from airdask.executors.sequential import SequentialExecutor
@@ -144,6 +145,7 @@ def test_custom_executor_from_config_path(home: Path, monkeypatch: pytest.Monkey
     ex.queue_command(bad, ["false"])
     events = drain(ex, [ok.key, bad.key])
     assert events[ok.key][0] is S.SUCCESS and events[bad.key][0] is S.FAILED
+    assert str(events[bad.key][1]) == "exit code 1"
 
 
 def test_base_class_says_what_is_not_supported(config: Config) -> None:
@@ -174,3 +176,16 @@ def test_base_class_says_what_is_not_supported(config: Config) -> None:
 def test_negative_parallelism_is_refused(config: Config) -> None:
     with pytest.raises(ValueError, match="parallelism must be >= 0"):
         LocalExecutor(-1, config=config)
+
+
+def test_a_key_queued_while_running_gets_one_check_past_min_seconds() -> None:
+    """As Airflow 2.10's RunningRetryAttemptType: re-checked while MIN_SECONDS have not
+    passed, then once more, then given up."""
+    waiting = RunningRetryAttemptType()
+    waiting.MIN_SECONDS = 3600.0
+    assert all(waiting.can_try_again() for _ in range(20)) and waiting.total_tries == 20
+    late = RunningRetryAttemptType()
+    late.MIN_SECONDS = -1.0  # every check is past it
+    assert late.can_try_again() is True
+    assert late.can_try_again() is False and late.can_try_again() is False
+    assert late.total_tries == 1

@@ -22,6 +22,8 @@ EXPECTED = {
         "Dask dashboard: http://",  # the dashboard link
         "DAG run quickstart",  # the run's rich HTML table
         "part 2: transformed 2000 rows",  # one task's log
+        "[airdask] command: bash -c 'echo extracting quickstart for ",  # a rendered template
+        "total: 6997000",  # results passed on (the conf overrode the label param)
     ],
     "02-pools-and-resources": ["gpu pool respected", "gpu-worker"],
     "03-write-your-own-executor": ["exit code 3: oops", "<b>InlineExecutor</b>"],

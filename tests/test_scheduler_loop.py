@@ -281,7 +281,7 @@ def test_edited_dag_file_is_reloaded(store: Store, config: Config) -> None:
     from airdask.dagbag import DagBag
     from sched_support import run_state
 
-    folder = Path(config.get("core", "dags_folder"))
+    folder = Path(config.core.dags_folder)
     folder.mkdir(parents=True)
     path = folder / "edit.py"
     body = (

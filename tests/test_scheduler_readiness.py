@@ -8,7 +8,7 @@ import random
 from sqlalchemy import update
 
 from airdask.config import Config
-from airdask.dag import DAG, BashTask
+from airdask.dag import DAG, BashTask, PythonTask
 from airdask.executors import load_executor
 from airdask.scheduler import jobs
 from airdask.scheduler.loop import SchedulerJob
@@ -22,7 +22,16 @@ RULES = ["all_success", "all_done", "one_success", "one_failed", "none_failed", 
 
 
 def tracker(dag: DAG, states: dict[str, str | None]) -> RunReadiness:
-    return RunReadiness(dag, "r", states, topological_index(dag))
+    rows = [(task_id, -1, state) for task_id, state in states.items()]
+    return RunReadiness(dag, "r", rows, topological_index(dag))
+
+
+def decide(run: RunReadiness) -> list[tuple[str, str]]:
+    return [(d.task_id, d.state) for d in run.evaluate(_no_expansion)]
+
+
+def _no_expansion(task: object) -> tuple[str, int]:
+    raise AssertionError(f"{task} is not mapped over a result")
 
 
 def test_a_failure_cascades_in_one_evaluation() -> None:
@@ -31,9 +40,9 @@ def test_a_failure_cascades_in_one_evaluation() -> None:
         d = BashTask("d", "true", trigger_rule="all_done")
         a >> b >> c >> d
     run = tracker(dag, dict.fromkeys(dag.task_dict, None))
-    assert [(x.task_id, x.state) for x in run.evaluate()] == [("a", "scheduled")]
-    run.note("a", "failed")
-    got = [(x.task_id, x.state, x.ends) for x in run.evaluate()]
+    assert decide(run) == [("a", "scheduled")]
+    run.note("a", -1, "failed")
+    got = [(x.task_id, x.state, x.ends) for x in run.evaluate(_no_expansion)]
     assert got == [
         ("b", "upstream_failed", True),
         ("c", "upstream_failed", True),
@@ -47,22 +56,55 @@ def test_a_fan_in_is_counted_not_read_again() -> None:
         end = BashTask("end", "true")
         middle >> end
     run = tracker(dag, {**dict.fromkeys(dag.task_dict, "scheduled"), "end": None})
-    assert run.evaluate() == []
+    assert decide(run) == []
     for task in middle[:-1]:
-        run.note(task.task_id, "success")
+        run.note(task.task_id, -1, "success")
     assert run.candidates == {"end"}  # only the downstream of what changed
-    assert run.evaluate() == []
+    assert decide(run) == []
     assert run.slots["end"][0] == 999
-    run.note("m999", "success")
-    run.note("m999", "success")  # a second report of a finished one does not count twice
-    assert [(x.task_id, x.state) for x in run.evaluate()] == [("end", "scheduled")]
+    run.note("m999", -1, "success")
+    run.note("m999", -1, "success")  # a second report of a finished one does not count twice
+    assert decide(run) == [("end", "scheduled")]
 
 
 def test_a_task_gone_from_the_dag_is_removed() -> None:
     with DAG("gone") as dag:
         BashTask("a", "true")
     run = tracker(dag, {"a": "success", "old": None})
-    assert [(x.task_id, x.state) for x in run.evaluate()] == [("old", "removed")]
+    assert decide(run) == [("old", "removed")]
+
+
+def test_a_mapped_upstream_counts_every_instance() -> None:
+    with DAG("mapped") as dag:
+        wide = BashTask("wide", 'echo "$1"').expand(args=[1, 2, 3])
+        wide >> BashTask("end", "true")
+    rows = [("wide", i, "scheduled") for i in range(3)] + [("end", -1, None)]
+    run = RunReadiness(dag, "r", rows, topological_index(dag))
+    assert decide(run) == [] and run.totals["end"] == 3
+    run.note("wide", 0, "success")
+    run.note("wide", 1, "success")
+    assert decide(run) == []
+    run.note("wide", 2, "failed")
+    assert decide(run) == [("end", "upstream_failed")]
+
+
+def test_instances_made_from_a_result_are_counted_downstream() -> None:
+    with DAG("from_result") as dag:
+        nums = PythonTask("nums", list, op_args=[range(4)])
+        each = PythonTask("each", print).expand(op_args=nums.output)
+        nums >> each >> BashTask("end", "true")
+    rows = [("nums", -1, "scheduled"), ("each", -1, None), ("end", -1, None)]
+    run = RunReadiness(dag, "r", rows, topological_index(dag))
+    assert decide(run) == []
+    run.note("nums", -1, "success")
+    made = [d for d in run.evaluate(lambda task: ("scheduled", 4))]
+    assert [(d.task_id, d.state, d.count, d.written) for d in made] == [
+        ("each", "scheduled", 4, True)
+    ]
+    assert run.totals["end"] == 4
+    for i in range(4):
+        run.note("each", i, "success")
+    assert decide(run) == [("end", "scheduled")]
 
 
 def _random_dag(rng: random.Random, n: int) -> DAG:
@@ -81,16 +123,16 @@ def test_incremental_decisions_equal_a_full_read_of_the_run() -> None:
         states: dict[str, str | None] = dict.fromkeys(dag.task_dict, None)
         run = tracker(dag, states)
         while True:
-            for decided in run.evaluate():
+            for decided in run.evaluate(_no_expansion):
                 states[decided.task_id] = decided.state
             # a tracker built now from the states decides nothing more: none was missed
-            assert tracker(dag, states).evaluate() == []
+            assert decide(tracker(dag, states)) == []
             ready = sorted(t for t, s in states.items() if s == "scheduled")
             if not ready:
                 break
             for task_id in rng.sample(ready, k=rng.randint(1, len(ready))):
                 states[task_id] = rng.choice(["success", "failed"])
-                run.note(task_id, states[task_id])
+                run.note(task_id, -1, states[task_id])
         assert all(s not in (None, "scheduled") for s in states.values()), states
 
 
@@ -153,9 +195,11 @@ def test_the_orphan_check_reads_every_running_run_again(config: Config) -> None:
     job.stop()
 
 
-def test_readiness_seeded_runs_need_no_read() -> None:
-    with DAG("seed") as dag:
-        BashTask("a", "true")
-    readiness = Readiness()
-    readiness.seed(dag, "r")
-    assert readiness.runs[("seed", "r")].waiting == {"a"}
+def test_a_run_is_read_once_then_followed(config: Config) -> None:
+    store = make_store(config)
+    with DAG("once") as dag:
+        BashTask("a", "true") >> BashTask("b", "true")
+    job, run_id = _job(store, config, dag)
+    assert isinstance(job.readiness, Readiness)
+    assert job.readiness.runs[("once", run_id)].waiting == {"b": 1}
+    job.stop()

@@ -14,7 +14,6 @@ from airdask.state import (
     can_transition,
     check_transition,
     coerce_state,
-    is_finished,
 )
 
 S = TaskInstanceState
@@ -68,7 +67,7 @@ def test_finished_states_only_clear_or_remove() -> None:
     for state in FINISHED_STATES - {S.UPSTREAM_FAILED, S.REMOVED}:
         assert TRANSITIONS[state] == {None, S.REMOVED}
     assert TRANSITIONS[S.REMOVED] == {None}
-    assert is_finished(S.SUCCESS) and not is_finished(S.RUNNING) and not is_finished(None)
+    assert S.SUCCESS in FINISHED_STATES and S.RUNNING not in FINISHED_STATES
 
 
 def test_the_scheduler_paths_are_allowed() -> None:

@@ -8,8 +8,8 @@ with :func:`build_spec`, which is also where an unpicklable callable is caught.
 from __future__ import annotations
 
 import hashlib
-import pickle
 import re
+import shlex
 from collections.abc import Callable
 from typing import Any
 
@@ -24,8 +24,19 @@ class CommandError(ValueError):
     """A command that cannot be run: wrong shape, or a callable that cannot be shipped."""
 
 
+#: Default cap of a Python callable's kept return value (``[core] max_result_bytes``).
+DEFAULT_MAX_RESULT_BYTES = 64 * 1024
+
+
 class PythonCommand:
-    """A Python callable with its arguments, shipped to the worker with cloudpickle."""
+    """A Python callable with its arguments, shipped to the worker with cloudpickle.
+
+    Its return value comes back with the outcome (``Outcome["result"]``, JSON when that
+    round-trips, else cloudpickle) when it is at most :attr:`max_result_bytes` long; a
+    longer one fails the attempt. ``max_result_bytes=None`` keeps nothing. The scheduler
+    builds it with the attempt's run context already in ``kwargs`` (see
+    :func:`airdask.context.call_kwargs`); :attr:`header` is the log's first line then.
+    """
 
     def __init__(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> None:
         if not callable(func):
@@ -33,6 +44,8 @@ class PythonCommand:
         self.func = func
         self.args = args
         self.kwargs = kwargs
+        self.max_result_bytes: int | None = DEFAULT_MAX_RESULT_BYTES
+        self.header: str | None = None
 
     @property
     def name(self) -> str:
@@ -84,6 +97,26 @@ class ArgvWithFiles(list[str]):
         return f"ArgvWithFiles({list(self)!r}, files={sorted(self.files)!r})"
 
 
+class ArgvInRun(list[str]):
+    """An argv as the scheduler builds it for one attempt of a run: ``env`` is added to the
+    command's environment (``AIRDASK_CTX_LOGICAL_DATE``, ``_CONF``, ...) beside the key's
+    variables, and the log starts with the command as rendered."""
+
+    def __init__(
+        self, argv: list[str], *, env: dict[str, str], files: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(argv)
+        self.env = dict(env)
+        self.files = dict(files or {})
+
+    @property
+    def header(self) -> str:
+        return f"[airdask] command: {shlex.join(self)}"
+
+    def __repr__(self) -> str:
+        return f"ArgvInRun({list(self)!r})"
+
+
 Command = list[str] | PythonCommand
 
 
@@ -92,6 +125,8 @@ def check_command(command: object) -> Command:
     if isinstance(command, PythonCommand):
         return command
     if isinstance(command, (list, tuple)) and command and all(isinstance(a, str) for a in command):
+        if isinstance(command, ArgvInRun):
+            return command
         if not isinstance(command, ArgvWithFiles):
             return list(command)
         if all(isinstance(n, str) and isinstance(c, str) for n, c in command.files.items()):
@@ -163,15 +198,19 @@ def build_spec(
     argv: list[str] | None = None
     payload: bytes | None = None
     files: dict[str, str] | None = None
+    env: dict[str, str] = {}
+    header: str | None = None
     if isinstance(command, PythonCommand):
         payload = command.payload()
+        header = command.header
     else:
         argv = list(command)
-        files = command.files if isinstance(command, ArgvWithFiles) else None
-    try:
-        pickle.dumps(argv)
-    except Exception as exc:  # pragma: no cover - argv is a list of str
-        raise CommandError(f"cannot ship command {command!r}: {exc}") from exc
+        env = context_env(key)
+        if isinstance(command, (ArgvWithFiles, ArgvInRun)):
+            files = command.files
+        if isinstance(command, ArgvInRun):
+            env = {**command.env, **env}  # the key's own variables are the attempt's
+            header = command.header
     spec = TaskSpec(
         key=dask_key(key),
         label=str(key),
@@ -183,8 +222,12 @@ def build_spec(
         return_log=return_log,
         log_max_bytes=log_max_bytes,
         capture_python_output=capture_python_output,
-        env=context_env(key) if argv is not None else {},
+        env=env,
     )
     if files:
         spec["files"] = dict(files)
+    if header:
+        spec["header"] = header
+    if isinstance(command, PythonCommand) and command.max_result_bytes is not None:
+        spec["result_max_bytes"] = command.max_result_bytes
     return spec

@@ -6,6 +6,13 @@ object that needs settings is constructed, and is a plain immutable value after 
 Precedence, highest first: environment variable, ini file, the default in :data:`OPTIONS`.
 Defaults may refer to ``{AIRDASK_HOME}``. Every option, its type and its default are listed
 in :data:`OPTIONS`; ``airdask config list`` prints them with where each value came from.
+
+Code reads settings through the typed view of each section, ``config.core.parallelism``
+(an ``int``), ``config.dask.connect_timeout`` (a ``float``): one frozen dataclass per
+section, whose fields are the section's keys. Adding an option is one :class:`Option` entry
+in :data:`OPTIONS` plus one field of the same name and type in its section's dataclass
+(``tests/test_config.py`` checks that the two agree). :meth:`Config.get` stays for the
+places that name an option at run time (``airdask config get``).
 """
 
 from __future__ import annotations
@@ -13,11 +20,13 @@ from __future__ import annotations
 import configparser
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 ENV_PREFIX = "AIRDASK__"
+#: What an option's value can be (its :attr:`Option.type`).
+OptionValue = str | int | float | bool
 
 
 class ConfigError(ValueError):
@@ -52,18 +61,30 @@ OPTIONS: dict[str, dict[str, Option]] = {
         "executor": Option(
             str,
             "DaskExecutor",
-            "Built-in executor name (SequentialExecutor, LocalExecutor, DebugExecutor, "
-            "DaskExecutor, LocalDaskExecutor) or a module.path.ClassName import path.",
+            "Executors the scheduler hosts, comma-separated, the first the default (a task "
+            "picks another with executor=): built-in names (SequentialExecutor, LocalExecutor, "
+            "DebugExecutor, DaskExecutor, LocalDaskExecutor) or module.path.ClassName import "
+            "paths, each with an optional alias: prefix (celery:my.pkg.CeleryExecutor).",
         ),
         "parallelism": Option(
             int,
             "32",
-            "Most task instances running at once per scheduler (0 = unlimited).",
+            "Most task instances running at once per scheduler, across all its executors "
+            "(0 = unlimited); also each executor's own limit unless it is given another.",
             at_least=0,
         ),
         "dags_folder": Option(str, "{AIRDASK_HOME}/dags", "Folder of DAG files (Python modules)."),
         "default_pool_slots": Option(
             int, "128", "Slots of default_pool when db init creates it.", at_least=0
+        ),
+        "max_result_bytes": Option(
+            int,
+            "65536",
+            "Largest return value of a PythonTask that is kept (JSON, or cloudpickle); a "
+            "larger one fails the task. It travels with the outcome (the Dask scheduler keeps "
+            "the last 1000 outcomes of its topic in memory) and is stored in the database: "
+            "return paths, counts, ids, not data.",
+            at_least=0,
         ),
     },
     "database": {
@@ -158,10 +179,128 @@ OPTIONS: dict[str, dict[str, Option]] = {
             at_least=0,
         ),
     },
+    "celery": {
+        "broker_url": Option(
+            str,
+            "redis://127.0.0.1:6379/0",
+            "Celery broker of CeleryExecutor: redis://host:port/db or amqp://user:pass@host:port/vhost.",
+            sensitive=True,
+        ),
+        "result_backend": Option(
+            str,
+            "",
+            "Where workers store outcomes: a redis:// URL, or db+<SQLAlchemy URL> (a database "
+            "table). Empty: the broker when it is Redis, else db+ [database] sql_alchemy_conn.",
+            sensitive=True,
+        ),
+        "default_queue": Option(
+            str, "default", "Celery queue of tasks whose queue is not set (or is 'default')."
+        ),
+        "worker_concurrency": Option(
+            int, "8", "Processes of `airdask celery worker` (its --concurrency).", at_least=1
+        ),
+        "allow_pickle": Option(
+            bool,
+            "false",
+            "Let PythonCommand tasks travel as cloudpickle (inside the JSON message). Anyone who "
+            "can write to the broker can then run code on the workers; argv commands never "
+            "need it.",
+        ),
+        "operation_timeout": Option(
+            float,
+            "5",
+            "Seconds one broker or result-backend operation (connect, publish, state read) may "
+            "take before it counts as failed.",
+            more_than=0,
+        ),
+        "visibility_timeout": Option(
+            float,
+            "21600",
+            "Redis broker: seconds before a task taken by a worker that never acknowledged it "
+            "is delivered again. Must exceed the longest task (else it runs twice).",
+            more_than=0,
+        ),
+        "lost_after": Option(
+            float,
+            "60",
+            "Seconds the result backend may stay unreachable before the attempts in flight are "
+            "reported outcome-unknown (and retried per their retries).",
+            more_than=0,
+        ),
+        "log_max_bytes": Option(
+            int, "2097152", "Largest task log a worker returns with an outcome (tail).", at_least=0
+        ),
+    },
     "local_dask_executor": {
         "local_queue": Option(str, "local", "Queue whose tasks LocalDaskExecutor runs locally."),
     },
 }
+
+
+@dataclass(frozen=True)
+class CoreSettings:
+    """``[core]``."""
+
+    executor: str
+    parallelism: int
+    dags_folder: str
+    default_pool_slots: int
+    max_result_bytes: int
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    """``[database]``."""
+
+    sql_alchemy_conn: str
+
+
+@dataclass(frozen=True)
+class LoggingSettings:
+    """``[logging]``."""
+
+    base_log_folder: str
+    logging_level: str
+
+
+@dataclass(frozen=True)
+class DaskSettings:
+    """``[dask]``."""
+
+    cluster_address: str
+    connect_timeout: float
+    tls_ca: str
+    tls_cert: str
+    tls_key: str
+    pool_resources: str
+    n_workers: int
+    threads_per_worker: int
+    dashboard_address: str
+    allowed_failures: int
+    log_max_bytes: int
+
+
+@dataclass(frozen=True)
+class SchedulerSettings:
+    """``[scheduler]`` (durations in float seconds)."""
+
+    loop_interval: float
+    job_heartbeat_sec: float
+    scheduler_health_check_threshold: float
+    orphaned_tasks_check_interval: float
+    task_queued_timeout: float
+    dashboard_summary_interval: float
+    num_stuck_in_queued_retries: int
+
+
+@dataclass(frozen=True)
+class LocalDaskExecutorSettings:
+    """``[local_dask_executor]``."""
+
+    local_queue: str
+
+
+S = TypeVar("S")
 
 
 def airdask_home(environ: Mapping[str, str] | None = None) -> Path:
@@ -169,7 +308,7 @@ def airdask_home(environ: Mapping[str, str] | None = None) -> Path:
     return Path(env.get("AIRDASK_HOME") or Path.home() / "airdask").expanduser()
 
 
-def _convert(section: str, key: str, raw: str, option: Option) -> Any:
+def _convert(section: str, key: str, raw: str, option: Option) -> OptionValue:
     where = f"[{section}] {key}"
     if option.choices and raw not in option.choices:
         raise ConfigError(f"{where}: {raw!r} is not one of {', '.join(option.choices)}")
@@ -181,10 +320,10 @@ def _convert(section: str, key: str, raw: str, option: Option) -> Any:
             return False
         raise ConfigError(f"{where}: expected a boolean (true/false), got {raw!r}")
     try:
-        value = option.type(raw)
+        value: OptionValue = option.type(raw)
     except ValueError:
         raise ConfigError(f"{where}: expected {option.type.__name__}, got {raw!r}") from None
-    if option.type in (int, float) and not _in_bounds(value, option):
+    if isinstance(value, (int, float)) and not _in_bounds(value, option):
         raise ConfigError(f"{where}: must be {option.bounds()}, got {raw!r}")
     return value
 
@@ -208,20 +347,46 @@ def _option(section: str, key: str) -> Option:
 
 @dataclass(frozen=True)
 class ConfigValue:
-    value: Any
+    value: OptionValue
     raw: str
-    source: str  # "default", "file", or "env"
+    source: str  # "default", "file", "env", or "override" (Config.with_overrides)
 
 
 class Config:
-    """Resolved settings. Build with :func:`load_config`; read with :meth:`get`."""
+    """Resolved settings. Build with :func:`load_config`; read the typed sections
+    (``config.core.parallelism``). Each annotated section attribute below is the typed view
+    of the :data:`OPTIONS` section of the same name."""
+
+    core: CoreSettings
+    database: DatabaseSettings
+    logging: LoggingSettings
+    dask: DaskSettings
+    scheduler: SchedulerSettings
+    local_dask_executor: LocalDaskExecutorSettings
 
     def __init__(self, home: Path, values: dict[tuple[str, str], ConfigValue], path: Path):
         self.home = home
         self.path = path
         self._values = values
+        self.core = self._section("core", CoreSettings)
+        self.database = self._section("database", DatabaseSettings)
+        self.logging = self._section("logging", LoggingSettings)
+        self.dask = self._section("dask", DaskSettings)
+        self.scheduler = self._section("scheduler", SchedulerSettings)
+        self.local_dask_executor = self._section("local_dask_executor", LocalDaskExecutorSettings)
 
-    def get(self, section: str, key: str) -> Any:
+    def _section(self, section: str, cls: type[S]) -> S:
+        names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+        if set(names) != set(OPTIONS[section]):
+            raise ConfigError(
+                f"[{section}]: {cls.__name__} fields {sorted(names)} differ from the options "
+                f"{sorted(OPTIONS[section])}"
+            )
+        return cls(**{name: self._values[(section, name)].value for name in names})
+
+    def get(self, section: str, key: str) -> OptionValue:
+        """One value by name, for code that names options at run time; elsewhere read the
+        typed section (``config.core.parallelism``)."""
         _option(section, key)
         return self._values[(section, key)].value
 
@@ -232,7 +397,7 @@ class Config:
     def items(self) -> list[tuple[str, str, ConfigValue]]:
         return [(s, k, self._values[(s, k)]) for s in OPTIONS for k in OPTIONS[s]]
 
-    def with_overrides(self, overrides: Mapping[tuple[str, str], Any]) -> Config:
+    def with_overrides(self, overrides: Mapping[tuple[str, str], object]) -> Config:
         """A copy with some values replaced (checked like any other value)."""
         values = dict(self._values)
         for (section, key), value in overrides.items():

@@ -128,13 +128,13 @@ def dag_run_html(
     dashboard_link: str | None = None,
 ) -> str:
     """A DAG run: its state, counts by state, dashboard link, and one row per task instance
-    (mappings with ``task_id``, ``state``, ``try_number``, ``duration``, ``hostname``,
-    ``reason``; missing keys show empty)."""
+    (mappings with ``task_id``, ``state``, ``try_number``, ``executor``, ``duration``,
+    ``hostname``, ``reason``; missing keys show empty)."""
     counts: dict[str, int] = {}
     for ti in tasks:
         key = ti.get("state") or "none"
         counts[key] = counts.get(key, 0) + 1
-    columns = ("task_id", "state", "try_number", "duration", "hostname", "reason")
+    columns = ("task_id", "state", "try_number", "executor", "duration", "hostname", "reason")
 
     def cell(ti: Mapping[str, Any], column: str) -> Any:
         value = ti.get(column)
@@ -143,7 +143,7 @@ def dag_run_html(
         return value
 
     table = table_html(
-        ["task", "state", "try", "duration", "host", "reason"],
+        ["task", "state", "try", "executor", "duration", "host", "reason"],
         ([cell(ti, c) for c in columns] for ti in tasks),
         state_column="state",
     )

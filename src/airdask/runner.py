@@ -35,7 +35,7 @@ import time
 import traceback
 import types
 from collections.abc import Iterator
-from typing import Any, TypedDict
+from typing import Any, Literal, TypedDict
 
 from airdask.supervision import (
     HOST_ENV,
@@ -53,7 +53,7 @@ from airdask.supervision import (
 from airdask.supervision import START_REPORT_DELAY as START_REPORT_DELAY
 from airdask.supervision import STARTED_TOPIC as STARTED_TOPIC
 
-RUNTIME_MODULE = "_airdask_runtime_4"  # bumped when the runtime's shape changes
+RUNTIME_MODULE = "_airdask_runtime_5"  # bumped when the runtime's shape changes
 #: Every outcome is pushed on this topic: it is how the executor learns it (no attempt's
 #: result is ever fetched or held; see executors/dask/keeper.py). The pushed log is at most
 #: PUSH_LOG_MAX characters (the Dask scheduler keeps the last events of a topic, and the
@@ -74,9 +74,37 @@ SHIPPED_MODULE = "_airdask_shipped"
 PLUGIN_QUEUE_MAX = 10_000
 
 
+#: What happened to an attempt: the one vocabulary of runner outcomes (:class:`Outcome`) and
+#: of executor events (``airdask.executors.events.EventInfo.kind``).
+OutcomeKind = Literal[
+    "queued",  # an executor handed the attempt to its cluster (an event, not an outcome)
+    "running",  # the attempt started (an event, not an outcome)
+    "success",
+    "exit_code",  # the command exited non-zero, or a signal killed it
+    "exception",  # the Python callable raised
+    "not_found",  # the command could not be started (missing, not executable)
+    "timeout",  # execution_timeout passed; the process group was killed
+    "killed",  # revoked, terminated, or cancelled before or while it ran
+    "worker_died",  # the process running it died (a SIGKILLed Dask worker, a dead child)
+    "connection_lost",  # the outcome is unknown (scheduler lost), not that the task failed
+    "no_worker",  # no worker can run it (pool resources, strict policy)
+    "submit_error",  # the executor could not start it
+    "result_error",  # a callable's return value too large or impossible to keep
+    "error",  # anything else around the task: its log, the runner, Dask
+    "unknown",  # a third-party executor's info that is no EventInfo
+]
+#: The three things an attempt's run reports: its kind, the reason, the exit code.
+RunResult = tuple[OutcomeKind, str, int | None]
+
+
 class _TaskSpecOptional(TypedDict, total=False):
     #: Private files of an argv attempt, {name: content} (see :func:`private_files`).
     files: dict[str, str]
+    #: The log's first line (the command as rendered for its run).
+    header: str
+    #: Keep a callable's return value up to this many bytes (see :func:`encode_result`);
+    #: absent: keep nothing.
+    result_max_bytes: int
 
 
 class TaskSpec(_TaskSpecOptional):
@@ -98,7 +126,7 @@ class TaskSpec(_TaskSpecOptional):
 class Outcome(TypedDict):
     key: str
     state: str  # "success" or "failed"
-    kind: str  # success | exit_code | exception | not_found | timeout | killed | error
+    kind: OutcomeKind
     reason: str
     exit_code: int | None
     hostname: str
@@ -109,6 +137,10 @@ class Outcome(TypedDict):
     log_path: str
     log: str | None
     log_kept: bool  # log holds the last PUSH_LOG_MAX characters; the worker keeps the rest
+    # A kept return value adds "result" (bytes, see encode_result) and "result_format"
+    # ("json" or "pickle"): see _add_result. (Not declared here: a TypedDict with optional
+    # keys needs NotRequired or a TypedDict base, and neither survives shipping by value
+    # on Python 3.10.)
 
 
 def _runtime() -> Any:
@@ -122,6 +154,7 @@ def _runtime() -> Any:
         rt.log_paths = {}  # key -> log path (or in-memory log) of a running attempt
         rt.kept_logs = collections.OrderedDict()  # key -> log tail too long to push
         rt.kept_chars = 0
+        rt.results = {}  # key -> (format, data) of a callable's return value, until reported
         rt.reaper = None
         rt.stdout_proxy = None
         rt.stderr_proxy = None
@@ -132,6 +165,8 @@ def _runtime() -> Any:
 
 
 def _worker() -> Any:
+    if "distributed" not in sys.modules:  # not on a Dask worker (and no import to learn it)
+        return None
     try:
         from distributed import get_worker
 
@@ -185,7 +220,7 @@ def private_files(spec: TaskSpec) -> Iterator[list[str]]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _run_argv(spec: TaskSpec, rt: Any, log: Any) -> tuple[str, str, int | None]:
+def _run_argv(spec: TaskSpec, rt: Any, log: Any) -> RunResult:
     with private_files(spec) as argv:
         if not isinstance(log, TailBuffer):
             log.flush()
@@ -200,7 +235,7 @@ def _run_argv(spec: TaskSpec, rt: Any, log: Any) -> tuple[str, str, int | None]:
 
 def _supervise(
     spec: TaskSpec, argv: list[str], rt: Any, stdout: Any, pump: OutputPump | None
-) -> tuple[str, str, int | None]:
+) -> RunResult:
     key = spec["key"]
     ensure_reaper(rt)
     try:
@@ -256,7 +291,46 @@ def _supervise(
     return "exit_code", f"exit code {code}", code
 
 
-def _call(spec: TaskSpec, rt: Any, log: Any) -> tuple[str, str, int | None]:
+#: The outcome kind of a return value too large (or impossible) to keep.
+RESULT_KIND: OutcomeKind = "result_error"
+
+
+def encode_result(value: Any, max_bytes: int) -> tuple[str, bytes]:
+    """``(format, data)`` of a return value: JSON when it comes back equal (so tuples,
+    sets, NaN, objects go to cloudpickle), else cloudpickle.
+
+    :raises ValueError: the value is longer than ``max_bytes`` once encoded, or cannot be
+        encoded at all; the message says which and how long.
+    """
+    import json
+
+    import cloudpickle
+
+    fmt, data = "json", b""
+    try:
+        text = json.dumps(value)
+        if json.loads(text) != value:
+            raise ValueError("does not round-trip")
+        data = text.encode()
+    except (TypeError, ValueError, RecursionError):
+        fmt = "pickle"
+        try:
+            data = cloudpickle.dumps(value)
+        except Exception as exc:
+            raise ValueError(
+                f"the return value ({type(value).__name__}) cannot be kept: "
+                f"neither JSON nor cloudpickle can encode it ({type(exc).__name__}: {exc})"
+            ) from None
+    if len(data) > max_bytes:
+        raise ValueError(
+            f"the return value ({type(value).__name__}, {len(data)} bytes as {fmt}) is larger "
+            f"than [core] max_result_bytes = {max_bytes}: return a path or a reference to "
+            "where the data is instead"
+        )
+    return fmt, data
+
+
+def _call(spec: TaskSpec, rt: Any, log: Any) -> RunResult:
     import cloudpickle
 
     result: dict[str, Any] = {}
@@ -265,7 +339,13 @@ def _call(spec: TaskSpec, rt: Any, log: Any) -> tuple[str, str, int | None]:
         proxies = route_output(rt, log, tee=not spec["capture_python_output"])
         try:
             func, args, kwargs = cloudpickle.loads(spec["payload"])
-            func(*args, **kwargs)
+            value = func(*args, **kwargs)
+            cap = spec.get("result_max_bytes")
+            if cap is not None:
+                try:
+                    result["kept"] = encode_result(value, cap)
+                except ValueError as exc:
+                    result["result_error"] = str(exc)
         except BaseException as exc:  # the task's failure, reported as its outcome
             traceback.print_exc(file=log)
             result["error"] = f"{type(exc).__name__}: {exc}"
@@ -291,6 +371,10 @@ def _call(spec: TaskSpec, rt: Any, log: Any) -> tuple[str, str, int | None]:
     revoked = rt.revoked.get(spec["key"])
     if revoked is not None:
         return "killed", f"killed: {revoked} (the callable ran to its end)", None
+    if "result_error" in result:
+        return RESULT_KIND, result["result_error"], None
+    if "kept" in result:
+        rt.results[spec["key"]] = result["kept"]
     return "success", "returned", None
 
 
@@ -314,6 +398,7 @@ def run_task(spec: TaskSpec) -> Outcome:
         rt.log_paths[spec["key"]] = memory or path
         if spec["argv"] is not None:
             rt.unstarted.add(spec["key"])
+    kind: OutcomeKind
     try:
         try:
             log = memory or open_log(path)
@@ -328,6 +413,7 @@ def run_task(spec: TaskSpec) -> Outcome:
             rt.log_paths.pop(spec["key"], None)
             rt.unstarted.discard(spec["key"])
             rt.revoked.pop(spec["key"], None)
+            kept = rt.results.pop(spec["key"], None)
     outcome = Outcome(
         key=spec["key"],
         state="success" if kind == "success" else "failed",
@@ -343,9 +429,15 @@ def run_task(spec: TaskSpec) -> Outcome:
         log=log_text(memory or path, spec["log_max_bytes"]) if spec["return_log"] else None,
         log_kept=False,
     )
+    if kept is not None and kind == "success":
+        _add_result(outcome, kept)
     if worker is not None:
         _push(worker, _pushable(rt, outcome))
     return outcome
+
+
+def _add_result(outcome: Any, kept: tuple[str, bytes]) -> None:
+    outcome["result_format"], outcome["result"] = kept
 
 
 def _pushable(rt: Any, outcome: Outcome) -> Outcome:
@@ -392,7 +484,10 @@ def _push(worker: Any, outcome: Outcome) -> None:
         worker.log_event(FINISHED_TOPIC, dict(outcome))
 
 
-def _run_with_log(spec: TaskSpec, rt: Any, log: Any) -> tuple[str, str, int | None]:
+def _run_with_log(spec: TaskSpec, rt: Any, log: Any) -> RunResult:
+    header = spec.get("header")
+    if header:
+        log.write(header + "\n")
     try:
         if spec["argv"] is not None:
             kind, reason, code = _run_argv(spec, rt, log)
@@ -459,6 +554,7 @@ def read_live_log(key: str) -> str | None:
 
 
 def running_keys() -> list[str]:
+    """The keys of the attempts running in this process (a probe for tests and debugging)."""
     rt = _runtime()
     with rt.lock:
         return list(rt.log_paths)

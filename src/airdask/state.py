@@ -76,9 +76,8 @@ UNFINISHED_STATES: frozenset[TaskInstanceState | None] = frozenset(
     {None, S.SCHEDULED, S.QUEUED, S.RUNNING, S.UP_FOR_RETRY, S.UP_FOR_RESCHEDULE}
     | {S.RESTARTING, S.DEFERRED}
 )
-#: States that hold an executor slot and a pool slot.
-OCCUPYING_STATES: frozenset[TaskInstanceState] = frozenset({S.QUEUED, S.RUNNING})
-#: :data:`OCCUPYING_STATES` as stored in the database (the live attempts).
+#: The live attempts' states as stored in the database: they hold an executor slot and a
+#: pool slot.
 LIVE_VALUES: tuple[str, ...] = (S.QUEUED.value, S.RUNNING.value)
 
 #: The allowed transitions, source state -> reachable states. ``None`` is "no state".
@@ -131,7 +130,3 @@ def check_transition(old: TaskInstanceState | None, new: TaskInstanceState | Non
     """Raise :class:`InvalidTransition` naming both states unless ``old -> new`` is allowed."""
     if not can_transition(old, new):
         raise InvalidTransition(f"task instance cannot go from {old or 'none'} to {new or 'none'}")
-
-
-def is_finished(state: TaskInstanceState | None) -> bool:
-    return state in FINISHED_STATES

@@ -6,15 +6,16 @@ from __future__ import annotations
 import subprocess
 from typing import Any
 
-from airdask.executors import BaseExecutor
+from airdask.config import Config
+from airdask.executors import BaseExecutor, EventInfo
 from airdask.state import TaskInstanceKey
 
 
 class InlineExecutor(BaseExecutor):
     """Runs argv commands one at a time inside sync()."""
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, parallelism: int | None = None, *, config: Config | None = None) -> None:
+        super().__init__(parallelism, config=config)
         self.todo: list[tuple[TaskInstanceKey, list[str]]] = []
 
     def execute_async(
@@ -29,8 +30,12 @@ class InlineExecutor(BaseExecutor):
     def sync(self) -> None:
         while self.todo:
             key, argv = self.todo.pop(0)
-            ok = subprocess.run(argv).returncode == 0
-            (self.success if ok else self.fail)(key, "exit code 0" if ok else "failed")
+            self.running_state(key, EventInfo("started", kind="running"))
+            code = subprocess.run(argv).returncode
+            if code == 0:
+                self.success(key, EventInfo("exit code 0"))
+            else:
+                self.fail(key, EventInfo(f"exit code {code}", kind="exit_code", exit_code=code))
 
     def end(self) -> None:
         self.sync()

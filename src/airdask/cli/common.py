@@ -30,7 +30,7 @@ class CliContext:
         try:
             return Store.from_config(self.config)
         except Exception as exc:
-            url = redact(str(self.config.get("database", "sql_alchemy_conn")))
+            url = redact(self.config.database.sql_alchemy_conn)
             raise CliError(f"[database] sql_alchemy_conn {url}: {describe_error(exc)}") from None
 
 

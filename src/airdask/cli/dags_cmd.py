@@ -1,4 +1,5 @@
-"""``airdask dags list`` and ``airdask dags trigger DAG_ID [--conf JSON]``."""
+"""``airdask dags list``, ``airdask dags trigger DAG_ID [--conf JSON]``, and the schedule
+commands of :mod:`airdask.cli.schedule_cmd` (pause, unpause, backfill)."""
 
 from __future__ import annotations
 
@@ -7,33 +8,63 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from airdask.cli.common import CliError, Group, cli_context
-from airdask.cli.sched_common import check_pools, conf_or_error, ready_store, resolve_dag
+from airdask.cli import schedule_cmd
+from airdask.cli.common import CliError, Group, cli_context, describe_error
+from airdask.cli.sched_common import (
+    check_dag_conf,
+    check_executors,
+    check_pools,
+    conf_or_error,
+    executor_names,
+    ready_store,
+    resolve_dag,
+)
+from airdask.cli.schedule_cmd import schedule_columns
 from airdask.dagbag import DagBag
 from airdask.scheduler.runs import RunError, create_run
 
 
 @click.group("dags", cls=Group)
 def dags_group() -> None:
-    """List DAG files and trigger runs."""
+    """List DAG files, trigger, pause and backfill runs."""
+
+
+for _command in schedule_cmd.commands():
+    dags_group.add_command(_command)
 
 
 @dags_group.command("list")
 @click.option("--folder", help="Folder to read instead of [core] dags_folder.")
 def dags_list(folder: str | None) -> None:
-    """DAGs of [core] dags_folder, and the files that failed to import."""
+    """DAGs of [core] dags_folder with their schedule and next run, and the files that
+    failed to import."""
     ctx = cli_context()
-    where = folder or str(ctx.config.get("core", "dags_folder"))
+    where = folder or ctx.config.core.dags_folder
     if not Path(where).expanduser().exists():
         origin = "--folder" if folder else "[core] dags_folder"
         raise CliError(f"{origin} {where} does not exist")
     bag = DagBag.from_path(where)
+    try:
+        store = ctx.store()
+        columns = schedule_columns(store, list(bag.dags.values()))
+    except Exception as exc:  # the list is still worth showing without the database
+        ctx.console.print(f"[yellow]no schedule state from the database: {describe_error(exc)}")
+        columns = schedule_columns(None, list(bag.dags.values()))
     table = Table(title=f"DAGs in {where}")
-    for column in ("dag_id", "tasks", "file", "description"):
-        table.add_column(column)
+    for column in ("dag_id", "tasks", "schedule", "paused", "next run", "file", "description"):
+        table.add_column(column, overflow="fold")
     for dag_id in sorted(bag.dags):
         dag = bag.dags[dag_id]
-        table.add_row(dag_id, str(len(dag.tasks)), bag.files[dag_id], dag.description or "")
+        schedule, paused, nxt = columns[dag_id]
+        table.add_row(
+            dag_id,
+            str(len(dag.tasks)),
+            schedule,
+            paused,
+            nxt,
+            bag.files[dag_id],
+            dag.description or "",
+        )
     ctx.console.print(table)
     if bag.import_errors:
         errors = Table(title="Import errors", title_style="bold red")
@@ -53,6 +84,8 @@ def dags_trigger(dag_id: str, conf_text: str | None, run_id: str | None) -> None
     ctx = cli_context()
     conf = conf_or_error(conf_text)
     dag, dag_file = resolve_dag(dag_id, ctx.config)
+    check_executors(dag, executor_names(ctx.config, None, None))
+    check_dag_conf(dag, conf)
     store = ready_store(ctx)
     try:
         with store.session() as session:

@@ -23,7 +23,7 @@ def db_init() -> None:
     ctx = cli_context()
     store = ctx.store()
     try:
-        created = init_db(store, default_pool_slots=ctx.config.get("core", "default_pool_slots"))
+        created = init_db(store, default_pool_slots=ctx.config.core.default_pool_slots)
     except Exception as exc:
         raise CliError(f"cannot initialise {_url(store)}: {describe_error(exc)}") from None
     click.echo(f"{'initialised' if created else 'already initialised'}: {_url(store)}")
@@ -39,7 +39,7 @@ def db_reset(yes: bool) -> None:
     if not yes:
         click.confirm(f"Drop all airdask tables in {url}?", abort=True)
     try:
-        reset_db(store, default_pool_slots=ctx.config.get("core", "default_pool_slots"))
+        reset_db(store, default_pool_slots=ctx.config.core.default_pool_slots)
     except Exception as exc:
         raise CliError(f"cannot reset {url}: {describe_error(exc)}") from None
     click.echo(f"reset: {url}")

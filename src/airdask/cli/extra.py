@@ -55,7 +55,12 @@ def commands() -> list[click.Command]:
         try:
             executor_commands = cls.get_cli_commands()
         except Exception as exc:  # one executor's broken CLI must not take `airdask` down
-            log.warning("%s offers no CLI commands: %s", name, exc)
+            log.warning(
+                "%s offers no `airdask` commands: its get_cli_commands() raised %s: %s",
+                name,
+                type(exc).__name__,
+                exc,
+            )
             continue
         for command in executor_commands:
             found.setdefault(command.name or "", command)

@@ -35,7 +35,7 @@ def setup_logging(*, verbose: int = 0, quiet: int = 0) -> int:
         configured = None
     else:
         register_config(config)
-        configured = str(config.get("logging", "logging_level"))
+        configured = config.logging.logging_level
     level = cli_level(configured, verbose=verbose, quiet=quiet)
     root = logging.getLogger()
     if not root.handlers:

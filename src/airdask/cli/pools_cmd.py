@@ -8,9 +8,9 @@ from sqlalchemy import func, select
 
 from airdask.cli.common import CliError, Group, cli_context
 from airdask.cli.sched_common import ready_store
-from airdask.scheduler.pools import pool_stats
 from airdask.state import TaskInstanceState
 from airdask.store import DEFAULT_POOL, Pool, TaskInstance
+from airdask.store.queries import pool_usage
 
 S = TaskInstanceState
 IN_USE = [S.SCHEDULED.value, S.QUEUED.value, S.RUNNING.value, S.UP_FOR_RETRY.value]
@@ -51,27 +51,18 @@ def pools_list() -> None:
     ctx = cli_context()
     store = ready_store(ctx)
     with store.session() as session:
-        pools = session.scalars(select(Pool).order_by(Pool.name)).all()
-        used: dict[str, dict[str, int]] = {S.RUNNING.value: {}, S.QUEUED.value: {}}
-        for pool_name, state, n in session.execute(
-            select(TaskInstance.pool, TaskInstance.state, func.sum(TaskInstance.pool_slots))
-            .where(TaskInstance.state.in_(list(used)))
-            .group_by(TaskInstance.pool, TaskInstance.state)
-        ):
-            used[str(state)][pool_name] = int(n or 0)
-    stats = pool_stats({p.name: p.slots for p in pools}, used["running"], used["queued"])
+        usage = pool_usage(session)
     table = Table(title="pools")
     for column in ("pool", "slots", "running", "queued", "open", "description"):
         table.add_column(column, justify="right" if column in ("slots", "open") else "left")
-    for pool in pools:
-        st = stats[pool.name]
+    for pool in usage.values():
         table.add_row(
             pool.name,
-            str(st.slots),
-            str(st.running),
-            str(st.queued),
-            str(st.open),
-            pool.description or "",
+            str(pool.slots),
+            str(pool.running),
+            str(pool.queued),
+            str(pool.open),
+            pool.description,
         )
     ctx.console.print(table)
 

@@ -9,9 +9,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from airdask.cli.common import CliError, Command, cli_context
 from airdask.cli.sched_common import (
-    build_executor,
+    build_executors,
+    check_dag_conf,
+    check_executors,
     check_pools,
     conf_or_error,
+    executor_names,
     ready_store,
     resolve_dag,
 )
@@ -26,7 +29,11 @@ FINISHED = [s.value for s in FINISHED_STATES]
 
 @click.command("run", cls=Command)
 @click.argument("target", metavar="PATH_OR_DAG_ID")
-@click.option("--executor", "executor_name", help="Executor name or module.Class path.")
+@click.option(
+    "--executor",
+    "executor_name",
+    help="Executors for this run, as [core] executor lists them (the first is the default).",
+)
 @click.option("--cluster", help="Address of an existing Dask scheduler (implies DaskExecutor).")
 @click.option("--conf", "conf_text", help="JSON object passed to the run.")
 @click.option(
@@ -50,17 +57,19 @@ def run_command(
     ctx = cli_context()
     conf = conf_or_error(conf_text)
     dag, dag_file = resolve_dag(target, ctx.config)
+    check_dag_conf(dag, conf)
     store = ready_store(ctx)
     with store.session() as session:
         check_pools(session, dag)
-    executor = build_executor(ctx.config, executor_name, cluster)
-    job = SchedulerJob(store=store, executor=executor, config=ctx.config, dags={dag.dag_id: dag})
+    check_executors(dag, executor_names(ctx.config, executor_name, cluster))
+    executors = build_executors(ctx.config, executor_name, cluster)
+    job = SchedulerJob(store=store, executor=executors, config=ctx.config, dags={dag.dag_id: dag})
     job.executor_started = True
     console = ctx.console
 
     def triggered(run_id: str) -> None:
-        console.print(f"[bold]{dag.dag_id}[/] run [bold]{run_id}[/] on {type(executor).__name__}")
-        link = getattr(executor, "dashboard_link", None)
+        console.print(f"[bold]{dag.dag_id}[/] run [bold]{run_id}[/] on {executors.label()}")
+        link = executors.dashboard_link
         if link:
             console.print(f"Dask dashboard: {link}")
 
@@ -79,6 +88,7 @@ def run_command(
         counts = now.counts
         progress.update(
             bar,
+            total=max(sum(counts.values()), len(dag.tasks)),  # mapped tasks add instances
             completed=sum(counts[s] for s in FINISHED),
             running=counts["running"] + counts["queued"],
             failed=counts["failed"] + counts["upstream_failed"],

@@ -17,10 +17,19 @@ from airdask.cli.common import CliContext, CliError, describe_error
 from airdask.config import Config
 from airdask.dag import DAG
 from airdask.dagbag import DagBag
-from airdask.executors import BaseExecutor, ExecutorLoadError, load_executor
+from airdask.executors import BaseExecutor, ExecutorLoadError
+from airdask.executors.loader import configured_names, load_executors
+from airdask.executors.names import ExecutorName
 from airdask.masking import redact
+from airdask.scheduler.executors import ExecutorSet, check_dag_executors
 from airdask.scheduler.jobs import live_schedulers, sqlite_refusal
-from airdask.scheduler.runs import RunError, check_dag_pools, parse_conf, pool_slots
+from airdask.scheduler.runs import (
+    RunError,
+    check_conf,
+    check_dag_pools,
+    parse_conf,
+    pool_slots,
+)
 from airdask.store import Store, TaskInstance, init_db
 from airdask.store.queries import pool_resources_of
 
@@ -42,6 +51,14 @@ STATE_STYLES = {
 def conf_or_error(text: str | None) -> dict[str, Any] | None:
     try:
         return parse_conf(text)
+    except RunError as exc:
+        raise CliError(str(exc)) from None
+
+
+def check_dag_conf(dag: DAG, conf: dict[str, Any] | None) -> None:
+    """The conf against the DAG's params, before anything is written (one-line error)."""
+    try:
+        check_conf(dag, conf)
     except RunError as exc:
         raise CliError(str(exc)) from None
 
@@ -84,7 +101,7 @@ def _resolve_dag(target: str, config: Config) -> tuple[DAG, str]:
             return named, bag.files[named.dag_id]
         dag = next(iter(bag.dags.values()))
         return dag, bag.files[dag.dag_id]
-    folder = str(config.get("core", "dags_folder"))
+    folder = config.core.dags_folder
     bag = DagBag.from_path(folder)
     found = bag.get_dag(target)
     if found is None:
@@ -107,7 +124,7 @@ def ready_store(ctx: CliContext) -> Store:
     """The store, with the schema created if it is missing (idempotent)."""
     store = ctx.store()
     try:
-        init_db(store, default_pool_slots=ctx.config.get("core", "default_pool_slots"))
+        init_db(store, default_pool_slots=ctx.config.core.default_pool_slots)
     except Exception as exc:
         url = store.engine.url.render_as_string(hide_password=True)
         raise CliError(f"cannot initialise the database {url}: {describe_error(exc)}") from None
@@ -119,7 +136,7 @@ def refuse_second_sqlite_scheduler(ctx: CliContext, store: Store) -> None:
     database (the scheduler checks again, atomically, when it starts)."""
     if store.engine.dialect.name != "sqlite":
         return
-    threshold = float(ctx.config.get("scheduler", "scheduler_health_check_threshold"))
+    threshold = ctx.config.scheduler.scheduler_health_check_threshold
     with store.session() as session:
         others = live_schedulers(session, threshold=threshold)
         if others:
@@ -133,33 +150,61 @@ def check_pools(session: Session, dag: DAG) -> None:
         raise CliError(problems[0] + more)
 
 
-def build_executor(config: Config, name: str | None, cluster: str | None) -> BaseExecutor:
-    """The executor ``--executor``/``--cluster`` ask for (``[core] executor`` otherwise),
-    built and started; a bad name or an unreachable cluster is a :class:`CliError`."""
-    kwargs: dict[str, Any] = {}
-    if cluster:
-        if name and name not in ("DaskExecutor", "LocalDaskExecutor"):
-            raise CliError(f"--cluster needs the DaskExecutor, not --executor {name}")
-        name = name or "DaskExecutor"
-        kwargs["cluster_address"] = cluster
+#: Executors ``--cluster`` gives its address to.
+_DASK_CLASSES = ("DaskExecutor", "LocalDaskExecutor")
+
+
+def executor_names(config: Config, name: str | None, cluster: str | None) -> list[ExecutorName]:
+    """The executors ``--executor`` (else ``[core] executor``) lists; ``--cluster`` alone
+    with no Dask executor configured means the DaskExecutor alone. Bad names are a
+    :class:`CliError`."""
     try:
-        executor = load_executor(
-            name, config=config, worker_resources=pool_resources_of(config), **kwargs
+        names = configured_names(config, name)
+    except ExecutorLoadError as exc:
+        raise CliError(str(exc)) from None
+    if cluster and not any(n.class_name in _DASK_CLASSES for n in names):
+        if name:
+            raise CliError(f"--cluster needs the DaskExecutor, not --executor {name}")
+        names = configured_names(config, "DaskExecutor")
+    return names
+
+
+def check_executors(dag: DAG, names: list[ExecutorName]) -> None:
+    """A :class:`CliError` when a task of ``dag`` names an executor not in ``names``."""
+    problems = check_dag_executors(dag, names)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise CliError(problems[0] + more)
+
+
+def build_executors(config: Config, name: str | None, cluster: str | None) -> ExecutorSet:
+    """The executors ``--executor``/``--cluster`` ask for (``[core] executor`` otherwise),
+    built and started; a bad name or an unreachable cluster is a :class:`CliError` (and
+    the executors already started are terminated)."""
+    names = executor_names(config, name, cluster)
+    kwargs_for: dict[str, dict[str, Any]] = {}
+    if cluster:
+        kwargs_for = {cls: {"cluster_address": cluster} for cls in _DASK_CLASSES}
+    try:
+        built = load_executors(
+            names, config=config, worker_resources=pool_resources_of(config), kwargs_for=kwargs_for
         )
     except ExecutorLoadError as exc:
         raise CliError(str(exc)) from None
     except Exception as exc:
-        raise CliError(
-            _start_error(name or str(config.get("core", "executor")), cluster, exc)
-        ) from None
-    _quiet_distributed(executor)
-    try:
-        executor.start()
-    except Exception as exc:
-        with contextlib.suppress(Exception):
-            executor.terminate()
-        raise CliError(_start_error(type(executor).__name__, cluster, exc)) from None
-    return executor
+        raise CliError(_start_error(",".join(map(str, names)), cluster, exc)) from None
+    started: list[BaseExecutor] = []
+    for _, executor in built:
+        _quiet_distributed(executor)
+        try:
+            executor.start()
+        except Exception as exc:
+            for other in (executor, *started):
+                with contextlib.suppress(Exception):
+                    other.terminate()
+            raise CliError(_start_error(type(executor).__name__, cluster, exc)) from None
+        started.append(executor)
+    return ExecutorSet(built, parallelism=config.core.parallelism)
 
 
 def _quiet_distributed(executor: BaseExecutor) -> None:
@@ -195,7 +240,12 @@ def ti_table(
     stmt = (
         select(TaskInstance)
         .where(TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id)
-        .order_by(TaskInstance.start_date.is_(None), TaskInstance.start_date, TaskInstance.task_id)
+        .order_by(
+            TaskInstance.start_date.is_(None),
+            TaskInstance.start_date,
+            TaskInstance.task_id,
+            TaskInstance.map_index,
+        )
     )
     if where is not None:
         stmt = stmt.where(where)
@@ -204,6 +254,7 @@ def ti_table(
     table.add_column("task")
     table.add_column("state")
     table.add_column("tries", justify="right")
+    table.add_column("executor")
     table.add_column("duration", justify="right")
     table.add_column("host")
     table.add_column("reason", overflow="fold")
@@ -211,10 +262,12 @@ def ti_table(
         state = ti.state or "none"
         style = STATE_STYLES.get(state, "")
         duration = f"{ti.duration:.2f}s" if ti.duration is not None else ""
+        mapped = f"[{ti.map_index}]" if ti.map_index >= 0 else ""
         table.add_row(
-            ti.task_id,
+            ti.task_id + mapped,
             f"[{style}]{state}[/]" if style else state,
             str(ti.try_number),
+            ti.executor or "",
             duration,
             ti.hostname or "",
             redact(ti.reason or ""),

@@ -5,13 +5,17 @@ from __future__ import annotations
 import click
 
 from airdask.cli.common import CliError, Command, cli_context
-from airdask.cli.sched_common import build_executor, ready_store, refuse_second_sqlite_scheduler
+from airdask.cli.sched_common import build_executors, ready_store, refuse_second_sqlite_scheduler
 from airdask.scheduler.jobs import SchedulerConflict
 from airdask.scheduler.loop import JobDeclaredDead, SchedulerJob
 
 
 @click.command("scheduler", cls=Command)
-@click.option("--executor", "executor_name", help="Executor name or module.Class path.")
+@click.option(
+    "--executor",
+    "executor_name",
+    help="Executors to host, as [core] executor lists them (the first is the default).",
+)
 @click.option("--cluster", help="Address of an existing Dask scheduler (implies DaskExecutor).")
 def scheduler_command(executor_name: str | None, cluster: str | None) -> None:
     """Run the scheduler loop until SIGTERM/SIGINT: picks up triggered runs, hands ready
@@ -22,12 +26,12 @@ def scheduler_command(executor_name: str | None, cluster: str | None) -> None:
     ctx = cli_context()
     store = ready_store(ctx)
     refuse_second_sqlite_scheduler(ctx, store)  # before starting an executor for nothing
-    executor = build_executor(ctx.config, executor_name, cluster)
-    job = SchedulerJob(store=store, executor=executor, config=ctx.config)
+    executors = build_executors(ctx.config, executor_name, cluster)
+    job = SchedulerJob(store=store, executor=executors, config=ctx.config)
     job.executor_started = True
     job_id = job.register()
-    ctx.console.print(f"scheduler job {job_id} running {type(executor).__name__}")
-    link = getattr(executor, "dashboard_link", None)
+    ctx.console.print(f"scheduler job {job_id} running {executors.label()}")
+    link = executors.dashboard_link
     if link:
         ctx.console.print(f"Dask dashboard: {link}")
     try:

@@ -1,7 +1,7 @@
 """The airdask page of the Dask dashboard: a Bokeh document fed by the published summary.
 
 Runs inside the Dask scheduler process and reads only what the airdask scheduler published
-(:func:`airdask.dashboard.summary.read_summary`); it never touches the metadata DB. The
+(:func:`airdask.dashboard.published.read_summary`); it never touches the metadata DB. The
 ``*_columns`` functions turn a summary into Bokeh column data and are pure, so the tests
 check them without a browser.
 """
@@ -12,7 +12,7 @@ import html
 from datetime import datetime, timezone
 from typing import Any
 
-from airdask.dashboard.summary import read_summary
+from airdask.dashboard.published import read_summary
 from airdask.display import STATE_COLORS, STATE_ORDER
 
 #: Milliseconds between two looks at the published summary.
@@ -106,6 +106,29 @@ def event_columns(summary: dict[str, Any] | None) -> dict[str, list[Any]]:
     return columns
 
 
+def live_columns(summary: dict[str, Any] | None) -> dict[str, list[Any]]:
+    """Task instances in flight, newest queued first: task (``dag.task``), run, try, state,
+    executor, pool, host."""
+    columns: dict[str, list[Any]] = {
+        "task": [],
+        "run": [],
+        "try": [],
+        "state": [],
+        "executor": [],
+        "pool": [],
+        "host": [],
+    }
+    for ti in (summary or {}).get("live") or []:
+        columns["task"].append(f"{ti.get('dag_id')}.{ti.get('task_id')}")
+        columns["run"].append(str(ti.get("run_id") or ""))
+        columns["try"].append(str(ti.get("try_number") or ""))
+        columns["state"].append(str(ti.get("state") or ""))
+        columns["executor"].append(str(ti.get("executor") or ""))
+        columns["pool"].append(str(ti.get("pool") or ""))
+        columns["host"].append(str(ti.get("hostname") or ""))
+    return columns
+
+
 def header_html(summary: dict[str, Any] | None, *, now: datetime | None = None) -> str:
     """The line above the charts: when the summary was made, runs by state, or why there
     is nothing to show."""
@@ -162,6 +185,7 @@ class AirdaskPage:
         self.pools_source = ColumnDataSource(pool_columns(None))
         self.states_source = ColumnDataSource(state_columns(None))
         self.events_source = ColumnDataSource(event_columns(None))
+        self.live_source = ColumnDataSource(live_columns(None))
 
         self._pool_names = FactorRange()
         self._state_names = FactorRange()
@@ -262,11 +286,32 @@ class AirdaskPage:
             height=320,
             sizing_mode="stretch_width",
         )
+        self.live_table = DataTable(
+            source=self.live_source,
+            columns=[
+                TableColumn(field="task", title="task", width=160),
+                TableColumn(field="run", title="run", width=140),
+                TableColumn(field="try", title="try", width=30),
+                TableColumn(field="state", title="state", width=70),
+                TableColumn(field="executor", title="executor", width=120),
+                TableColumn(field="pool", title="pool", width=100),
+                TableColumn(field="host", title="host", width=140),
+            ],
+            index_position=None,
+            height=200,
+            sizing_mode="stretch_width",
+        )
+        live_title = Div(
+            text="<b>In flight</b> (queued and running, with their executor)",
+            sizing_mode="stretch_width",
+        )
         events_title = Div(text="<b>Last events</b>", sizing_mode="stretch_width")
         self.root = column(
             self.header,
             row(self.pools_figure, self.states_figure, sizing_mode="stretch_width"),
             row(self.pools_table, self.states_table, sizing_mode="stretch_width"),
+            live_title,
+            self.live_table,
             events_title,
             self.events_table,
             sizing_mode="stretch_width",
@@ -287,11 +332,12 @@ class AirdaskPage:
         self.pools_source.data = pools
         self.states_source.data = states
         self.events_source.data = event_columns(summary)
+        self.live_source.data = live_columns(summary)
         # Bokeh 3's DataTable redraws on a new row set but not when the same number of rows
         # get new values (its view's indices do not change); any change to the table model
         # itself makes it rerender. Pinned by the browser test.
         self._generation += 1
-        for table in (self.pools_table, self.states_table, self.events_table):
+        for table in (self.pools_table, self.states_table, self.live_table, self.events_table):
             table.tags = [self._generation]
 
 

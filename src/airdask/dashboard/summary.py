@@ -1,5 +1,8 @@
 """What the airdask dashboard page shows, built from the metadata DB and handed to Dask.
 
+This is the scheduler's side (SQLAlchemy, the models); the Dask side reads the published
+summary through :mod:`airdask.dashboard.published`, which imports neither.
+
 The scheduler process (the only one with DB credentials) builds a plain, JSON-serialisable
 summary with :func:`build_summary` and stores it on the Dask scheduler with
 :func:`publish_summary` (``Client.set_metadata(["airdask", "summary"], ...)``). The page in the
@@ -16,14 +19,22 @@ Summary layout (version 1)::
       "runs": {"running": 1, "success": 4, ...},                 # DAG runs by state
       "events": [{"id", "dttm", "event", "dag_id", "task_id", "run_id", "try_number",
                   "reason"}, ...],                             # newest first
+      "live": [{"dag_id", "task_id", "run_id", "try_number", "state", "executor", "pool",
+                "hostname", "queued_at"}, ...],  # queued/running TIs, newest queued first
     }
+
+``live`` (added in version 1 without a bump: readers ignore keys they do not know) shows
+which executor each task instance in flight was queued on (``[core] executor`` may list
+several).
 
 Event reasons are masked (:func:`airdask.masking.redact`): the page is open to anyone who can
 open the Dask dashboard.
 
 Cost: pools and events are bounded by the pools table and ``max_events`` (primary-key
-order); ``running``/``queued`` use the state index and touch only live task instances; the
-counts by state are ``GROUP BY state`` answered from the ``ix_ti_state`` index alone.
+order); ``running``/``queued`` (:func:`airdask.store.queries.pool_usage`) use the state
+index and touch only live task instances; ``live`` at most ``max_live``; the counts by
+state are ``GROUP BY state``
+answered from the ``ix_ti_state`` index alone.
 """
 
 from __future__ import annotations
@@ -37,19 +48,18 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from airdask.dashboard.published import METADATA_KEY as METADATA_KEY
+from airdask.dashboard.published import SUMMARY_VERSION as SUMMARY_VERSION
+from airdask.dashboard.published import read_summary as read_summary
 from airdask.masking import redact
-from airdask.state import LIVE_VALUES, TaskInstanceState
-from airdask.store.models import DagRun, Log, Pool, TaskInstance, utcnow
+from airdask.state import LIVE_VALUES
+from airdask.store.models import DagRun, Log, TaskInstance, utcnow
+from airdask.store.queries import pool_usage
 
 log = logging.getLogger(__name__)
 
-#: Where the summary lives in the Dask scheduler's metadata store.
-METADATA_KEY: tuple[str, str] = ("airdask", "summary")
-SUMMARY_VERSION = 1
 #: A reason longer than this is cut (the page is an overview; the Log table has it all).
 MAX_REASON_CHARS = 500
-
-_S = TaskInstanceState
 
 
 def _iso(value: Any) -> str | None:
@@ -57,28 +67,17 @@ def _iso(value: Any) -> str | None:
 
 
 def _pools(session: Session) -> list[dict[str, Any]]:
-    used: dict[tuple[str, str], int] = {}
-    for pool_name, state, slots in session.execute(
-        select(TaskInstance.pool, TaskInstance.state, func.sum(TaskInstance.pool_slots))
-        .where(TaskInstance.state.in_(LIVE_VALUES))
-        .group_by(TaskInstance.pool, TaskInstance.state)
-    ):
-        used[(str(pool_name), str(state))] = int(slots or 0)
-    pools = []
-    for pool in session.scalars(select(Pool).order_by(Pool.name)):
-        running = used.get((pool.name, _S.RUNNING.value), 0)
-        queued = used.get((pool.name, _S.QUEUED.value), 0)
-        pools.append(
-            {
-                "name": pool.name,
-                "slots": int(pool.slots),
-                "running": running,
-                "queued": queued,
-                "open": int(pool.slots) - running - queued,
-                "description": pool.description or "",
-            }
-        )
-    return pools
+    return [
+        {
+            "name": usage.name,
+            "slots": usage.slots,
+            "running": usage.running,
+            "queued": usage.queued,
+            "open": usage.open,
+            "description": usage.description,
+        }
+        for usage in pool_usage(session).values()
+    ]
 
 
 def _events(session: Session, max_events: int) -> list[dict[str, Any]]:
@@ -105,7 +104,30 @@ def _events(session: Session, max_events: int) -> list[dict[str, Any]]:
     return events
 
 
-def build_summary(session: Session, *, max_events: int = 50) -> dict[str, Any]:
+def _live(session: Session, max_live: int) -> list[dict[str, Any]]:
+    rows = session.scalars(
+        select(TaskInstance)
+        .where(TaskInstance.state.in_(LIVE_VALUES))
+        .order_by(TaskInstance.queued_dttm.desc(), TaskInstance.task_id)
+        .limit(max_live)
+    )
+    return [
+        {
+            "dag_id": ti.dag_id,
+            "task_id": ti.task_id,
+            "run_id": ti.run_id,
+            "try_number": int(ti.try_number),
+            "state": ti.state,
+            "executor": ti.executor or "",
+            "pool": ti.pool,
+            "hostname": ti.hostname or "",
+            "queued_at": _iso(ti.queued_dttm),
+        }
+        for ti in rows
+    ]
+
+
+def build_summary(session: Session, *, max_events: int = 50, max_live: int = 50) -> dict[str, Any]:
     """The dashboard summary (layout in the module docstring) from ``session``.
 
     Plain ``str``/``int``/``None``/``list``/``dict`` values only, so it travels through
@@ -133,6 +155,7 @@ def build_summary(session: Session, *, max_events: int = 50) -> dict[str, Any]:
         "states": states,
         "runs": runs,
         "events": _events(session, max_events) if max_events else [],
+        "live": _live(session, max_live) if max_live > 0 else [],
     }
 
 
@@ -144,13 +167,6 @@ def publish_summary(client: Any, summary: dict[str, Any]) -> None:
     gone); :class:`SummaryPublisher` is the variant that never raises.
     """
     client.set_metadata(list(METADATA_KEY), summary)
-
-
-def read_summary(dask_scheduler: Any) -> dict[str, Any] | None:
-    """The summary last published to ``dask_scheduler`` (a ``distributed.Scheduler``), or
-    None. Also usable as ``Client.run_on_scheduler(read_summary)``."""
-    value = dask_scheduler.get_metadata(list(METADATA_KEY), default=None)
-    return value if isinstance(value, dict) else None
 
 
 def dask_client_of(executor: Any) -> Any | None:

@@ -6,7 +6,7 @@ does not pull in ``distributed`` for the local executors.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airdask.executors.base import BaseExecutor, NotSupportedError
 from airdask.executors.events import EventInfo
@@ -17,9 +17,17 @@ from airdask.executors.loader import (
     load_executor,
 )
 
+if TYPE_CHECKING:  # what __getattr__ returns, for type checkers
+    from airdask.executors.dask import DaskExecutor as DaskExecutor
+    from airdask.executors.debug import DebugExecutor as DebugExecutor
+    from airdask.executors.local import LocalExecutor as LocalExecutor
+    from airdask.executors.local_dask import LocalDaskExecutor as LocalDaskExecutor
+    from airdask.executors.sequential import SequentialExecutor as SequentialExecutor
+
 __all__ = [
     "BUILTIN_EXECUTORS",
     "BaseExecutor",
+    "CeleryExecutor",
     "DaskExecutor",
     "DebugExecutor",
     "EventInfo",

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import queue
 from collections.abc import Mapping
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from airdask.commands import Command, build_spec
+from airdask.durations import to_seconds
 from airdask.executors.events import EventInfo, info_from_outcome, timestamp
 from airdask.logs import read_log
 from airdask.runner import Outcome, TaskSpec
@@ -26,9 +26,9 @@ def execution_timeout(executor_config: Any) -> float | None:
     if not isinstance(executor_config, Mapping):
         return None
     value = executor_config.get("execution_timeout")
-    if value is None:
+    seconds = to_seconds(value)
+    if seconds is None:
         return None
-    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
     if seconds <= 0:
         raise ValueError(f"execution_timeout must be positive, got {value!r}")
     return seconds
@@ -46,7 +46,7 @@ def local_spec(
     return build_spec(
         key,
         command,
-        log_root=str(executor.config.get("logging", "base_log_folder")),
+        log_root=executor.config.logging.base_log_folder,
         return_log=False,
         timeout=execution_timeout(executor_config),
         capture_python_output=capture_python_output,
@@ -65,7 +65,7 @@ def log_from_folder(
     executor: BaseExecutor, ti: TaskInstance, try_number: int
 ) -> tuple[list[str], list[str]]:
     key = ti.key.with_try_number(try_number)
-    return read_log(executor.config.get("logging", "base_log_folder"), key)
+    return read_log(executor.config.logging.base_log_folder, key)
 
 
 def cleanup_by_revoking(executor: BaseExecutor, tis: list[TaskInstance]) -> list[str]:

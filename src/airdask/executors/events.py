@@ -11,34 +11,30 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-#: Event kinds. ``connection_lost`` means the outcome is unknown, not that the task failed.
-KINDS = (
-    "queued",
-    "running",
-    "success",
-    "exit_code",
-    "exception",
-    "not_found",
-    "timeout",
-    "killed",
-    "worker_died",
-    "connection_lost",
-    "no_worker",
-    "submit_error",
-    "error",
-)
+from airdask.runner import OutcomeKind
+
+__all__ = ["EventInfo", "OutcomeKind", "info_from_outcome", "reason_of", "timestamp"]
 
 
 @dataclass
 class EventInfo:
+    """An attempt's event. ``kind`` is one of :data:`OutcomeKind`, the vocabulary it shares
+    with the runner's outcomes (``connection_lost`` means the outcome is unknown, not that
+    the task failed)."""
+
     reason: str
-    kind: str = "success"
+    kind: OutcomeKind = "success"
     external_executor_id: str | None = None
     hostname: str | None = None
     worker: str | None = None
     started_at: datetime | None = None
     ended_at: datetime | None = None
     exit_code: int | None = None
+    #: A Python callable's return value, encoded (``runner.encode_result``), and its
+    #: format ("json" or "pickle"); the scheduler stores it (results travel with the
+    #: outcome, so workers need no database: ADR 0009).
+    result: bytes | None = None
+    result_format: str | None = None
 
     @property
     def outcome_unknown(self) -> bool:
@@ -64,6 +60,8 @@ def info_from_outcome(outcome: Any, *, external_executor_id: str | None = None) 
         started_at=timestamp(outcome["started_at"]),
         ended_at=timestamp(outcome["ended_at"]),
         exit_code=outcome["exit_code"],
+        result=outcome.get("result"),
+        result_format=outcome.get("result_format"),
     )
 
 

@@ -5,6 +5,12 @@ Attempts whose queue equals ``[local_dask_executor] local_queue`` (default ``loc
 :class:`~airdask.executors.dask.DaskExecutor`. The facade owns ``parallelism``, the queue
 and the priority order (the base class's); the children run unlimited and their events are
 moved into the facade's event buffer on every ``sync()``.
+
+The newer way, Airflow 2.10's: list both executors, ``[core] executor =
+DaskExecutor,LocalExecutor``, and give the local tasks ``executor="LocalExecutor"`` instead of
+the local queue (docs/several-executors.md). Each then has its own ``parallelism`` and task
+instances record which one ran them; this class stays for existing set-ups, as Airflow kept
+LocalKubernetesExecutor for a while.
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ class LocalDaskExecutor(BaseExecutor):
         config: Config | None = None,
     ) -> None:
         super().__init__(parallelism, config=config)
-        self.local_queue = str(self.config.get("local_dask_executor", "local_queue"))
+        self.local_queue = self.config.local_dask_executor.local_queue
         self.local_executor = LocalExecutor(0, config=self.config)
         self.dask_executor = DaskExecutor(
             cluster_address,

@@ -35,6 +35,7 @@ from sqlalchemy import Table, bindparam, insert, select
 from sqlalchemy.orm import Session
 
 from airdask.executors.events import EventInfo, reason_of
+from airdask.scheduler.results import store_results
 from airdask.scheduler.rules import should_retry
 from airdask.state import LIVE_VALUES, TaskInstanceKey, TaskInstanceState, check_transition
 from airdask.store.models import Log, TaskInstance, utcnow
@@ -105,6 +106,7 @@ TI_COLUMNS = (
     "external_executor_id",
     "hostname",
     "reason",
+    "executor",
 )
 
 
@@ -151,6 +153,8 @@ class Outcomes:
     retrying: list[TaskInstance] = field(default_factory=list)
     runs: set[tuple[str, str]] = field(default_factory=set)  # runs with a settled TI
     ignored: int = 0
+    #: (ti, try_number, info) of successes that carry a return value (see .results)
+    results: list[tuple[TaskInstance, int, EventInfo]] = field(default_factory=list)
 
 
 def _info(value: Any) -> EventInfo:
@@ -245,6 +249,7 @@ def apply_events(
         _apply_terminal(logs, ti, key, state, info, now, retry_delay, out)
         changed.append(ti)
     write_back(session, changed)
+    store_results(session, out.results)
     logs.flush(session)
     return out
 
@@ -304,6 +309,8 @@ def _apply_terminal(
         earlier = ti.reason if key.try_number > 1 else None
         ti.reason = f"succeeded on try {key.try_number} after: {earlier}" if earlier else None
         out.finished.append(ti)
+        if info.result is not None:
+            out.results.append((ti, key.try_number, info))
     elif should_retry(key.try_number, ti.max_tries):
         set_state(ti, S.UP_FOR_RETRY)
         delay = retry_delay(ti)

@@ -9,9 +9,10 @@ A pass, in order:
    changed (:mod:`.readiness`);
 3. pick ready task instances (``scheduled``, or ``up_for_retry`` whose ``next_try_at`` has
    come), highest ``priority_weight`` first, within pool open slots, ``[core] parallelism``
-   and the executor's ``slots_available``; mark them QUEUED with the next ``try_number``,
-   commit, then ``executor.queue_command``;
-4. ``executor.heartbeat()``; persist ``get_event_buffer()`` (see :mod:`.events`);
+   (global across executors) and the ``slots_available`` of the TI's executor; mark them
+   QUEUED with the next ``try_number`` and the executor's id, commit, then
+   ``executor.queue_command`` on that executor;
+4. ``heartbeat()`` each executor; persist their ``get_event_buffer()`` (see :mod:`.events`);
 5. finish runs whose task instances are all finished; run callbacks;
 6. now and then: heartbeat the Job row, adopt-or-reset orphans (and look at every running
    run again), handle stuck-in-queued.
@@ -24,6 +25,9 @@ Several schedulers may share one PostgreSQL database: steps 1-3 and 5 work under
 (:mod:`.claims`), events change only the task instances this job queued, and each job adopts
 the orphans of dead ones under locks too (:mod:`.recovery`). On SQLite, one scheduler
 (:mod:`.jobs`).
+
+The scheduler hosts every executor of ``[core] executor`` (:mod:`.executors`): each task
+instance goes to the one its task names, and recovery asks only the executor it went to.
 
 The database may go away for a moment (a restart, a failover). A transient error
 (:func:`airdask.store.transient.is_transient`) ends the pass, not the scheduler: the loop
@@ -57,7 +61,9 @@ from airdask.config import Config
 from airdask.dag import DAG, BaseTask
 from airdask.dashboard.summary import SummaryPublisher, dask_client_of
 from airdask.executors.base import BaseExecutor
+from airdask.executors.names import UnknownExecutorError
 from airdask.scheduler import jobs, recovery
+from airdask.scheduler.attempts import AttemptCommands, AttemptError
 from airdask.scheduler.callbacks import CallbackSink, callback_requests, log_rows
 from airdask.scheduler.claims import (
     RunKey,
@@ -66,12 +72,15 @@ from airdask.scheduler.claims import (
     run_scope,
 )
 from airdask.scheduler.dagcache import DagCache
+from airdask.scheduler.dagscan import DagFolderScan
 from airdask.scheduler.events import add_ti_log, apply_events, set_state
+from airdask.scheduler.executors import ExecutorSet, check_dag_executors
 from airdask.scheduler.held import Held, merge_events
 from airdask.scheduler.outage import Outage, patiently
 from airdask.scheduler.readiness import Readiness
 from airdask.scheduler.ready import queue_ready
 from airdask.scheduler.runs import fail_run, finish_runs, start_run
+from airdask.scheduler.schedules import Clock, Schedules
 from airdask.state import DagRunState, TaskInstanceState
 from airdask.store.models import DagRun, Job, TaskInstance, utcnow
 from airdask.store.session import Store
@@ -97,38 +106,58 @@ class PassResult:
     queued: int = 0
     events: int = 0
     finished_runs: dict[RunKey, str] | None = None
+    created_runs: int = 0  # scheduled runs created (see .schedules)
 
     @property
     def busy(self) -> bool:
-        return bool(self.started_runs or self.settled or self.queued or self.events)
+        return bool(
+            self.created_runs or self.started_runs or self.settled or self.queued or self.events
+        )
 
 
 class SchedulerJob:
-    """A scheduler: a Job row, an executor inside, and the passes that drive both.
+    """A scheduler: a Job row, executors inside, and the passes that drive both.
+
+    :param executor: the executors (an :class:`~.executors.ExecutorSet`), or one executor,
+        which is then the only one (``[core] parallelism`` still limits it globally).
 
     :param run_filter: only these runs (``airdask run``); ``None`` takes every run not owned
         by another live job, beside any other scheduler on the same PostgreSQL database.
     :param dags: DAGs already loaded (by id); others are loaded from the run's ``dag_file``
         or ``[core] dags_folder``.
+    :param clock: the time that decides when scheduled runs are due (default: real UTC
+        time); tests hand in a fake one. Only an unfiltered scheduler creates scheduled runs.
     """
 
     def __init__(
         self,
         *,
         store: Store,
-        executor: BaseExecutor,
+        executor: BaseExecutor | ExecutorSet,
         config: Config,
         run_filter: Sequence[RunKey] | None = None,
         dags: Mapping[str, DAG] | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.store = store
-        self.executor = executor
+        if isinstance(executor, ExecutorSet):
+            self.executors = executor
+        else:
+            parallelism = config.core.parallelism
+            self.executors = ExecutorSet.single(executor, parallelism=parallelism)
+        #: The default executor (the first of :attr:`executors`).
+        self.executor = self.executors.default
         self.config = config
         self.run_filter = None if run_filter is None else list(run_filter)
-        self.dag_cache = DagCache(dags, dags_folder=str(config.get("core", "dags_folder")))
+        self.dag_cache = DagCache(dags, dags_folder=config.core.dags_folder)
         #: The cache's DAGs by id (the same dict).
         self.dags = self.dag_cache.dags
+        self.dag_scan = DagFolderScan(config.core.dags_folder)
+        self.schedules = Schedules(clock=clock, dag_of=self._scheduled_dag)
+        self._schedules_synced = False
         self.sink = CallbackSink()
+        #: Builds each attempt's command (context, templates, upstream results).
+        self.attempts = AttemptCommands(max_result_bytes=config.core.max_result_bytes)
         self.job_id: int | None = None
         #: Set when the caller already started the executor (``airdask run`` does, to
         #: report an unreachable cluster before writing anything).
@@ -140,16 +169,15 @@ class SchedulerJob:
         self._last_heartbeat = 0.0
         self._last_orphan_check = 0.0
         self._last_stuck_check = 0.0
-        sched = "scheduler"
-        self.heartbeat_interval = float(config.get(sched, "job_heartbeat_sec"))
-        self.health_threshold = float(config.get(sched, "scheduler_health_check_threshold"))
+        self.heartbeat_interval = config.scheduler.job_heartbeat_sec
+        self.health_threshold = config.scheduler.scheduler_health_check_threshold
         self.outage = Outage(threshold=self.health_threshold, stop=self._stop)
-        self.orphan_interval = float(config.get(sched, "orphaned_tasks_check_interval"))
-        self.queued_timeout = float(config.get(sched, "task_queued_timeout"))
-        self.stuck_retries = int(config.get(sched, "num_stuck_in_queued_retries"))
-        self.loop_interval = float(config.get(sched, "loop_interval"))
+        self.orphan_interval = config.scheduler.orphaned_tasks_check_interval
+        self.queued_timeout = config.scheduler.task_queued_timeout
+        self.stuck_retries = config.scheduler.num_stuck_in_queued_retries
+        self.loop_interval = config.scheduler.loop_interval
         self.summary_publisher = SummaryPublisher(
-            interval=float(config.get(sched, "dashboard_summary_interval"))
+            interval=config.scheduler.dashboard_summary_interval
         )
 
     # ---- lifecycle ---------------------------------------------------------------------
@@ -163,16 +191,17 @@ class SchedulerJob:
         """Create the Job row (before anything else is written for this scheduler)."""
         with self.store.session() as session:
             self.job_id = jobs.register(
-                session, kind=self.kind, executor_class=type(self.executor).__name__
+                session, kind=self.kind, executor_class=self.executors.label()
             )
-        self.executor.job_id = self.job_id
-        self.executor.callback_sink = self.sink
+        for executor in self.executors:
+            executor.job_id = self.job_id
+            executor.callback_sink = self.sink
         self._last_heartbeat = time.monotonic()
         return self.job_id
 
     def start(self) -> None:
         """Register (if not yet), claim the job's kind (refused for a second scheduler on
-        SQLite: :class:`~airdask.scheduler.jobs.SchedulerConflict`), start the executor,
+        SQLite: :class:`~airdask.scheduler.jobs.SchedulerConflict`), start the executors,
         and recover what dead jobs left."""
         if self.job_id is None:
             self.register()
@@ -181,7 +210,7 @@ class SchedulerJob:
         with self.store.session() as session:
             jobs.claim_kind(session, job_id, kind=self.kind, threshold=self.health_threshold)
         if not self.executor_started:
-            self.executor.start()
+            self.executors.start()
             self.executor_started = True
 
         def startup() -> None:
@@ -194,8 +223,8 @@ class SchedulerJob:
         self._back_online()
 
     def stop(self, *, state: str = "success") -> None:
-        """``executor.end()`` (waits for running attempts), persist their outcomes, mark the
-        Job row finished.
+        """``end()`` each executor (waits for running attempts), persist their outcomes,
+        mark the Job row finished.
 
         ``end()`` counts as a heartbeat: it is called only once every event already taken
         from the executor is written. If the database stays out for
@@ -212,9 +241,7 @@ class SchedulerJob:
             )
             return
         try:
-            self.executor.end()
-        except NotImplementedError:
-            log.warning("%s has no end(); attempts it still runs are not awaited", self.executor)
+            self.executors.end()
         finally:
             self._take_events()
             if patiently(self._write_held, deadline=deadline):
@@ -240,6 +267,8 @@ class SchedulerJob:
             )
 
     def request_stop(self) -> None:
+        """Ask :meth:`run` to stop after its current pass; safe from any thread (what
+        SIGTERM/SIGINT do)."""
         self._stop.set()
 
     @property
@@ -253,7 +282,7 @@ class SchedulerJob:
 
         def handler(signum: int, frame: FrameType | None) -> None:
             log.warning("received %s: stopping the scheduler", signal.Signals(signum).name)
-            self._stop.set()
+            self.request_stop()
 
         old = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
 
@@ -309,7 +338,7 @@ class SchedulerJob:
     def _back_online(self) -> None:
         if self.outage.ongoing:  # the outage ends once this went through too
             with self.store.session() as session:
-                requeued = recovery.requeue_unsent(session, self.executor, job_id=self.job_id)
+                requeued = recovery.requeue_unsent(session, self.executors, job_id=self.job_id)
             self.dirty |= requeued
             self.readiness.invalidate(requeued)
             self.outage.back_online()
@@ -324,6 +353,7 @@ class SchedulerJob:
         evaluated: set[RunKey] = set()
         try:
             with self.store.session() as session:
+                result.created_runs = self._create_scheduled_runs(session)
                 result.started_runs = self._start_queued_runs(session)
                 evaluated = self._take_dirty()
                 result.settled = self._evaluate_dirty(session, evaluated)
@@ -333,9 +363,11 @@ class SchedulerJob:
             self.readiness.clear()  # what was noted may not be written: read runs again
             raise
         for ti, command in queued:
-            self.executor.queue_command(ti, command, priority=ti.priority_weight, queue=ti.queue)
+            executor = self.executors.of_ti(ti)
+            assert executor is not None  # queue_ready recorded one of ours
+            executor.queue_command(ti, command, priority=ti.priority_weight, queue=ti.queue)
         result.queued = len(queued)
-        self.executor.heartbeat()
+        self.executors.heartbeat()
         self._take_events()
         try:
             result.events = self._write_events()
@@ -354,7 +386,7 @@ class SchedulerJob:
     def _publish_summary(self, *, force: bool = False) -> None:
         """Feed the airdask page of the Dask dashboard (a no-op without a Dask client)."""
         self.summary_publisher.maybe_publish(
-            self.store.session, dask_client_of(self.executor), force=force
+            self.store.session, dask_client_of(self.executors), force=force
         )
 
     def _take_dirty(self) -> set[RunKey]:
@@ -376,18 +408,45 @@ class SchedulerJob:
         run = session.get(DagRun, (dag_id, run_id))
         return self.dag_cache.get(dag_id, run.dag_file if run is not None else None)
 
+    def _scheduled_dag(self, dag_id: str) -> DAG | None:
+        return self.dags.get(dag_id) or self.dag_scan.dags.get(dag_id)
+
+    def _create_scheduled_runs(self, session: Session) -> int:
+        """Sync the ``dag`` rows of new or changed DAGs, create the runs that are due (an
+        unfiltered scheduler only; see :mod:`.schedules`)."""
+        if self.run_filter is not None:
+            return 0
+        changed = self.dag_scan.scan(force=not self._schedules_synced)
+        if not self._schedules_synced:
+            changed = [*self.dags.values(), *changed]
+        if changed:
+            self.schedules.sync(session, {d.dag_id: d for d in changed}.values())
+        self._schedules_synced = True
+        return self.schedules.create_due(session)
+
     def _start_queued_runs(self, session: Session) -> int:
         runs = claim_queued_runs(session, self._run_scope())
+        self.schedules.new_pass()
+        started = 0
         for run in runs:
             dag = self.dag_cache.get(run.dag_id, run.dag_file)
             if dag is None:
                 fail_run(session, run, self.dag_cache.errors[run.dag_id])
+                started += 1
                 continue
+            problems = check_dag_executors(dag, self.executors.names)
+            if problems:  # nothing of it could be queued: say why now, not per task
+                more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+                fail_run(session, run, problems[0] + more)
+                started += 1
+                continue
+            if not self.schedules.may_start(session, dag):
+                continue  # max_active_runs: it waits, queued
+            started += 1
             count = start_run(session, run, dag)
-            self.readiness.seed(dag, run.run_id)
             log.info("started run %s of %s (%d task instances)", run.run_id, run.dag_id, count)
             self.dirty.add((run.dag_id, run.run_id))
-        return len(runs)
+        return started
 
     def _evaluate_dirty(self, session: Session, runs: set[RunKey]) -> int:
         """Trigger rules for the not-yet-started TIs of changed runs (see :mod:`.ready`);
@@ -414,13 +473,29 @@ class SchedulerJob:
 
     def _queue_ready(self, session: Session) -> list[tuple[TaskInstance, Command]]:
         """Mark ready TIs QUEUED (next try) within every limit; return (ti, command)."""
+        self.attempts.new_pass()
+        slots = self.executors.slots_available()
         return queue_ready(
             session,
-            total=min(self.executor.slots_available, MAX_TIS_PER_PASS),
+            total=min(self.executors.open_slots, sum(slots.values()), MAX_TIS_PER_PASS),
             scope=self._run_scope(),
             job_id=self.job_id,
             command_for=self._command_for,
+            executor_for=self._executor_for,
+            executor_slots=slots,
         )
+
+    def _executor_for(self, session: Session, ti: TaskInstance, now: datetime) -> str | None:
+        """The id of the executor ``ti``'s task names; None after failing ``ti`` when that
+        executor is not configured (a DAG edited since its run started)."""
+        dag = self._dag_of_run(session, ti.dag_id, ti.run_id)
+        if dag is None or not dag.has_task(ti.task_id):
+            return self.executors.default_id  # _command_for fails it with the reason
+        try:
+            return self.executors.id_for(dag.get_task(ti.task_id).executor)
+        except UnknownExecutorError as exc:
+            self._fail_unqueued(session, ti, now, f"task {ti.task_id!r}: {exc}")
+            return None
 
     def _command_for(self, session: Session, ti: TaskInstance, now: datetime) -> Command | None:
         dag = self._dag_of_run(session, ti.dag_id, ti.run_id)
@@ -431,21 +506,28 @@ class SchedulerJob:
             reason = f"task {ti.task_id!r} is no longer in DAG {ti.dag_id!r}"
         else:
             try:
-                return dag.get_task(ti.task_id).command()
+                return self.attempts.build(session, dag, ti)
+            except AttemptError as exc:  # a template, an upstream result: says what
+                reason = str(exc)
             except Exception as exc:  # the task's own error; the others go on
                 reason = f"cannot build the command: {type(exc).__name__}: {exc}"
+        self._fail_unqueued(session, ti, now, reason)
+        return None
+
+    def _fail_unqueued(
+        self, session: Session, ti: TaskInstance, now: datetime, reason: str
+    ) -> None:
         set_state(ti, S.FAILED)
         ti.end_date, ti.reason = now, reason
         add_ti_log(session, ti, "failed", reason)
         self.dirty.add((ti.dag_id, ti.run_id))
-        self.readiness.note(ti.dag_id, ti.run_id, ti.task_id, ti.state)  # a failed pass clears
-        return None
+        self.readiness.note(ti, ti.state)  # a failed pass clears the notes
 
     # ---- events --------------------------------------------------------------------------
 
     def _take_events(self) -> None:
         """Move the executor's events into :attr:`held` (they stay there until written)."""
-        events = self.executor.get_event_buffer()
+        events = self.executors.get_event_buffer()
         merge_events(self.held.events, events)
 
     def _write_held(self) -> None:
@@ -471,7 +553,7 @@ class SchedulerJob:
         self.held.events = {}
         self.dirty |= outcomes.runs
         for ti in (*outcomes.finished, *outcomes.retrying):
-            self.readiness.note(ti.dag_id, ti.run_id, ti.task_id, ti.state)
+            self.readiness.note(ti, ti.state)
         for request in requests:  # once the outcome is recorded, never twice
             self.executor.send_callback(request)
         return len(events)
@@ -538,7 +620,7 @@ class SchedulerJob:
                 with self.store.session() as session:
                     report = recovery.adopt_or_reset_orphans(
                         session,
-                        self.executor,
+                        self.executors,
                         job_id=job_id,
                         threshold=self.health_threshold,
                         scope=self._run_scope(),
@@ -560,7 +642,7 @@ class SchedulerJob:
             with self.store.session() as session:
                 stuck = recovery.handle_stuck_queued(
                     session,
-                    self.executor,
+                    self.executors,
                     job_id=job_id,
                     timeout=self.queued_timeout,
                     max_reschedules=self.stuck_retries,

@@ -6,11 +6,13 @@ the states of all their upstreams on every pass the run changed: a fan-in of N u
 passes, so the run costs O(N^2). Here the scheduler keeps, per run it works on, a
 :class:`RunReadiness`:
 
-* which task instances still wait (no state), and per waiting one the count of its
-  upstream task instances in each finished state;
-* the finished ones (a finished state is final: nothing sets it back).
+* which tasks still wait (their instances have no state), and per waiting task the count
+  of its upstream task instances in each finished state, out of how many there are (a
+  mapped upstream counts all its instances; an upstream with no instance yet counts one);
+* the finished task instances (a finished state is final: nothing sets it back).
 
-It is built from one read of the run's ``(task_id, state)`` column tuples (no ORM objects)
+It is built from one read of the run's ``(task_id, map_index, state)`` column tuples (no
+ORM objects)
 and then kept up to date by what this scheduler itself writes (:meth:`Readiness.note`: the
 outcomes of executor events, a command that cannot be built, and its own trigger-rule
 decisions). A change of one upstream touches its downstreams' counts, and only those task
@@ -27,28 +29,36 @@ evaluation reads the run again, as before. Whatever else changes task instances
 (:meth:`Readiness.clear`, at the orphan check), so a missed change costs latency, never a
 decision.
 
-Task instances are keyed by ``task_id`` (one per task, ``map_index = -1``), as in
-:func:`~airdask.scheduler.ready.evaluate_run`.
+A task's instances are decided together, as in :func:`~airdask.scheduler.ready.evaluate_run`
+(a full evaluation: a fresh :class:`RunReadiness`): one row per task in one executemany,
+however many instances it has; a task mapped over an upstream's result is expanded when it
+may run (:func:`~airdask.scheduler.mapping.expand_from_result`).
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import cast
 
 from sqlalchemy import Table, bindparam, select
 from sqlalchemy.orm import Session
 
-from airdask.dag import DAG
+from airdask.dag import DAG, BaseTask
+from airdask.scheduler.mapping import expand_from_result
 from airdask.scheduler.rules import Decision, UpstreamCounts, decision_state, evaluate
 from airdask.state import TaskInstanceState, check_transition
 from airdask.store.models import TaskInstance, utcnow
 
 S = TaskInstanceState
 RunKey = tuple[str, str]
-#: Finished states, each with its slot in a waiting task instance's counts.
+#: ``(task_id, map_index, state)`` of one task instance.
+Row = tuple[str, int, "str | None"]
+#: ``expand(task)``: make a mapped task's instances from its upstream's result; returns
+#: (the state they have, how many; 0 when another pass made them already).
+Expand = Callable[[BaseTask], tuple[str, int]]
+#: Finished states, each with its slot in a waiting task's counts.
 _SLOT = {
     S.SUCCESS.value: 0,
     S.SKIPPED.value: 1,
@@ -60,12 +70,14 @@ _SLOT = {
 
 @dataclass(frozen=True)
 class Decided:
-    """A trigger-rule decision for a waiting task instance, to be written."""
+    """A trigger-rule decision for the waiting instances of one task."""
 
     task_id: str
     state: str
     reason: str | None
     ends: bool  # settled without running: it gets an end_date
+    count: int  # task instances it changes
+    written: bool = False  # already in the database (an expansion)
 
 
 def _counts(slots: list[int], total: int) -> UpstreamCounts:
@@ -80,38 +92,55 @@ def _counts(slots: list[int], total: int) -> UpstreamCounts:
 
 
 class RunReadiness:
-    """The waiting task instances of one run, their upstream counts, and what finished."""
+    """The waiting tasks of one run, their upstream counts, and what finished."""
 
-    def __init__(
-        self, dag: DAG, run_id: str, states: Mapping[str, str | None], order: Mapping[str, int]
-    ) -> None:
+    def __init__(self, dag: DAG, run_id: str, rows: Iterable[Row], order: dict[str, int]) -> None:
         self.dag = dag
         self.run_id = run_id
         self.order = order
-        self.finished: dict[str, str] = {t: s for t, s in states.items() if s in _SLOT}
-        self.waiting: set[str] = {t for t, s in states.items() if s is None}
+        #: task instances per task; a task with none yet counts one (not done)
+        self.instances: dict[str, int] = {}
+        self.waiting: dict[str, int] = {}  # task -> its instances with no state
+        self.finished: dict[tuple[str, int], str] = {}
+        for task_id, map_index, state in rows:
+            self.instances[task_id] = self.instances.get(task_id, 0) + 1
+            if state is None:
+                self.waiting[task_id] = self.waiting.get(task_id, 0) + 1
+            elif state in _SLOT:
+                self.finished[(task_id, map_index)] = state
+        done: dict[str, list[int]] = {}
+        for (task_id, _), state in self.finished.items():
+            done.setdefault(task_id, [0] * 5)[_SLOT[state]] += 1
         self.slots: dict[str, list[int]] = {}
+        self.totals: dict[str, int] = {}
         for task_id in self.waiting:
             if dag.has_task(task_id):
-                slots = [0] * 5
+                slots, total = [0] * 5, 0
                 for up in dag.get_task(task_id).upstream_task_ids:
-                    state = self.finished.get(up)
-                    if state is not None:
-                        slots[_SLOT[state]] += 1
-                self.slots[task_id] = slots
-        #: waiting task instances to evaluate at the next :meth:`evaluate`
+                    total += self.instances.get(up, 1)
+                    for i, n in enumerate(done.get(up, ())):
+                        slots[i] += n
+                self.slots[task_id], self.totals[task_id] = slots, total
+        #: waiting tasks to evaluate at the next :meth:`evaluate`
         self.candidates: set[str] = set(self.waiting)
+        #: set when what is kept here can no longer be trusted (read the run again)
+        self.stale = False
 
-    def note(self, task_id: str, state: str | None) -> None:
+    def note(self, task_id: str, map_index: int, state: str | None) -> None:
         """A task instance of this run is now in ``state`` (written by this scheduler)."""
         if state is None:
             return  # back to waiting: only recovery does that, and it invalidates the run
-        if task_id in self.waiting:
-            self.waiting.discard(task_id)
-            self.slots.pop(task_id, None)
-        if state not in _SLOT or task_id in self.finished:
+        left = self.waiting.get(task_id)
+        if left is not None:  # its instances wait together: this one no longer does
+            if left <= 1:
+                del self.waiting[task_id]
+                self.slots.pop(task_id, None)
+                self.totals.pop(task_id, None)
+            else:
+                self.waiting[task_id] = left - 1
+        if state not in _SLOT or (task_id, map_index) in self.finished:
             return
-        self.finished[task_id] = state
+        self.finished[(task_id, map_index)] = state
         if not self.dag.has_task(task_id):
             return
         slot = _SLOT[state]
@@ -121,7 +150,14 @@ class RunReadiness:
                 counts[slot] += 1
                 self.candidates.add(down)
 
-    def evaluate(self) -> list[Decided]:
+    def _expanded(self, task_id: str, made: int) -> None:
+        """A placeholder (counted as one instance) became ``made`` instances."""
+        self.instances[task_id] = made
+        for down in self.dag.get_task(task_id).downstream_task_ids:
+            if down in self.totals:
+                self.totals[down] += made - 1
+
+    def evaluate(self, expand: Expand) -> list[Decided]:
         """Decide for the candidates (and what their decisions cascade to), upstream first."""
         heap = [(self.order.get(t, -1), t) for t in self.candidates]
         self.candidates = set()
@@ -129,30 +165,47 @@ class RunReadiness:
         decided: list[Decided] = []
         while heap:
             _, task_id = heapq.heappop(heap)
-            if task_id not in self.waiting:
+            count = self.waiting.get(task_id)
+            if count is None:
                 continue
             if not self.dag.has_task(task_id):
                 reason = f"task {task_id!r} is no longer in DAG {self.dag.dag_id!r}"
-                decided.append(Decided(task_id, S.REMOVED.value, reason, ends=False))
+                decided.append(Decided(task_id, S.REMOVED.value, reason, False, count))
                 self._settle(task_id, S.REMOVED.value, heap)
                 continue
             task = self.dag.get_task(task_id)
-            ups = _counts(self.slots[task_id], len(task.upstream_task_ids))
+            ups = _counts(self.slots[task_id], self.totals[task_id])
             decision = evaluate(task.trigger_rule, ups)
             if decision is Decision.WAIT:
                 continue
             new = decision_state(decision)
             assert new is not None
+            if decision is Decision.RUN and task.map_from is not None:
+                state, made = expand(task)
+                if made == 0:  # made by another pass meanwhile: what is kept here is old
+                    self.stale = True
+                    continue
+                decided.append(Decided(task_id, state, None, False, made, written=True))
+                if state == S.SCHEDULED.value:
+                    self._expanded(task_id, made)
+                self._settle(task_id, state, heap)
+                continue
             if decision is Decision.RUN:
-                decided.append(Decided(task_id, new.value, None, ends=False))
+                decided.append(Decided(task_id, new.value, None, False, count))
             else:
                 reason = f"trigger rule {task.trigger_rule}: upstream {describe(ups)}"
-                decided.append(Decided(task_id, new.value, reason, ends=True))
+                decided.append(Decided(task_id, new.value, reason, True, count))
             self._settle(task_id, new.value, heap)
         return decided
 
     def _settle(self, task_id: str, state: str, heap: list[tuple[int, str]]) -> None:
-        self.note(task_id, state)
+        """Every waiting instance of ``task_id`` is now in ``state``."""
+        n = self.instances.get(task_id, 1)
+        for map_index in [-1] if n <= 1 else range(n):  # a mapped task's are 0..n-1
+            self.note(task_id, map_index, state)
+        self.waiting.pop(task_id, None)
+        self.slots.pop(task_id, None)
+        self.totals.pop(task_id, None)
         for down in self.candidates:
             heapq.heappush(heap, (self.order.get(down, -1), down))
         self.candidates = set()
@@ -174,15 +227,14 @@ def describe(ups: UpstreamCounts) -> str:
 
 
 _TI = cast(Table, TaskInstance.__table__)
-#: Trigger-rule decisions, one executemany; ``state IS NULL`` keeps a decision from
-#: overwriting what another writer did meanwhile.
+#: Trigger-rule decisions, one row per task (all its waiting instances) in one executemany;
+#: ``state IS NULL`` keeps a decision from overwriting what another writer did meanwhile.
 _DECIDE = (
     _TI.update()
     .where(
         _TI.c.dag_id == bindparam("pk_dag_id"),
         _TI.c.run_id == bindparam("pk_run_id"),
         _TI.c.task_id == bindparam("pk_task_id"),
-        _TI.c.map_index == -1,
         _TI.c.state.is_(None),
     )
     .values(
@@ -195,10 +247,13 @@ _DECIDE = (
 
 
 def write_decisions(session: Session, dag_id: str, run_id: str, decided: Iterable[Decided]) -> int:
-    """Write trigger-rule decisions (each checked against the transition table)."""
+    """Write trigger-rule decisions (each checked against the transition table); those an
+    expansion wrote already are left out."""
     now = utcnow()
     rows = []
     for d in decided:
+        if d.written:
+            continue
         check_transition(None, S(d.state))
         rows.append(
             {
@@ -231,6 +286,16 @@ def topological_index(dag: DAG) -> dict[str, int]:
     return order
 
 
+def read_run(session: Session, dag_id: str, run_id: str) -> list[Row]:
+    """``(task_id, map_index, state)`` of every task instance of the run (column tuples)."""
+    rows = session.execute(
+        select(TaskInstance.task_id, TaskInstance.map_index, TaskInstance.state).where(
+            TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id
+        )
+    )
+    return [(task_id, map_index, state) for task_id, map_index, state in rows]
+
+
 class Readiness:
     """The scheduler's :class:`RunReadiness` per run, and when to read a run again."""
 
@@ -246,34 +311,31 @@ class Readiness:
             cached = self._orders[dag.dag_id] = (dag, topological_index(dag))
         return cached[1]
 
-    def seed(self, dag: DAG, run_id: str) -> None:
-        """A run whose task instances were just created, none with a state."""
-        states = dict.fromkeys(dag.task_dict, None)
-        self.runs[(dag.dag_id, run_id)] = RunReadiness(dag, run_id, states, self._order(dag))
-
     def evaluate(self, session: Session, dag: DAG, run_id: str) -> tuple[int, bool]:
-        """Apply trigger rules to what may have become decidable in the run; returns (state
-        changes, whether any task instance settled without running)."""
+        """Apply trigger rules to what may have become decidable in the run; returns (task
+        instances changed, whether any settled without running)."""
         key = (dag.dag_id, run_id)
         tracker = self.runs.get(key)
         if tracker is None or tracker.dag is not dag or not self.trusted:
-            rows = session.execute(
-                select(TaskInstance.task_id, TaskInstance.state).where(
-                    TaskInstance.dag_id == dag.dag_id, TaskInstance.run_id == run_id
-                )
-            )
-            states = {task_id: state for task_id, state in rows}
-            tracker = RunReadiness(dag, run_id, states, self._order(dag))
-            self.runs[key] = tracker
-        decided = tracker.evaluate()
-        write_decisions(session, dag.dag_id, run_id, decided)
-        return len(decided), any(d.ends for d in decided)
+            rows = read_run(session, dag.dag_id, run_id)
+            tracker = self.runs[key] = RunReadiness(dag, run_id, rows, self._order(dag))
+        in_run = (TaskInstance.dag_id == dag.dag_id) & (TaskInstance.run_id == run_id)
 
-    def note(self, dag_id: str, run_id: str, task_id: str, state: str | None) -> None:
+        def expand(task: BaseTask) -> tuple[str, int]:
+            return expand_from_result(session, dag.dag_id, run_id, task, in_run)
+
+        decided = tracker.evaluate(expand)
+        write_decisions(session, dag.dag_id, run_id, decided)
+        if tracker.stale:
+            del self.runs[key]
+        settled = any(d.ends or d.state != S.SCHEDULED.value for d in decided)
+        return sum(d.count for d in decided), settled
+
+    def note(self, ti: TaskInstance, state: str | None) -> None:
         """A task instance this scheduler wrote (once the write is committed)."""
-        tracker = self.runs.get((dag_id, run_id))
+        tracker = self.runs.get((ti.dag_id, ti.run_id))
         if tracker is not None:
-            tracker.note(task_id, state)
+            tracker.note(ti.task_id, ti.map_index, state)
 
     def invalidate(self, runs: Iterable[RunKey]) -> None:
         """These runs changed in ways not noted: read them again when next evaluated."""

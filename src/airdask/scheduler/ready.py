@@ -10,36 +10,41 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session
 
 from airdask.commands import Command
+from airdask.dag import DAG
 from airdask.scheduler.claims import lock_pools
 from airdask.scheduler.events import set_state, write_back
 from airdask.scheduler.pools import SlotBudget
-from airdask.state import LIVE_VALUES, DagRunState, TaskInstanceState
-from airdask.store.models import DagRun, Pool, TaskInstance, utcnow
+from airdask.scheduler.readiness import Readiness
+from airdask.state import DagRunState, TaskInstanceState
+from airdask.store.models import DagRun, TaskInstance, utcnow
+from airdask.store.queries import pool_usage
 
 S = TaskInstanceState
 #: ``command_for(session, ti, now)``: the command, or None after failing the TI with a reason.
 CommandFor = Callable[[Session, TaskInstance, datetime], Command | None]
+#: ``executor_for(session, ti, now)``: the id of the executor the TI goes to, or None after
+#: failing the TI with a reason (its task names an executor that is not configured).
+ExecutorFor = Callable[[Session, TaskInstance, datetime], str | None]
+
+
+def evaluate_run(session: Session, dag: DAG, run_id: str) -> tuple[int, bool]:
+    """Apply trigger rules to the run's waiting task instances, read in full, in topological
+    order so a skip or upstream_failed cascades at once. Returns (task instances changed,
+    whether any settled without running, i.e. the run must be looked at again).
+
+    The scheduler keeps what it read for the next passes (:class:`.readiness.Readiness`);
+    this is the same evaluation from a fresh read, for one-off use."""
+    return Readiness().evaluate(session, dag, run_id)
 
 
 def open_pool_slots(session: Session, slots: Mapping[str, int] | None = None) -> dict[str, int]:
     """Open slots per pool: slots (read here unless given) minus the pool_slots of its
-    queued and running TIs."""
-    if slots is None:
-        slots = {name: n for name, n in session.execute(select(Pool.name, Pool.slots))}
-    slots = dict(slots)
-    used = session.execute(
-        select(TaskInstance.pool, func.sum(TaskInstance.pool_slots))
-        .where(TaskInstance.state.in_(LIVE_VALUES))
-        .group_by(TaskInstance.pool)
-    )
-    for pool, n in used:
-        if pool in slots:
-            slots[pool] -= int(n or 0)
-    return slots
+    queued and running TIs (:func:`airdask.store.queries.pool_usage`)."""
+    return {name: usage.open for name, usage in pool_usage(session, slots=slots).items()}
 
 
 def queue_ready(
@@ -49,9 +54,15 @@ def queue_ready(
     scope: ColumnElement[bool],
     job_id: int | None,
     command_for: CommandFor,
+    executor_for: ExecutorFor | None = None,
+    executor_slots: Mapping[str, int] | None = None,
 ) -> list[tuple[TaskInstance, Command]]:
     """Mark up to ``total`` ready TIs of runs in ``scope`` QUEUED with the next try_number,
     within pool open slots, highest priority first; return them with their commands.
+
+    With ``executor_for``, each TI also needs an open slot of its executor
+    (``executor_slots``, by id) and records that executor's id in its ``executor`` column;
+    a TI whose executor is full stays as it is for a later pass.
 
     Several schedulers may do this at once (:mod:`.claims`): the pool rows are locked first,
     so the open slots counted here stay true until this transaction commits, and each ready
@@ -61,7 +72,7 @@ def queue_ready(
     pool_open = open_pool_slots(session, lock_pools(session))
     # No more rows than the open slots could take (with room for some that do not fit).
     total = min(total, sum(max(n, 0) for n in pool_open.values()))
-    budget = SlotBudget(pool_open, total=total)
+    budget = SlotBudget(pool_open, total=total, executor_open=executor_slots)
     if budget.exhausted:
         return []
     now = utcnow()
@@ -75,7 +86,7 @@ def queue_ready(
             (DagRun.dag_id == TaskInstance.dag_id) & (DagRun.run_id == TaskInstance.run_id),
         )
         .where(ready, DagRun.state == DagRunState.RUNNING.value, scope)
-        .order_by(TaskInstance.priority_weight.desc(), TaskInstance.task_id)
+        .order_by(TaskInstance.priority_weight.desc(), TaskInstance.task_id, TaskInstance.map_index)
     )
     full = budget.full_pools()
     if full:
@@ -89,12 +100,16 @@ def queue_ready(
     for ti in session.scalars(stmt).all():
         if budget.exhausted:
             break
-        if budget.take(ti.pool, ti.pool_slots) is not None:
+        executor = executor_for(session, ti, now) if executor_for is not None else ti.executor
+        if executor_for is not None and executor is None:
+            continue
+        if budget.take(ti.pool, ti.pool_slots, executor) is not None:
             continue
         command = command_for(session, ti, now)
         if command is None:
             continue
         session.expunge(ti)  # written back in one executemany below
+        ti.executor = executor
         set_state(ti, S.QUEUED)
         ti.try_number += 1
         ti.queued_dttm = now

@@ -8,6 +8,11 @@
   scheduled again. A reset is not the task's fault, so it gets one more try (``max_tries +
   1``). If adoption itself fails, nothing is reset: what the executor could not look at may
   still be running, so those task instances are left as they are for the next check.
+  With several executors (:mod:`.executors`), each orphan is offered to the executor its
+  ``executor`` column names, and only to it; one executor failing to adopt defers only its
+  own. An orphan whose executor is not configured in this scheduler cannot be asked: it is
+  reset, with a reason naming that executor (every scheduler of a database is meant to
+  share one ``[core] executor``).
 * :func:`handle_stuck_queued` — task instances QUEUED by this job for longer than
   ``[scheduler] task_queued_timeout`` are withdrawn from the executor
   (``cleanup_stuck_queued_tasks``, else ``revoke_task`` one by one) and scheduled again, up
@@ -29,6 +34,7 @@ from sqlalchemy.orm import Session
 from airdask.executors.base import BaseExecutor, NotSupportedError
 from airdask.scheduler.claims import run_scope
 from airdask.scheduler.events import add_ti_log, set_state
+from airdask.scheduler.executors import ExecutorSet
 from airdask.scheduler.jobs import mark_dead
 from airdask.state import LIVE_VALUES, DagRunState, TaskInstanceKey, TaskInstanceState
 from airdask.store.models import DagRun, Job, Log, TaskInstance, utcnow
@@ -95,7 +101,7 @@ def lock_orphans(session: Session, scope: ColumnElement[bool]) -> list[TaskInsta
 
 def adopt_or_reset_orphans(
     session: Session,
-    executor: BaseExecutor,
+    executor: BaseExecutor | ExecutorSet,
     *,
     job_id: int,
     threshold: float,
@@ -126,18 +132,26 @@ def adopt_or_reset_orphans(
     orphans = lock_orphans(session, scope)
     if not orphans:
         return report
-    try:
-        not_adopted = list(executor.try_adopt_task_instances(orphans))
-    except Exception as exc:  # what it could not look at may still run: touch nothing
-        why = f"try_adopt_task_instances failed: {type(exc).__name__}: {exc}"
-        log.error("%s; %d orphaned task instances left for the next check", why, len(orphans))
-        session.add(Log(event="adopt_failed", extra=f"{why}; {len(orphans)} left as they were"))
-        report.deferred = [str(ti.key) for ti in orphans]
-        return report
+    executors = ExecutorSet.of(executor)
+    groups, homeless = executors.group(orphans)
+    not_adopted: list[TaskInstance] = list(homeless)
+    deferred: set[int] = set()
+    for executor_id, tis in groups.items():
+        try:
+            not_adopted += executors.by_id[executor_id].try_adopt_task_instances(tis)
+        except Exception as exc:  # what it could not look at may still run: touch nothing
+            why = f"{executor_id}.try_adopt_task_instances failed: {type(exc).__name__}: {exc}"
+            log.error("%s; %d orphaned task instances left for the next check", why, len(tis))
+            session.add(Log(event="adopt_failed", extra=f"{why}; {len(tis)} left as they were"))
+            report.deferred += [str(ti.key) for ti in tis]
+            deferred.update(id(ti) for ti in tis)
     # No database I/O from here on: if the commit fails, the caller still gets the report
     # and knows what the executor took over (see :class:`.held.Held`).
     left = {id(ti) for ti in not_adopted}
+    unknown = {id(ti) for ti in homeless}
     for ti in orphans:
+        if id(ti) in deferred:
+            continue
         if id(ti) not in left:
             old = ti.queued_by_job_id
             ti.queued_by_job_id = job_id
@@ -145,14 +159,20 @@ def adopt_or_reset_orphans(
             report.adopted_keys.append((ti.key, old))
             add_ti_log(session, ti, "adopted", f"from scheduler job {old} by job {job_id}")
             continue
+        why = f"reset: its scheduler job {ti.queued_by_job_id} died while it was live"
+        if id(ti) in unknown:
+            why += (
+                f"; its executor {ti.executor!r} is not configured here, so it could not be "
+                f"asked to adopt it (configured: {executors.describe()})"
+            )
         add_ti_log(
-            session, ti, "orphan_reset", f"was {ti.state} (job {ti.queued_by_job_id}); reset"
+            session, ti, "orphan_reset", f"was {ti.state} (job {ti.queued_by_job_id}); {why}"
         )
         set_state(ti, None)
         ti.max_tries += 1
         ti.queued_dttm = None
         ti.external_executor_id = None
-        ti.reason = f"reset: its scheduler job {ti.queued_by_job_id} died while it was live"
+        ti.reason = why
         report.reset.append(str(ti.key))
         report.runs.add((ti.dag_id, ti.run_id))
     log.warning(
@@ -163,7 +183,7 @@ def adopt_or_reset_orphans(
 
 def handle_stuck_queued(
     session: Session,
-    executor: BaseExecutor,
+    executor: BaseExecutor | ExecutorSet,
     *,
     job_id: int,
     timeout: float,
@@ -188,9 +208,15 @@ def handle_stuck_queued(
     )
     if not stuck:
         return report
-    what = f"stuck in queued for more than {timeout:g}s"
-    kept = withdraw(executor, stuck)
+    executors = ExecutorSet.of(executor)
+    groups, _ = executors.group(stuck)  # one not ours here has nothing to withdraw from
+    kept: dict[int, str] = {}
+    for executor_id, tis in groups.items():
+        kept.update(withdraw(executors.by_id[executor_id], tis))
     for ti in stuck:
+        # Naming the queue says where to look: a queue no worker consumes is the usual cause.
+        where = f" in queue {ti.queue!r}" if ti.queue else ""
+        what = f"stuck in queued{where} for more than {timeout:g}s"
         problem = kept.get(id(ti))
         if problem is not None:
             extra = f"{what}; not rescheduled: {problem}; trying again at the next check"
@@ -256,7 +282,7 @@ def _revoke(executor: BaseExecutor, ti: TaskInstance, cleanup_error: str | None)
 
 
 def requeue_unsent(
-    session: Session, executor: BaseExecutor, *, job_id: int | None
+    session: Session, executor: BaseExecutor | ExecutorSet, *, job_id: int | None
 ) -> set[tuple[str, str]]:
     """After a database outage: a task instance this job marked QUEUED that its executor
     does not have was never handed over (the commit went through, its answer was lost), so

@@ -8,7 +8,7 @@ without running. Like Airflow, rules settle eagerly where they can (``all_succes
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 
@@ -46,6 +46,13 @@ class UpstreamCounts:
                 counts[value] += 1
         return cls(total=total, **counts)
 
+    @classmethod
+    def of_counts(cls, counts: Mapping[str | None, int]) -> UpstreamCounts:
+        """From ``{state: how many}`` (a mapped upstream's thousands of instances are a
+        few entries, not thousands)."""
+        known = ("success", "skipped", "failed", "upstream_failed", "removed")
+        return cls(total=sum(counts.values()), **{name: int(counts.get(name, 0)) for name in known})
+
     @property
     def done(self) -> int:
         return self.success + self.skipped + self.failed + self.upstream_failed + self.removed
@@ -59,51 +66,76 @@ class UpstreamCounts:
         return self.failed + self.upstream_failed
 
 
-def evaluate(rule: str, up: UpstreamCounts) -> Decision:
-    """What a not-yet-started task instance with trigger ``rule`` should do now."""
-    if up.total == 0 or rule == "always":
+def _when_done(up: UpstreamCounts, then: Decision) -> Decision:
+    return then if up.all_done else Decision.WAIT
+
+
+def _all_success(up: UpstreamCounts) -> Decision:
+    if up.failures:
+        return Decision.UPSTREAM_FAILED
+    if up.skipped:
+        return Decision.SKIP
+    return Decision.RUN if up.success + up.removed >= up.total else Decision.WAIT
+
+
+def _all_failed(up: UpstreamCounts) -> Decision:
+    return Decision.SKIP if up.success or up.skipped else _when_done(up, Decision.RUN)
+
+
+def _one_success(up: UpstreamCounts) -> Decision:
+    if up.success:
         return Decision.RUN
-    if rule == "all_success":
-        if up.failures:
-            return Decision.UPSTREAM_FAILED
-        if up.skipped:
-            return Decision.SKIP
-        return Decision.RUN if up.success + up.removed >= up.total else Decision.WAIT
-    if rule == "all_failed":
-        if up.success or up.skipped:
-            return Decision.SKIP
-        return Decision.RUN if up.all_done else Decision.WAIT
-    if rule == "all_done":
-        return Decision.RUN if up.all_done else Decision.WAIT
-    if rule == "one_success":
-        if up.success:
-            return Decision.RUN
-        if up.all_done:
-            return Decision.SKIP if up.skipped == up.done else Decision.UPSTREAM_FAILED
-        return Decision.WAIT
-    if rule == "one_failed":
-        if up.failures:
-            return Decision.RUN
-        return Decision.SKIP if up.all_done else Decision.WAIT
-    if rule == "one_done":
-        if up.success or up.failed:
-            return Decision.RUN
-        return Decision.SKIP if up.all_done else Decision.WAIT
-    if rule == "none_failed":
-        if up.failures:
-            return Decision.UPSTREAM_FAILED
-        return Decision.RUN if up.all_done else Decision.WAIT
-    if rule == "none_failed_min_one_success":
-        if up.failures:
-            return Decision.UPSTREAM_FAILED
-        if not up.all_done:
-            return Decision.WAIT
-        return Decision.RUN if up.success else Decision.SKIP
-    if rule == "none_skipped":
-        if up.skipped:
-            return Decision.SKIP
-        return Decision.RUN if up.all_done else Decision.WAIT
-    raise ValueError(f"unknown trigger rule {rule!r}")
+    return _when_done(up, Decision.SKIP if up.skipped == up.done else Decision.UPSTREAM_FAILED)
+
+
+def _one_failed(up: UpstreamCounts) -> Decision:
+    return Decision.RUN if up.failures else _when_done(up, Decision.SKIP)
+
+
+def _one_done(up: UpstreamCounts) -> Decision:
+    return Decision.RUN if up.success or up.failed else _when_done(up, Decision.SKIP)
+
+
+def _none_failed(up: UpstreamCounts) -> Decision:
+    return Decision.UPSTREAM_FAILED if up.failures else _when_done(up, Decision.RUN)
+
+
+def _none_failed_min_one_success(up: UpstreamCounts) -> Decision:
+    if up.failures:
+        return Decision.UPSTREAM_FAILED
+    return _when_done(up, Decision.RUN if up.success else Decision.SKIP)
+
+
+def _none_skipped(up: UpstreamCounts) -> Decision:
+    return Decision.SKIP if up.skipped else _when_done(up, Decision.RUN)
+
+
+#: Each trigger rule's decision, given its upstream counts (``up.total > 0``). The keys are
+#: :data:`airdask.dag.TRIGGER_RULES` (a test checks it).
+RULES: dict[str, Callable[[UpstreamCounts], Decision]] = {
+    "all_success": _all_success,
+    "all_failed": _all_failed,
+    "all_done": lambda up: _when_done(up, Decision.RUN),
+    "one_success": _one_success,
+    "one_failed": _one_failed,
+    "one_done": _one_done,
+    "none_failed": _none_failed,
+    "none_failed_min_one_success": _none_failed_min_one_success,
+    "none_skipped": _none_skipped,
+    "always": lambda up: Decision.RUN,
+}
+
+
+def evaluate(rule: str, up: UpstreamCounts) -> Decision:
+    """What a not-yet-started task instance with trigger ``rule`` should do now: run at once
+    without upstream tasks, else what :data:`RULES` says.
+
+    :raises ValueError: ``rule`` is not a trigger rule.
+    """
+    decide = RULES.get(rule)
+    if decide is None:
+        raise ValueError(f"unknown trigger rule {rule!r}")
+    return Decision.RUN if up.total == 0 else decide(up)
 
 
 def decision_state(decision: Decision) -> TaskInstanceState | None:

@@ -16,6 +16,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from airdask.dag import DAG
+from airdask.params import ParamError
 from airdask.scheduler.events import set_state
 from airdask.state import UNFINISHED_STATES, DagRunState, TaskInstanceState
 from airdask.store.models import DagRun, Log, Pool, TaskInstance, utcnow
@@ -25,6 +26,15 @@ S = TaskInstanceState
 
 class RunError(ValueError):
     """A run that cannot be created: unknown pool, too many pool slots, bad conf."""
+
+
+def check_conf(dag: DAG, conf: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The run's params, or :class:`RunError` (one line) when ``conf`` does not fit the
+    DAG's params (see :mod:`airdask.params`). Called before anything is written."""
+    try:
+        return dag.resolve_params(conf)
+    except ParamError as exc:
+        raise RunError(str(exc)) from None
 
 
 def parse_conf(text: str | None) -> dict[str, Any] | None:
@@ -78,21 +88,35 @@ def create_run(
     run_id: str | None = None,
     dag_file: str | None = None,
     scheduled_by_job_id: int | None = None,
+    logical_date: datetime | None = None,
+    data_interval: tuple[datetime, datetime] | None = None,
 ) -> DagRun:
     """A queued DagRun for ``dag`` (its task instances are created when a scheduler starts
-    it). Checks pools first; :class:`RunError` lists every problem."""
+    it). Checks the conf against the DAG's params and the pools first; :class:`RunError`
+    lists every problem.
+
+    :param logical_date: the date the run is for; a manual run's is its trigger time.
+    :param data_interval: ``(start, end)``; a manual run's is ``(logical_date, logical_date)``.
+    """
+    check_conf(dag, conf)
     problems = check_dag_pools(dag, pool_slots(session))
     if problems:
         raise RunError("; ".join(problems))
     if run_id is not None and session.get(DagRun, (dag.dag_id, run_id)) is not None:
         raise RunError(f"DAG {dag.dag_id!r} already has a run {run_id!r}")
+    now = utcnow()
+    logical_date = logical_date or now
+    start, end = data_interval or (logical_date, logical_date)
     run = DagRun(
         dag_id=dag.dag_id,
-        run_id=run_id or new_run_id(session, dag.dag_id),
+        run_id=run_id or new_run_id(session, dag.dag_id, now),
+        logical_date=logical_date,
+        data_interval_start=start,
+        data_interval_end=end,
         state=DagRunState.QUEUED.value,
         conf=dict(conf) if conf is not None else None,
         dag_file=dag_file if dag_file is not None else dag.fileloc,
-        queued_at=utcnow(),
+        queued_at=now,
         scheduled_by_job_id=scheduled_by_job_id,
     )
     session.add(run)
@@ -104,12 +128,18 @@ def create_run(
 def start_run(session: Session, run: DagRun, dag: DAG) -> int:
     """Create the run's task instances (no state yet) and mark it running.
 
+    A task mapped over a literal list gets one task instance per element (``map_index``
+    0..n-1), all in one bulk insert; one mapped over an empty list gets a single
+    instance (``map_index`` -1) that is skipped at once, as in Airflow.
+
     The caller holds the run's lock (:func:`.claims.claim_queued_runs`); the run's owner is
     left as it is (``airdask run`` owns its runs; a run of ``airdask scheduler`` has none,
     so every scheduler works on it)."""
     weights = dag.priority_weights()
-    rows = [
-        {
+    now = utcnow()
+    rows: list[dict[str, Any]] = []
+    for task in dag.tasks:
+        row = {
             "dag_id": dag.dag_id,
             "task_id": task.task_id,
             "run_id": run.run_id,
@@ -123,15 +153,26 @@ def start_run(session: Session, run: DagRun, dag: DAG) -> int:
             "priority_weight": weights[task.task_id],
             "executor_config": task.executor_config_for_run() or None,
             "stuck_in_queued_count": 0,
-            "updated_at": utcnow(),
+            "updated_at": now,
+            "end_date": None,
+            "reason": None,
         }
-        for task in dag.tasks
-    ]
+        if task.map_over is None:
+            rows.append(row)
+        elif not task.map_over:
+            skipped = {"state": S.SKIPPED.value, "end_date": now, "reason": EMPTY_MAP_REASON}
+            rows.append({**row, **skipped})
+        else:
+            rows.extend({**row, "map_index": i} for i in range(len(task.map_over)))
     if rows:
         session.execute(insert(TaskInstance), rows)
     run.state = DagRunState.RUNNING.value
-    run.start_date = utcnow()
+    run.start_date = now
     return len(rows)
+
+
+#: Why a task mapped over an empty list did not run.
+EMPTY_MAP_REASON = "mapped over an empty list: nothing to run"
 
 
 #: What :func:`fail_run` does to the task instances that have not finished and are not

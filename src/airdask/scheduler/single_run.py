@@ -16,8 +16,9 @@ from typing import Any
 from sqlalchemy import func, select
 
 from airdask.dag import DAG
+from airdask.scheduler.executors import check_dag_executors
 from airdask.scheduler.loop import PassResult, SchedulerJob
-from airdask.scheduler.runs import create_run
+from airdask.scheduler.runs import RunError, create_run
 from airdask.state import DagRunState
 from airdask.store import DagRun, TaskInstance
 
@@ -60,17 +61,21 @@ def drive_run(
 ) -> RunOutcome:
     """Register ``job``, trigger one run of ``dag``, and schedule it until it finishes.
 
-    :param timeout: seconds; past them the executor is terminated (its attempts killed and
+    :param timeout: seconds; past them the executors are terminated (its attempts killed and
         recorded as such) and the outcome says ``timed_out``.
     :param on_trigger: called with the new run's id once it is created.
     :param on_progress: called with the counts by state at most every ``progress_every``
         seconds while the run goes on, and once at the end.
-    :raises airdask.scheduler.runs.RunError: the run cannot be created (pools, run id); the
-        job is then recorded as failed and nothing else is written.
+    :raises airdask.scheduler.runs.RunError: the run cannot be created (pools, run id, a
+        task naming an executor the job does not host); the job is then recorded as failed
+        and nothing else is written.
     """
     job.run_filter = []  # before register(): the job is a run's, never a scheduler
     job.register()
     try:
+        problems = check_dag_executors(dag, job.executors.names)
+        if problems:
+            raise RunError("; ".join(problems))
         with job.store.session() as session:
             run_id = create_run(
                 session, dag, conf=conf, dag_file=dag_file, scheduled_by_job_id=job.job_id
@@ -94,7 +99,7 @@ def drive_run(
 
     def on_pass(result: PassResult) -> None:
         # The link is gone once end() closed the connection: remember it while running.
-        seen["link"] = seen["link"] or getattr(job.executor, "dashboard_link", None)
+        seen["link"] = seen["link"] or job.executors.dashboard_link
         report()
 
     def finished() -> bool:
@@ -103,7 +108,7 @@ def drive_run(
             return True
         if deadline is not None and time.monotonic() > deadline:
             seen["timed_out"] = True
-            job.executor.terminate()
+            job.executors.terminate()
             return True
         return False
 

@@ -16,10 +16,12 @@ class DatabaseError(RuntimeError):
 
 
 def init_db(store: Store, *, default_pool_slots: int = 128) -> bool:
-    """Create missing tables and ``default_pool``. Idempotent; True if anything was created."""
+    """Create missing tables, missing nullable columns of existing tables (a database made
+    by an older airdask) and ``default_pool``. Idempotent; True if anything was created."""
     before = set(inspect(store.engine).get_table_names())
     Base.metadata.create_all(store.engine)
     created = not set(Base.metadata.tables) <= before
+    created = _add_missing_columns(store, before) or created
     with store.session() as session:
         if session.get(Pool, DEFAULT_POOL) is None:
             session.add(
@@ -27,6 +29,25 @@ def init_db(store: Store, *, default_pool_slots: int = 128) -> bool:
             )
             created = True
     return created
+
+
+def _add_missing_columns(store: Store, tables: set[str]) -> bool:
+    """``ALTER TABLE ... ADD COLUMN`` for each nullable column a table in ``tables`` lacks
+    (new columns are nullable, so old rows stay valid)."""
+    inspector = inspect(store.engine)
+    added = False
+    for name, table in Base.metadata.tables.items():
+        if name not in tables:
+            continue
+        present = {column["name"] for column in inspector.get_columns(name)}
+        for column in table.columns:
+            if column.name in present or not column.nullable:
+                continue
+            kind = column.type.compile(dialect=store.engine.dialect)
+            with store.engine.begin() as conn:
+                conn.execute(text(f'ALTER TABLE {name} ADD COLUMN "{column.name}" {kind}'))
+            added = True
+    return added
 
 
 def reset_db(store: Store, *, default_pool_slots: int = 128) -> None:

@@ -9,7 +9,18 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKeyConstraint, Index, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -43,7 +54,10 @@ class Base(DeclarativeBase):
 
 class DagRun(Base):
     __tablename__ = "dag_run"
-    __table_args__ = (Index("ix_dag_run_state", "state"),)
+    __table_args__ = (
+        Index("ix_dag_run_state", "state"),
+        Index("ix_dag_run_logical_date", "dag_id", "logical_date"),
+    )
 
     dag_id: Mapped[str] = mapped_column(String(250), primary_key=True)
     run_id: Mapped[str] = mapped_column(String(250), primary_key=True)
@@ -55,6 +69,43 @@ class DagRun(Base):
     end_date: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
     #: The scheduler job that drives this run (None: any scheduler may take it).
     scheduled_by_job_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    #: The date the run is "for" (Airflow's logical_date): the trigger time of a manual
+    #: run; for a scheduled run, the start of its data interval.
+    logical_date: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
+    data_interval_start: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
+    data_interval_end: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
+
+
+class DagModel(Base):
+    """What the scheduler knows of a scheduled DAG between passes: whether it is paused and
+    when its next run is due, so that a pass finds the due DAGs with one indexed query
+    (:mod:`airdask.scheduler.schedules`)."""
+
+    __tablename__ = "dag"
+    __table_args__ = (Index("ix_dag_next_dagrun_create_after", "next_dagrun_create_after"),)
+
+    dag_id: Mapped[str] = mapped_column(String(250), primary_key=True)
+    is_paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    fileloc: Mapped[str | None] = mapped_column(Text, default=None)
+    #: The schedule as written (cron, preset, "every 1h", "None"), and the DAG's timezone.
+    schedule: Mapped[str | None] = mapped_column(String(250), default=None)
+    timezone: Mapped[str | None] = mapped_column(String(100), default=None)
+    #: The next run: its logical date, data interval and when it may be created (None: no
+    #: run to create, e.g. schedule=None or a "@once" DAG that ran).
+    next_dagrun: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
+    next_dagrun_data_interval_start: Mapped[datetime | None] = mapped_column(
+        UtcDateTime, default=None
+    )
+    next_dagrun_data_interval_end: Mapped[datetime | None] = mapped_column(
+        UtcDateTime, default=None
+    )
+    next_dagrun_create_after: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
+    #: The data interval of the latest scheduled or backfilled run.
+    last_data_interval_start: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
+    last_data_interval_end: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
+    updated_at: Mapped[datetime | None] = mapped_column(
+        UtcDateTime, default=utcnow, onupdate=utcnow
+    )
 
 
 class TaskInstance(Base):
@@ -81,6 +132,9 @@ class TaskInstance(Base):
     priority_weight: Mapped[int] = mapped_column(Integer, default=1)
     executor_config: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     external_executor_id: Mapped[str | None] = mapped_column(String(512), default=None)
+    #: The id of the executor the current try was queued on (its alias, else its class
+    #: name: :mod:`airdask.executors.names`), written with QUEUED; None: never queued.
+    executor: Mapped[str | None] = mapped_column(String(1000), default=None)
     queued_dttm: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
     start_date: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
     end_date: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
@@ -120,6 +174,28 @@ class TaskInstance(Base):
 
     def __repr__(self) -> str:
         return f"<TaskInstance {self.key} state={self.state}>"
+
+
+class TaskResultRow(Base):
+    """A task instance's return value, as its worker encoded it (``runner.encode_result``):
+    ``format`` "json" (UTF-8 JSON text) or "pickle" (cloudpickle). Written by the scheduler
+    when the success is recorded; see :mod:`airdask.scheduler.results`."""
+
+    __tablename__ = "task_result"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["dag_id", "run_id"], ["dag_run.dag_id", "dag_run.run_id"], ondelete="CASCADE"
+        ),
+    )
+
+    dag_id: Mapped[str] = mapped_column(String(250), primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(250), primary_key=True)
+    task_id: Mapped[str] = mapped_column(String(250), primary_key=True)
+    map_index: Mapped[int] = mapped_column(Integer, primary_key=True, default=-1)
+    try_number: Mapped[int] = mapped_column(Integer)
+    format: Mapped[str] = mapped_column(String(10))
+    value: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class Pool(Base):

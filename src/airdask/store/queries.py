@@ -3,18 +3,73 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from airdask.state import LIVE_VALUES, TaskInstanceState
 from airdask.store.db import DEFAULT_POOL
-from airdask.store.models import Pool
+from airdask.store.models import Pool, TaskInstance
 
 if TYPE_CHECKING:
     from airdask.config import Config
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PoolUsage:
+    """One pool's slots and what holds them: the ``pool_slots`` of its running and of its
+    queued task instances (Airflow's rule)."""
+
+    name: str
+    slots: int
+    running: int = 0
+    queued: int = 0
+    description: str = ""
+
+    @property
+    def open(self) -> int:
+        """Slots still free; negative when slots were lowered below what is in use."""
+        return self.slots - self.running - self.queued
+
+
+def pool_usage(session: Session, *, slots: Mapping[str, int] | None = None) -> dict[str, PoolUsage]:
+    """Every pool's usage, by pool name in order: the one query behind the scheduler's open
+    slots, ``airdask pools list`` and the dashboard summary.
+
+    One ``GROUP BY (pool, state)`` over the live (queued, running) task instances, answered
+    from the state index. ``slots`` are the pools' slots when the caller has read them
+    already (the scheduler, which locks the pool rows: :func:`airdask.scheduler.claims.
+    lock_pools`); otherwise they are read here, with the descriptions. Task instances of a
+    pool that does not exist are not counted.
+    """
+    if slots is None:
+        rows = session.execute(select(Pool.name, Pool.slots, Pool.description))
+        pools = {name: (int(n), description or "") for name, n, description in rows}
+    else:
+        pools = {name: (int(n), "") for name, n in slots.items()}
+    used: dict[tuple[str, str], int] = {}
+    for pool, state, n in session.execute(
+        select(TaskInstance.pool, TaskInstance.state, func.sum(TaskInstance.pool_slots))
+        .where(TaskInstance.state.in_(LIVE_VALUES))
+        .group_by(TaskInstance.pool, TaskInstance.state)
+    ):
+        used[(str(pool), str(state))] = int(n or 0)
+    running, queued = TaskInstanceState.RUNNING.value, TaskInstanceState.QUEUED.value
+    return {
+        name: PoolUsage(
+            name,
+            total,
+            used.get((name, running), 0),
+            used.get((name, queued), 0),
+            description,
+        )
+        for name, (total, description) in sorted(pools.items())
+    }
 
 
 def pool_resources(session: Session) -> dict[str, float]:

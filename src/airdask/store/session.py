@@ -44,7 +44,7 @@ def make_engine(url: str) -> Engine:
 
 
 def engine_from_config(config: Config) -> Engine:
-    return make_engine(config.get("database", "sql_alchemy_conn"))
+    return make_engine(config.database.sql_alchemy_conn)
 
 
 class Store:

@@ -364,7 +364,7 @@ def test_no_result_is_fetched_and_a_long_log_is_taken_from_its_worker(
     events = drain(ex, [small.key, large.key])
     assert events[small.key][0] is S.SUCCESS and events[large.key][0] is S.SUCCESS
     ex.end()
-    folder = config.get("logging", "base_log_folder")
+    folder = config.logging.base_log_folder
     assert "short" in log_path(folder, small.key).read_text()
     assert big_text in log_path(folder, large.key).read_text()  # all of it, not the tail
     assert gathered == []
@@ -629,7 +629,7 @@ def test_runs_on_a_worker_that_cannot_import_airdask(
         assert state is S.SUCCESS, info
         assert info.worker == blocked
     ex.end()  # logs are filed on a background thread; end() waits for them
-    assert "python ok" in log_path(config.get("logging", "base_log_folder"), py_ti.key).read_text()
+    assert "python ok" in log_path(config.logging.base_log_folder, py_ti.key).read_text()
 
 
 def test_a_scheduler_that_lost_the_runner_gets_it_again(

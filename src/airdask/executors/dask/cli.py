@@ -10,17 +10,17 @@ from __future__ import annotations
 import os
 import shlex
 import sys
-from typing import Any
 
 import click
 from rich.console import Console
 from rich.table import Table
 
+from airdask.config import Config
 from airdask.executors.dask.connect import security_from_config
 from airdask.store.queries import pool_resources_of
 
 
-def _config() -> Any:
+def _config() -> Config:
     from airdask.config import ConfigError, load_config
 
     try:
@@ -47,8 +47,8 @@ def parse_resources(text: str | None) -> dict[str, float]:
     return out
 
 
-def _address(config: Any, address: str | None) -> str:
-    address = address or str(config.get("dask", "cluster_address"))
+def _address(config: Config, address: str | None) -> str:
+    address = address or config.dask.cluster_address
     if not address:
         raise click.ClickException(
             "no Dask scheduler address: pass ADDRESS or set [dask] cluster_address"
@@ -57,16 +57,16 @@ def _address(config: Any, address: str | None) -> str:
 
 
 def worker_command(
-    config: Any, address: str, resources: dict[str, float], extra: list[str]
+    config: Config, address: str, resources: dict[str, float], extra: list[str]
 ) -> list[str]:
     """The ``dask worker`` command line (TLS files from ``[dask] tls_*`` when set)."""
     argv = [sys.executable, "-m", "distributed.cli.dask_worker", address]
     if resources:
         argv += ["--resources", ",".join(f"{k}={v:g}" for k, v in sorted(resources.items()))]
-    tls = {k: str(config.get("dask", k)) for k in ("tls_ca", "tls_cert", "tls_key")}
-    if all(tls.values()):
-        argv += ["--tls-ca-file", tls["tls_ca"], "--tls-cert", tls["tls_cert"]]
-        argv += ["--tls-key", tls["tls_key"]]
+    tls = config.dask
+    if tls.tls_ca and tls.tls_cert and tls.tls_key:
+        argv += ["--tls-ca-file", tls.tls_ca, "--tls-cert", tls.tls_cert]
+        argv += ["--tls-key", tls.tls_key]
     return argv + extra
 
 

@@ -25,7 +25,7 @@ def security_from_config(config: Config) -> Any | None:
 
     All three files must be given together; encryption is required.
     """
-    ca, cert, key = (str(config.get("dask", k)) for k in ("tls_ca", "tls_cert", "tls_key"))
+    ca, cert, key = config.dask.tls_ca, config.dask.tls_cert, config.dask.tls_key
     given = {"tls_ca": ca, "tls_cert": cert, "tls_key": key}
     if not any(given.values()):
         return None
@@ -67,14 +67,12 @@ def embedded_cluster(config: Config, *, resources: Mapping[str, float] | None = 
     import dask
     from distributed import LocalCluster
 
-    with dask.config.set(
-        {"distributed.scheduler.allowed-failures": int(config.get("dask", "allowed_failures"))}
-    ):
+    with dask.config.set({"distributed.scheduler.allowed-failures": config.dask.allowed_failures}):
         return LocalCluster(  # type: ignore[no-untyped-call]
-            n_workers=int(config.get("dask", "n_workers")),
-            threads_per_worker=int(config.get("dask", "threads_per_worker")),
+            n_workers=config.dask.n_workers,
+            threads_per_worker=config.dask.threads_per_worker,
             processes=True,
-            dashboard_address=str(config.get("dask", "dashboard_address")) or None,
+            dashboard_address=config.dask.dashboard_address or None,
             resources=dict(resources) if resources else None,
             # A string, not an import: importing the preload loads Bokeh and adds the page.
             scheduler_kwargs={"preload": ["airdask.dashboard.preload"]},
@@ -116,7 +114,7 @@ def connect(
                 address,
                 security=security,
                 set_as_default=False,
-                timeout=float(config.get("dask", "connect_timeout")),
+                timeout=config.dask.connect_timeout,
             )
             # Client's timeout is also how long it tries to reconnect after losing the
             # scheduler: keep Dask's window for that; connect_timeout is for start-up only.

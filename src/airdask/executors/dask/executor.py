@@ -130,14 +130,14 @@ class DaskExecutor(BaseExecutor):
         super().__init__(parallelism, config=config)
         self.worker_resources = dict(worker_resources or {})
         if cluster_address is None:
-            cluster_address = str(self.config.get("dask", "cluster_address")) or None
+            cluster_address = self.config.dask.cluster_address or None
         self.cluster_address = cluster_address
         self.security = security if security is not None else security_from_config(self.config)
         self.reuse_current_client = reuse_current_client
         self.resource_ttl = resource_ttl
-        self.pool_policy = str(self.config.get("dask", "pool_resources"))
-        self.log_max_bytes = int(self.config.get("dask", "log_max_bytes"))
-        self.base_log_folder = str(self.config.get("logging", "base_log_folder"))
+        self.pool_policy = self.config.dask.pool_resources
+        self.log_max_bytes = self.config.dask.log_max_bytes
+        self.base_log_folder = self.config.logging.base_log_folder
         self._given_client = client
         self._conn: DaskConnection | None = None
         self._watch: ConnectionWatch | None = None
@@ -146,7 +146,8 @@ class DaskExecutor(BaseExecutor):
         self._watcher = DoneWatcher(self._done)
         self._track = Tracker()
         self._logs = LogWriter(self.base_log_folder, fetch=self._fetch_kept_logs)
-        self._meta: dict[TaskInstanceKey, tuple[int, str | None, int]] = {}
+        #: the queued entries of the batch being handed to execute_async (_before_process)
+        self._handing: Mapping[TaskInstanceKey, QueuedTaskInstanceType] = {}
         self._pending: list[Pending] | None = None
         #: outcomes reported by the previous sync, acknowledged to the keeper by the next
         self._unacked: list[str] = []
@@ -283,9 +284,11 @@ class DaskExecutor(BaseExecutor):
     # ---- submitting --------------------------------------------------------------------
 
     def _before_process(self, entries: Mapping[TaskInstanceKey, QueuedTaskInstanceType]) -> None:
-        """Keep the priority and pool of attempts about to reach ``execute_async``."""
-        for key, (_, priority, _, ti) in entries.items():
-            self._meta[key] = (priority, ti.pool, ti.pool_slots)
+        """Keep the entries of the batch about to reach ``execute_async``, which needs their
+        priority and pool. The next batch replaces them and :meth:`batch` drops them, so
+        nothing accumulates; an attempt handed over without them (a direct ``execute_async``
+        call) gets priority 1 and no pool."""
+        self._handing = entries
 
     def _process_tasks(self, task_tuples: list[TaskTuple]) -> None:
         """Hands nothing to Dask while it is unreachable: the attempts stay queued (an
@@ -313,6 +316,7 @@ class DaskExecutor(BaseExecutor):
             yield
         finally:
             pending, self._pending = self._pending, None
+            self._handing = {}
             self._submit(pending)
 
     def execute_async(
@@ -325,7 +329,10 @@ class DaskExecutor(BaseExecutor):
         if self._conn is None:
             self.start()
         assert self._router is not None
-        priority, pool, pool_slots = self._meta.pop(key, (1, None, 1))
+        entry = self._handing.get(key)
+        priority, pool, pool_slots = (
+            (1, None, 1) if entry is None else (entry[1], entry[3].pool, entry[3].pool_slots)
+        )
         spec = build_spec(
             key,
             command,

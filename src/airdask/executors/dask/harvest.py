@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from airdask.executors.dask.ops import OUR_CANCEL_PREFIX
-from airdask.executors.events import EventInfo, info_from_outcome
+from airdask.executors.events import EventInfo, OutcomeKind, info_from_outcome
 from airdask.state import TaskInstanceState
 
 #: Cancel reasons that mean the client lost its scheduler: the outcome is unknown.
@@ -50,6 +50,7 @@ def from_exception(exc: BaseException | None, external_id: str) -> Harvested:
     """A future in state "error": the runner never raises, so this is Dask's."""
     from distributed.scheduler import KilledWorker
 
+    kind: OutcomeKind
     if isinstance(exc, KilledWorker):
         reason, kind = f"worker died while running the task (KilledWorker): {exc}", "worker_died"
     else:

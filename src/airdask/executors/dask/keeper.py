@@ -31,7 +31,7 @@ from typing import Any
 
 from distributed.diagnostics.plugin import SchedulerPlugin
 
-from airdask.runner import FINISHED_TOPIC
+from airdask.runner import FINISHED_TOPIC, OutcomeKind
 
 #: The plugin's name on the scheduler (bumped when its protocol changes).
 KEEPER_NAME = "airdask-keeper-1"
@@ -42,7 +42,9 @@ ANNOTATION = "airdask"
 LATE_OUTCOME_SECONDS = 5.0
 
 
-def synthetic_outcome(key: str, kind: str, reason: str, worker: str | None) -> dict[str, Any]:
+def synthetic_outcome(
+    key: str, kind: OutcomeKind, reason: str, worker: str | None
+) -> dict[str, Any]:
     """An outcome in the runner's shape, for what the runner could not report itself."""
     now = time.time()
     return {

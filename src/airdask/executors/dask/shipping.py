@@ -136,7 +136,12 @@ def reference(heavy: functools.partial[Any]) -> Callable[..., Any]:
 
 
 def _make_plugins(blobs: dict[str, bytes]) -> tuple[Any, Any]:
-    from distributed.diagnostics.plugin import SchedulerPlugin, WorkerPlugin
+    """The worker plugin and the scheduler plugin that put ``blobs`` in place."""
+    return _worker_plugin(blobs), _scheduler_plugin(blobs)
+
+
+def _worker_plugin(blobs: dict[str, bytes]) -> Any:
+    from distributed.diagnostics.plugin import WorkerPlugin
 
     cached = _CACHED
 
@@ -173,7 +178,15 @@ def _make_plugins(blobs: dict[str, bytes]) -> tuple[Any, Any]:
             if status.startswith("clos"):  # the worker closes (lost its scheduler, say)
                 kill_all("its Dask worker closed")
 
-    class AirdaskShippedOnScheduler(SchedulerPlugin):
+    return AirdaskShipped(blobs)
+
+
+def _scheduler_plugin(blobs: dict[str, bytes]) -> Any:
+    from distributed.diagnostics.plugin import SchedulerPlugin
+
+    cached = _CACHED
+
+    class AirdaskShippedOnScheduler(SchedulerPlugin):  # local: shipped by value, as above
         idempotent = True
 
         def __init__(self, blobs: dict[str, bytes]) -> None:
@@ -183,7 +196,7 @@ def _make_plugins(blobs: dict[str, bytes]) -> tuple[Any, Any]:
             for digest, blob in self.blobs.items():
                 cached(digest, blob)
 
-    return AirdaskShipped(blobs), AirdaskShippedOnScheduler(blobs)
+    return AirdaskShippedOnScheduler(blobs)
 
 
 def install(client: Any, functions: list[functools.partial[Any]]) -> None:

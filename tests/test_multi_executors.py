@@ -1,0 +1,407 @@
+"""Several executors in one scheduler, end to end: a DAG whose tasks run on the Dask,
+Local and Sequential executors side by side through ``airdask run`` and ``airdask
+scheduler``; a pool shared across them and ``[core] parallelism`` never exceeded (ledgers
+of start/end times written by the commands); names that are not configured; and adoption
+per executor after the scheduler is SIGKILLed and restarted."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from airdask.config import Config, load_config
+from airdask.dag import DAG, PythonTask
+from airdask.dashboard.page import live_columns
+from airdask.dashboard.summary import build_summary
+from airdask.executors.dask import DaskExecutor
+from airdask.executors.local import LocalExecutor
+from airdask.executors.names import parse_executor_names
+from airdask.scheduler.executors import ExecutorSet
+from airdask.scheduler.loop import SchedulerJob
+from airdask.scheduler.runs import RunError, create_run, start_run
+from airdask.scheduler.single_run import drive_run
+from airdask.store import DagRun, Store, TaskInstance
+from proc_support import wait_for
+from sched_support import AIRDASK, cli, cli_env, log_events, make_store, run_state, tis_of
+from task_funcs import ledger_task, max_concurrency, read_ledger
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One executor of the mixed DAG: its ``[core] executor`` entry, how its tasks name it,
+    the id the TI records, and the environment it needs."""
+
+    entry: str
+    pick: str
+    id: str
+    env: dict[str, str] = field(default_factory=dict)
+
+
+EMBEDDED_DASK = {
+    "AIRDASK__DASK__DASHBOARD_ADDRESS": "127.0.0.1:0",
+    "AIRDASK__DASK__N_WORKERS": "1",
+    "AIRDASK__DASK__THREADS_PER_WORKER": "2",
+}
+
+#: The executors the mixed DAG runs on, side by side. CeleryExecutor joins this list (with
+#: its broker settings in ``env`` and its workers started by the test) once it exists:
+#: ``Kind("celery:CeleryExecutor", "celery", "celery", {...})``.
+EXECUTOR_KINDS: list[Kind] = [
+    Kind("DaskExecutor", "DaskExecutor", "DaskExecutor", EMBEDDED_DASK),
+    Kind("LocalExecutor", "airdask.executors.local.LocalExecutor", "LocalExecutor"),
+    Kind("seq:SequentialExecutor", "seq", "seq"),
+]
+TASKS_PER_KIND = 3
+SHARED_POOL_SLOTS = 2
+
+MIXED_DAG = """
+from airdask.dag import DAG, BashTask
+
+LEDGER = {ledger!r}
+KINDS = {picks!r}
+
+def step(name, seconds):
+    return (f'echo "start {{name}} $(date +%s.%N) $$" >> {{LEDGER}}; sleep {{seconds}}; '
+            f'echo "end {{name}} $(date +%s.%N) $$" >> {{LEDGER}}')
+
+# default_args pick the second executor for the tasks that name none
+with DAG("mixed", default_args={{"executor": KINDS[1], "retry_delay": 0}}) as dag:
+    start = BashTask("start", "true")
+    end = BashTask("end", "true", executor=KINDS[0])
+    for k, pick in enumerate(KINDS):
+        for i in range({per_kind}):
+            name = f"k{{k}}_{{i}}"
+            task = BashTask(name, step(name, 0.8), executor=pick, pool="shared")
+            start >> task >> end
+"""
+
+
+def _mixed_home(tmp_path: Path) -> tuple[Path, Path, dict[str, str]]:
+    home = tmp_path / "home"
+    (home / "dags").mkdir(parents=True)
+    ledger = tmp_path / "ledger"
+    picks = [kind.pick for kind in EXECUTOR_KINDS]
+    (home / "dags" / "mixed.py").write_text(
+        MIXED_DAG.format(ledger=str(ledger), picks=picks, per_kind=TASKS_PER_KIND)
+    )
+    env: dict[str, str] = {"AIRDASK__CORE__EXECUTOR": ",".join(k.entry for k in EXECUTOR_KINDS)}
+    for kind in EXECUTOR_KINDS:
+        env.update(kind.env)
+    made = cli("pools", "set", "shared", str(SHARED_POOL_SLOTS), home=home, env=env)
+    assert made.returncode == 0, made.stderr
+    return home, ledger, env
+
+
+def _check_mixed_run(home: Path, ledger: Path, run_id: str) -> None:
+    store = Store.from_config(load_config({"AIRDASK_HOME": str(home)}))
+    try:
+        assert run_state(store, "mixed", run_id) == "success"
+        tis = tis_of(store, "mixed", run_id)
+        expected = {"start": EXECUTOR_KINDS[1].id, "end": EXECUTOR_KINDS[0].id}
+        for k, kind in enumerate(EXECUTOR_KINDS):
+            expected.update({f"k{k}_{i}": kind.id for i in range(TASKS_PER_KIND)})
+        assert {t: ti.executor for t, ti in tis.items()} == expected
+        assert {ti.state for ti in tis.values()} == {"success"}
+        successes = Counter(e.task_id for e in log_events(store, "mixed", event="success"))
+        assert set(successes.values()) == {1} and len(successes) == len(expected)
+    finally:
+        store.dispose()
+    # the shared pool held across executors: never more than its slots at once, and used
+    rows = read_ledger(str(ledger))
+    assert Counter(kind for kind, _, _ in rows) == {
+        "start": TASKS_PER_KIND * len(EXECUTOR_KINDS),
+        "end": TASKS_PER_KIND * len(EXECUTOR_KINDS),
+    }
+    assert max_concurrency(str(ledger)) == SHARED_POOL_SLOTS
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_mixed_dag_through_airdask_run(tmp_path: Path) -> None:
+    home, ledger, env = _mixed_home(tmp_path)
+    done = cli("run", "mixed", home=home, env=env, timeout=200)
+    assert done.returncode == 0, done.stdout + done.stderr
+    run_id = next(
+        line.split(" run ")[1].split()[0] for line in done.stdout.splitlines() if " run " in line
+    )
+    assert "on DaskExecutor,LocalExecutor,seq:SequentialExecutor" in done.stdout
+    table = [line for line in done.stdout.splitlines() if "k2_0" in line or "k0_0" in line]
+    assert any("seq" in line for line in table) and any("DaskExecutor" in line for line in table)
+    _check_mixed_run(home, ledger, run_id)
+    states = cli("tasks", "states", "mixed", run_id, home=home, env=env)
+    assert states.returncode == 0, states.stderr
+    assert "executor" in states.stdout and "LocalExecutor" in states.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_mixed_dag_through_airdask_scheduler(tmp_path: Path) -> None:
+    home, ledger, env = _mixed_home(tmp_path)
+    trig = cli("dags", "trigger", "mixed", "--run-id", "r1", home=home, env=env)
+    assert trig.returncode == 0, trig.stderr
+    store = Store.from_config(load_config({"AIRDASK_HOME": str(home)}))
+    scheduler = subprocess.Popen(
+        [*AIRDASK, "scheduler"],
+        env=cli_env(home, env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(
+            lambda: run_state(store, "mixed", "r1") in ("success", "failed"),
+            timeout=180,
+            what="the mixed run to finish under airdask scheduler",
+        )
+    finally:
+        scheduler.send_signal(signal.SIGTERM)
+        out, err = scheduler.communicate(timeout=60)
+        store.dispose()
+    assert scheduler.returncode == 0, err
+    assert "running DaskExecutor,LocalExecutor,seq:SequentialExecutor" in out
+    _check_mixed_run(home, ledger, "r1")
+
+
+def _ledger_dag(ledger: Path, picks: dict[str, str | None], seconds: float) -> DAG:
+    with DAG("par", default_args={"retry_delay": 0}) as dag:
+        for name, pick in picks.items():
+            PythonTask(name, ledger_task, op_args=[str(ledger), name, seconds], executor=pick)
+    return dag
+
+
+@pytest.mark.timeout(180)
+def test_global_parallelism_across_executors_and_each_own(tmp_path: Path, config: Config) -> None:
+    """``[core] parallelism`` = 3 across a LocalExecutor whose own parallelism is 1 and a
+    DaskExecutor whose own is 3: at most 3 at once in all, at most 1 Local task."""
+    store = make_store(config)
+    ledger = tmp_path / "ledger"
+    picks: dict[str, str | None] = {f"l{i}": "LocalExecutor" for i in range(4)}
+    picks.update({f"d{i}": None for i in range(6)})  # None: the default, DaskExecutor
+    dag = _ledger_dag(ledger, picks, 0.6)
+    names = parse_executor_names("DaskExecutor,LocalExecutor")
+    dask_config = config.with_overrides(
+        {
+            ("dask", "n_workers"): 1,
+            ("dask", "threads_per_worker"): 3,
+            ("dask", "dashboard_address"): "127.0.0.1:0",
+        }
+    )
+    executors = ExecutorSet(
+        [
+            (names[0], DaskExecutor(config=dask_config, parallelism=3)),
+            (names[1], LocalExecutor(1, config=config)),
+        ],
+        parallelism=3,
+    )
+    job = SchedulerJob(store=store, executor=executors, config=config, dags={"par": dag})
+    outcome = drive_run(job, dag, timeout=120, handle_signals=False)
+    assert outcome.state == "success", tis_of(store, "par", outcome.run_id)
+    tis = tis_of(store, "par", outcome.run_id)
+    assert {t: ti.executor for t, ti in tis.items()} == {
+        t: ("LocalExecutor" if t.startswith("l") else "DaskExecutor") for t in picks
+    }
+    rows = read_ledger(str(ledger))
+    assert len(rows) == 2 * len(picks)
+    assert max_concurrency(str(ledger)) <= 3
+
+    def peak(prefix: str) -> int:
+        sub = tmp_path / f"ledger-{prefix}"
+        sub.write_text(
+            "".join(f"{kind} {name} {stamp} 0\n" for kind, name, stamp in rows if name[0] == prefix)
+        )
+        return max_concurrency(str(sub))
+
+    assert peak("l") == 1  # LocalExecutor's own parallelism
+    assert peak("d") >= 2  # DaskExecutor is not held to LocalExecutor's limit
+    store.dispose()
+
+
+@pytest.mark.timeout(120)
+def test_unknown_executor_fails_the_run_or_the_task_with_the_reason(
+    tmp_path: Path, config: Config
+) -> None:
+    """The scheduler first sees a run whose DAG names an executor it does not host: the run
+    fails at once naming the configured ones. A DAG edited after its run started to name
+    one: that task fails with the reason, the others run."""
+    store = make_store(config)
+    ledger = tmp_path / "ledger"
+    names = parse_executor_names("LocalExecutor,SequentialExecutor")
+
+    def job_for(dag: DAG) -> SchedulerJob:
+        built = [(names[0], LocalExecutor(config=config))]
+        executors = ExecutorSet(built, parallelism=4)
+        return SchedulerJob(store=store, executor=executors, config=config, dags={"par": dag})
+
+    bad = _ledger_dag(ledger, {"a": None, "b": "celery"}, 0)
+    with store.session() as session:
+        run_id = create_run(session, bad).run_id
+    job = job_for(bad)
+    job.run(until=lambda: run_state(store, "par", run_id) == "failed", handle_signals=False)
+    with store.session() as session:
+        run = session.get(DagRun, ("par", run_id))
+        assert run is not None and run.state == "failed"
+    [failed] = log_events(store, "par", event="run_failed")
+    assert failed.extra == (
+        "task 'b' of DAG 'par': executor 'celery' is not configured (configured in [core] "
+        "executor: LocalExecutor (default))"
+    )
+    # drive_run (airdask run, run_dag) refuses it before writing the run
+    with pytest.raises(RunError, match="executor 'celery' is not configured"):
+        drive_run(job_for(bad), bad, handle_signals=False)
+
+    good = _ledger_dag(ledger, {"a": None, "b": None}, 0)
+    good.get_task("a") >> good.get_task("b")
+    job = job_for(good)
+    with store.session() as session:
+        run_id = create_run(session, good).run_id
+    job.register()
+    job.start()
+    job.run_once()  # the run starts; a is queued on the default executor
+    assert tis_of(store, "par", run_id)["a"].state in ("queued", "running", "success")
+    good.get_task("b").executor = "celery"  # as if the file were edited meanwhile
+    job.run(
+        until=lambda: run_state(store, "par", run_id) in ("success", "failed"),
+        handle_signals=False,
+    )
+    tis = tis_of(store, "par", run_id)
+    assert tis["a"].state == "success" and tis["a"].executor == "LocalExecutor"
+    assert tis["b"].state == "failed" and tis["b"].try_number == 0
+    assert "executor 'celery' is not configured" in (tis["b"].reason or "")
+    store.dispose()
+
+
+def test_dashboard_summary_shows_the_executor_of_each_live_task(config: Config) -> None:
+    store = make_store(config)
+    dag = _ledger_dag(Path("/dev/null"), {"a": None}, 0)
+    with store.session() as session:
+        run = create_run(session, dag)
+        start_run(session, run, dag)
+    with store.session() as session:
+        ti = session.get(TaskInstance, ("par", "a", run.run_id, -1))
+        assert ti is not None
+        ti.state, ti.executor, ti.try_number = "running", "celery", 1
+    with store.session() as session:
+        summary = build_summary(session)
+    [live] = summary["live"]
+    assert (live["task_id"], live["state"], live["executor"]) == ("a", "running", "celery")
+    assert live_columns(summary)["executor"] == ["celery"]
+    store.dispose()
+
+
+ADOPT_DAG = """
+from airdask.dag import DAG, BashTask
+
+LEDGER = {ledger!r}
+FLAG = {flag!r}
+
+def step(name, middle):
+    return (f'echo "start {{name}} $(date +%s.%N) $$" >> {{LEDGER}}; {{middle}}; '
+            f'echo "end {{name}} $(date +%s.%N) $$" >> {{LEDGER}}')
+
+# The Dask tasks wait for a Local one to have started, so that the scheduler is killed
+# with attempts of both executors in flight, however slow the machine.
+WAIT = f"for i in $(seq 1200); do [ -e {{FLAG}} ] && break; sleep 0.1; done; sleep 3"
+with DAG("adopt") as dag:
+    start = BashTask("start", "true")
+    end = BashTask("end", "true")
+    for i in range(3):
+        start >> BashTask(f"d{{i}}", step(f"d{{i}}", WAIT)) >> end
+        local = step(f"l{{i}}", f"touch {{FLAG}}; sleep 5")
+        start >> BashTask(f"l{{i}}", local, executor="LocalExecutor") >> end
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_adoption_per_executor_after_a_scheduler_sigkill(tmp_path: Path) -> None:
+    """Dask attempts (an external cluster outlives the scheduler) are adopted by the
+    DaskExecutor; Local attempts die with the scheduler and are reset: only the executor
+    recorded on each TI is asked. Every task runs to one success."""
+    from dask_support import external_cluster
+
+    home = tmp_path / "home"
+    (home / "dags").mkdir(parents=True)
+    ledger = tmp_path / "ledger"
+    flag = tmp_path / "a-local-task-started"
+    (home / "dags" / "adopt.py").write_text(ADOPT_DAG.format(ledger=str(ledger), flag=str(flag)))
+    with external_cluster(tmp_path) as cluster:
+        cluster.start_worker(nthreads=3)
+        env = {
+            "AIRDASK__CORE__EXECUTOR": "DaskExecutor,LocalExecutor",
+            "AIRDASK__DASK__CLUSTER_ADDRESS": cluster.address,
+            "AIRDASK__SCHEDULER__JOB_HEARTBEAT_SEC": "0.2",
+            "AIRDASK__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD": "2",
+            "AIRDASK__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "0.5",
+        }
+        trig = cli("dags", "trigger", "adopt", "--run-id", "r1", home=home, env=env)
+        assert trig.returncode == 0, trig.stderr
+        store = Store.from_config(load_config({"AIRDASK_HOME": str(home)}))
+
+        def scheduler() -> subprocess.Popen[str]:
+            return subprocess.Popen(
+                [*AIRDASK, "scheduler"],
+                env=cli_env(home, env),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+
+        def in_flight() -> set[str]:
+            rows = read_ledger(str(ledger))
+            ended = {n for k, n, _ in rows if k == "end"}
+            return {n for k, n, _ in rows if k == "start"} - ended
+
+        def both_in_flight() -> bool:
+            names = in_flight()
+            return any(n[0] == "d" for n in names) and any(n[0] == "l" for n in names)
+
+        first = scheduler()
+        try:
+            wait_for(
+                both_in_flight,
+                timeout=90,
+                what="a Dask and a Local task running at once under the first scheduler",
+            )
+        finally:
+            first.send_signal(signal.SIGKILL)
+            first.communicate(timeout=30)
+        cut_short = in_flight()
+        second = scheduler()
+        try:
+            wait_for(
+                lambda: run_state(store, "adopt", "r1") in ("success", "failed"),
+                timeout=150,
+                what="the run to finish under the restarted scheduler",
+            )
+        finally:
+            second.send_signal(signal.SIGTERM)
+            _, err = second.communicate(timeout=60)
+        assert second.returncode == 0, err
+    tis = tis_of(store, "adopt", "r1")
+    assert run_state(store, "adopt", "r1") == "success"
+    assert {ti.state for ti in tis.values()} == {"success"}
+    assert {t: ti.executor for t, ti in tis.items()} == {
+        t: ("LocalExecutor" if t.startswith("l") else "DaskExecutor") for t in tis
+    }
+    successes = Counter(e.task_id for e in log_events(store, "adopt", event="success"))
+    assert set(successes.values()) == {1} and len(successes) == 8
+    ends = Counter(name for kind, name, _ in read_ledger(str(ledger)) if kind == "end")
+    assert set(ends.values()) == {1} and len(ends) == 6
+    adopted = {e.task_id for e in log_events(store, "adopt", event="adopted")}
+    reset = {e.task_id for e in log_events(store, "adopt", event="orphan_reset")}
+    # the DaskExecutor adopted its own in-flight attempts (run once: try 1, one start) ...
+    dask_in_flight = {t for t in cut_short if t.startswith("d")}
+    assert dask_in_flight and dask_in_flight <= adopted
+    assert all(t.startswith("d") for t in adopted)
+    starts = Counter(name for kind, name, _ in read_ledger(str(ledger)) if kind == "start")
+    assert all(tis[t].try_number == 1 and starts[t] == 1 for t in dask_in_flight)
+    # ... and the Local ones, which died with the scheduler, were reset and run again
+    local_in_flight = {t for t in cut_short if t.startswith("l")}
+    assert local_in_flight and local_in_flight <= reset
+    assert all(tis[t].try_number == 2 for t in local_in_flight)
+    store.dispose()
