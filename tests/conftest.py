@@ -1,4 +1,12 @@
-"""Fixtures shared by the whole suite: an isolated AIRDASK_HOME and a real PostgreSQL."""
+"""Fixtures shared by the whole suite: an isolated AIRDASK_HOME and a real PostgreSQL.
+
+The tests mirror the package (``scheduler/``, ``executors/`` with ``dask/`` and ``celery/``,
+``dashboard/``, ``cli/``, ``airflow_provider/``, ``e2e/`` for whole runs and clusters; the
+pure modules at the top). The helpers, ``*_support.py`` next to this file, are modules on
+the test path (pytest puts this folder there); those that define fixtures are loaded as
+plugins below, so a test uses their fixtures without importing them. What a user writing an
+executor needs too (drain an executor, build task instances) is :mod:`airdask.testing`.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +19,8 @@ import pytest
 
 from airdask.config import Config, load_config
 from airdask.store import Store
+
+pytest_plugins = ("dask_support", "celery_support", "cluster_support")
 
 PG_DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
@@ -85,11 +95,8 @@ def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    import sys
-
     import cloudpickle
 
-    sys.path.insert(0, str(Path(__file__).parent))
     import task_funcs
 
     cloudpickle.register_pickle_by_value(task_funcs)

@@ -248,6 +248,7 @@ def pipeline_dag(out: Path) -> DAG:
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.filterwarnings("ignore:DebugExecutor is deprecated:DeprecationWarning")
 @pytest.mark.parametrize("executor", EXECUTORS)
 def test_context_and_results_on_every_executor(
     executor: str, config: Config, tmp_path: Path
@@ -282,7 +283,7 @@ def test_context_and_results_on_every_executor(
     ds = run.logical_date.strftime("%Y-%m-%d")
     assert out.read_text() == f'{ds} x 5 {run.run_id} 1 {{"n": 5}}\n'
     if executor in ("SequentialExecutor", "LocalExecutor", "DebugExecutor"):
-        folder = config.get("logging", "base_log_folder")
+        folder = config.logging.base_log_folder
         _, lines = read_log(folder, tis["bash"].key)
         assert lines[0].startswith(f"[airdask] command: bash -c 'echo \"{ds} x 5 ")
         _, lines = read_log(folder, tis["load"].key)
@@ -339,3 +340,30 @@ def test_missing_upstream_result_fails_downstream_with_reason(config: Config, st
 @pytest.fixture
 def store(config: Config) -> Store:
     return make_store(config)
+
+
+def test_init_db_adds_the_new_run_columns_to_an_older_database(config: Config) -> None:
+    from sqlalchemy import inspect, text
+
+    from airdask.store import init_db
+
+    store = Store.from_config(config)
+    with store.engine.begin() as conn:  # dag_run as the release before logical dates made it
+        conn.execute(
+            text(
+                "CREATE TABLE dag_run (dag_id VARCHAR(250) NOT NULL, run_id VARCHAR(250) NOT "
+                "NULL, state VARCHAR(20), conf JSON, dag_file TEXT, queued_at DATETIME, "
+                "start_date DATETIME, end_date DATETIME, scheduled_by_job_id INTEGER, "
+                "PRIMARY KEY (dag_id, run_id))"
+            )
+        )
+        conn.execute(text("INSERT INTO dag_run (dag_id, run_id, state) VALUES ('old', 'r', 'x')"))
+    assert init_db(store) is True
+    columns = {c["name"] for c in inspect(store.engine).get_columns("dag_run")}
+    assert {"logical_date", "data_interval_start", "data_interval_end"} <= columns
+    with DAG("after") as dag:
+        BashTask("a", "true")
+    with store.session() as session:
+        assert session.get(DagRun, ("old", "r")).logical_date is None  # type: ignore[union-attr]
+        assert create_run(session, dag).logical_date is not None
+    assert init_db(store) is False  # nothing more to add

@@ -1,6 +1,6 @@
 """The chaos suite: a DAG of a few hundred commands under faults, and figures that say
 what the faults cost. ``make chaos`` runs every scenario at full size and prints one JSON
-line per scenario; ``tests/test_chaos.py`` runs the short version in CI.
+line per scenario; ``tests/e2e/test_chaos.py`` runs the short version in CI.
 
 Usage::
 

@@ -300,6 +300,21 @@ class LocalDaskExecutorSettings:
     local_queue: str
 
 
+@dataclass(frozen=True)
+class CelerySettings:
+    """``[celery]`` (durations in float seconds)."""
+
+    broker_url: str
+    result_backend: str
+    default_queue: str
+    worker_concurrency: int
+    allow_pickle: bool
+    operation_timeout: float
+    visibility_timeout: float
+    lost_after: float
+    log_max_bytes: int
+
+
 S = TypeVar("S")
 
 
@@ -363,6 +378,7 @@ class Config:
     dask: DaskSettings
     scheduler: SchedulerSettings
     local_dask_executor: LocalDaskExecutorSettings
+    celery: CelerySettings
 
     def __init__(self, home: Path, values: dict[tuple[str, str], ConfigValue], path: Path):
         self.home = home
@@ -374,6 +390,7 @@ class Config:
         self.dask = self._section("dask", DaskSettings)
         self.scheduler = self._section("scheduler", SchedulerSettings)
         self.local_dask_executor = self._section("local_dask_executor", LocalDaskExecutorSettings)
+        self.celery = self._section("celery", CelerySettings)
 
     def _section(self, section: str, cls: type[S]) -> S:
         names = [f.name for f in fields(cls)]  # type: ignore[arg-type]

@@ -83,14 +83,46 @@ def run_context(
     }
 
 
+#: The last few runs' environment variables, by the identity of their conf dict (a pass
+#: queues many attempts of one run; their contexts share the run's conf object).
+_ENV_MEMO: dict[int, tuple[Any, tuple[datetime, ...], dict[str, str]]] = {}
+_ENV_MEMO_MAX = 64
+
+
 def context_env_extra(context: Mapping[str, Any]) -> dict[str, str]:
     """The variables the attempt's key does not give (see :func:`airdask.commands.context_env`)."""
-    return {
-        f"{CONTEXT_ENV_PREFIX}LOGICAL_DATE": context["logical_date"].isoformat(),
-        f"{CONTEXT_ENV_PREFIX}DATA_INTERVAL_START": context["data_interval_start"].isoformat(),
-        f"{CONTEXT_ENV_PREFIX}DATA_INTERVAL_END": context["data_interval_end"].isoformat(),
-        f"{CONTEXT_ENV_PREFIX}CONF": json.dumps(context["conf"], default=str),
+    conf = context["conf"]
+    dates = (context["logical_date"], context["data_interval_start"], context["data_interval_end"])
+    found = _ENV_MEMO.get(id(conf))
+    if found is not None and found[0] is conf and found[1] == dates:
+        return dict(found[2])
+    env = {
+        f"{CONTEXT_ENV_PREFIX}LOGICAL_DATE": dates[0].isoformat(),
+        f"{CONTEXT_ENV_PREFIX}DATA_INTERVAL_START": dates[1].isoformat(),
+        f"{CONTEXT_ENV_PREFIX}DATA_INTERVAL_END": dates[2].isoformat(),
+        f"{CONTEXT_ENV_PREFIX}CONF": json.dumps(conf, default=str),
     }
+    if len(_ENV_MEMO) >= _ENV_MEMO_MAX:
+        _ENV_MEMO.clear()
+    _ENV_MEMO[id(conf)] = (conf, dates, env)  # holding conf keeps its id from being reused
+    return dict(env)
+
+
+@functools.lru_cache(maxsize=1024)
+def _asks_for(func: Callable[..., Any]) -> tuple[str | None, frozenset[str]]:
+    """How ``func`` asks for the context ("context", "kwargs" or None) and its named
+    parameters; cached, since a pass may queue thousands of attempts of one callable."""
+    try:
+        parameters = inspect.signature(func).parameters
+    except (TypeError, ValueError):  # a builtin without a signature
+        return None, frozenset()
+    var = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    named = frozenset(n for n, p in parameters.items() if p.kind not in var)
+    if "context" in named:
+        return "context", named
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return "kwargs", named
+    return None, named
 
 
 def call_kwargs(
@@ -104,16 +136,12 @@ def call_kwargs(
     asks for neither (or whose signature cannot be read) gets ``kwargs`` unchanged.
     """
     try:
-        parameters = inspect.signature(func).parameters
-    except (TypeError, ValueError):  # a builtin without a signature
-        return dict(kwargs)
-    if "context" in parameters and parameters["context"].kind not in (
-        inspect.Parameter.VAR_POSITIONAL,
-        inspect.Parameter.VAR_KEYWORD,
-    ):
+        mode, named = _asks_for(func)
+    except TypeError:  # an unhashable callable: not cached
+        mode, named = _asks_for.__wrapped__(func)
+    if mode == "context":
         return {**kwargs, "context": dict(context)} if "context" not in kwargs else dict(kwargs)
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        named = {n for n, p in parameters.items() if p.kind is not inspect.Parameter.VAR_KEYWORD}
+    if mode == "kwargs":
         extra = {k: v for k, v in context.items() if k not in named}
         return {**extra, **kwargs}
     return dict(kwargs)
@@ -182,6 +210,12 @@ def _environment() -> Any:
     )
 
 
+@functools.lru_cache(maxsize=1024)
+def _compiled(text: str) -> Any:
+    """The compiled template (compiling costs milliseconds; rendering, microseconds)."""
+    return _environment().from_string(text)
+
+
 def is_template(text: str) -> bool:
     """Whether ``text`` has Jinja markup (anything else is used as it is, unrendered)."""
     return "{{" in text or "{%" in text or "{#" in text
@@ -203,7 +237,7 @@ def render_template(text: str, context: Mapping[str, Any], *, field: str, where:
     namespace["params"] = _Params(context.get("params") or {})
     namespace["macros"] = MACROS
     try:
-        return str(_environment().from_string(text).render(namespace))
+        return str(_compiled(text).render(namespace))
     except JinjaError as exc:
         lineno = getattr(exc, "lineno", None)
         line = f" (line {lineno})" if lineno and "\n" in text else ""

@@ -1,4 +1,4 @@
-"""DAGs of the Airflow 3 end-to-end tests (tests/test_airflow_e2e.py)."""
+"""DAGs of the Airflow 3 end-to-end tests (tests/airflow_provider/test_airflow_e2e.py)."""
 
 import os
 import sys
@@ -41,3 +41,18 @@ with DAG("af_victim", schedule=None, catchup=False) as victim_dag:
         retries=1,
         retry_delay=timedelta(seconds=1),
     )
+
+with DAG("af_live", schedule=None, catchup=False) as live_dag:
+    # Says hello, then runs until the test creates its release file (at most 120 s).
+    BashOperator(
+        task_id="live",
+        bash_command=(
+            "echo the-running-task-said-hello; "
+            'for i in $(seq 1200); do [ -e "$AIRDASK_TEST_LEDGER.release.{{ run_id }}" ] '
+            "&& exit 0; sleep 0.1; done; exit 1"
+        ),
+    )
+
+with DAG("af_nopool", schedule=None, catchup=False) as nopool_dag:
+    # Airflow's pool dask_io has 4 slots; the one worker offering resource dask_io has 2.
+    BashOperator(task_id="too_big", bash_command="echo never", pool="dask_io", pool_slots=3)

@@ -61,6 +61,8 @@ WORKLOAD_NAME = "workload.json"
 RECONNECT_SECONDS = 5.0
 #: Seconds between database checks of tasks held without an outcome.
 HELD_CHECK_SECONDS = 10.0
+#: Seconds between reads of the cluster's thread count (see DaskExecutor.slots_available).
+THREADS_CHECK_SECONDS = 5.0
 #: Task instance states in which a held task may still be running (or about to).
 LIVE_STATES = frozenset({"queued", "running", "restarting", "scheduled"})
 
@@ -74,6 +76,7 @@ class _BackendTI:
     pool_slots: int = 1
     executor_config: Any = None
     external_executor_id: str | None = None
+    state: str | None = None  # unknown: the backend's get_task_log reads the file
 
 
 @dataclass
@@ -131,8 +134,12 @@ class DaskExecutor(BaseExecutor):  # type: ignore[misc]
         self._subs: dict[AirdaskKey, _Submission] = {}
         self._by_ti: dict[Any, AirdaskKey] = {}
         self._next_held_check = 0.0
+        self._started: set[Any] = set()  # keys whose workload started on a worker
+        self._threads = 0  # the cluster's worker threads, 0 while unknown
+        self._next_threads_check = 0.0
         self._pools: dict[Any, str | None] = {}
         self._script = _script_source()
+        self._live_logs: Any | None = None
 
     # ---- connection --------------------------------------------------------------------
 
@@ -251,11 +258,13 @@ class DaskExecutor(BaseExecutor):  # type: ignore[misc]
             folded = AirdaskKey("callback", str(workload.callback.id), nonce)
             priority, queue, slots = 1, None, 1
         python = self.settings.worker_python or "{python}"
+        argv = [python, f"{{files}}/{SCRIPT_NAME}", "--server", self.server,
+                "--json-path", f"{{files}}/{WORKLOAD_NAME}"]  # fmt: skip
+        if not self.settings.forkserver:  # not even one another executor started
+            argv.append("--no-forkserver")
         command = ArgvWithFiles(
-            [python, f"{{files}}/{SCRIPT_NAME}", "--server", self.server,
-             "--json-path", f"{{files}}/{WORKLOAD_NAME}"],
-            files={SCRIPT_NAME: self._script, WORKLOAD_NAME: workload.model_dump_json()},
-        )  # fmt: skip
+            argv, files={SCRIPT_NAME: self._script, WORKLOAD_NAME: workload.model_dump_json()}
+        )
         sub = _Submission(workload.key, nonce, pool, slots)
         self._register(folded, sub)
         self._backend.queue_command(
@@ -270,6 +279,7 @@ class DaskExecutor(BaseExecutor):  # type: ignore[misc]
         self._by_ti[sub.key] = folded
 
     def _forget(self, key: Any) -> _Submission | None:
+        self._started.discard(key)
         folded = self._by_ti.pop(key, None)
         return None if folded is None else self._subs.pop(folded, None)
 
@@ -286,8 +296,57 @@ class DaskExecutor(BaseExecutor):  # type: ignore[misc]
             for folded, (state, info) in self._backend.get_event_buffer().items():
                 self._translate(folded, state, info)
             self._check_held()
+            self._started &= self.running  # Airflow may have settled some itself
+            self._count_threads()
         except Exception:
             log.exception("DaskExecutor.sync failed; it is tried again on the next heartbeat")
+
+    # ---- capacity ----------------------------------------------------------------------
+    #
+    # Airflow's parallelism bounds the tasks that run at once. A task handed to Dask but not
+    # started waits on the Dask scheduler; while the cluster has no more threads than
+    # parallelism it cannot run more than parallelism at once whatever it holds, so up to
+    # parallelism such tasks are not counted: when a thread frees up, Dask starts the next
+    # at once, instead of after the task's event went through Airflow's scheduler loop and
+    # the next task came back (LocalExecutor's workers likewise take their next task from a
+    # queue of their own). With more threads than parallelism, or before the thread count
+    # is known, every handed-over task counts.
+
+    def _count_threads(self) -> None:
+        now = time.monotonic()
+        if now < self._next_threads_check or self._backend is None:
+            return
+        self._next_threads_check = now + THREADS_CHECK_SECONDS
+        try:
+            self._threads = sum(self._backend.client.nthreads().values())
+        except Exception as exc:  # keep the last count; a lost connection shows elsewhere
+            log.debug("could not count the cluster's threads: %s", exc)
+
+    def _counted(self) -> int:
+        """Handed-over tasks that count against parallelism (see above)."""
+        started = len(self._started & self.running)
+        waiting = len(self.running) - started
+        spare = self.parallelism if 0 < self._threads <= self.parallelism else 0
+        return started + max(0, waiting - spare)
+
+    def _queued(self) -> int:
+        return sum(
+            len(getattr(self, name, ()))
+            for name in ("queued_tasks", "queued_callbacks", "queued_connection_tests")
+        )
+
+    @property
+    def slots_available(self) -> int:
+        return int(self.parallelism - self._counted() - self._queued())
+
+    @property
+    def slots_occupied(self) -> int:
+        return self._counted() + self._queued()
+
+    def trigger_tasks(self, open_slots: int) -> None:
+        """Airflow's, with the open slots counted as above (the base counts every task
+        handed over)."""
+        super().trigger_tasks(self.parallelism - self._counted())
 
     def _translate(self, folded: AirdaskKey, state: Any, info: Any) -> None:
         sub = self._subs.get(folded)
@@ -303,6 +362,7 @@ class DaskExecutor(BaseExecutor):  # type: ignore[misc]
             return
         if value == "running":
             sub.held_since = None
+            self._started.add(sub.key)
             self.running_state(sub.key, sub.external_id or sub.nonce)
             return
         logged = self._logged_reason(folded, info) if outcomes.needs_log(info) else None
@@ -324,6 +384,7 @@ class DaskExecutor(BaseExecutor):  # type: ignore[misc]
         try:
             _, lines = self._backend.get_task_log(_BackendTI(folded), folded.try_number)
         except Exception:
+            log.debug("no console output for %s", folded, exc_info=True)
             return None
         return outcomes.reason_from_log([str(line) for line in lines])
 
@@ -434,11 +495,40 @@ class DaskExecutor(BaseExecutor):  # type: ignore[misc]
         return rest
 
     def get_task_log(self, ti: Any, try_number: int) -> tuple[list[str], list[str]]:
-        """Nothing: the task log is Airflow's own file, written on the worker, which the
-        API server reads (a shared folder, remote logging or ``airflow serve-logs`` on the
-        workers). This runs in the API server on an executor that was never started, so it
-        must not connect anywhere."""
-        return [], []
+        """The log of a running task, read from the Dask worker that runs it (see
+        :mod:`airdask.airflow.live_logs`); ``([], [])`` when there is none or the cluster
+        cannot be asked. Airflow calls this in the API server, on an executor it never
+        started, and only while the task runs: the first call connects (within
+        ``[dask] connect_timeout``, at most 5 s) and the client is kept."""
+        try:
+            from airflow.configuration import conf
+            from airflow.utils.helpers import log_filename_template_renderer
+
+            relative = log_filename_template_renderer()(ti=ti, try_number=try_number)
+            path = str(Path(conf.get("logging", "base_log_folder")) / relative)
+            if self._live_logs is None:
+                from airdask.airflow.live_logs import LiveLogReader
+
+                self._live_logs = LiveLogReader(
+                    self.settings.cluster_address,
+                    security=self._security(),
+                    connect_timeout=self.settings.connect_timeout,
+                )
+            return self._live_logs.read(path)
+        except Exception:
+            log.exception("could not read the live log of %s", getattr(ti, "key", ti))
+            return [], []
+
+    def _security(self) -> Any:
+        given = (self.settings.tls_ca, self.settings.tls_cert, self.settings.tls_key)
+        if not any(given):
+            return None
+        from distributed import Security
+
+        ca, cert, key = given
+        return Security(  # type: ignore[no-untyped-call]
+            tls_ca_file=ca, tls_client_cert=cert, tls_client_key=key, require_encryption=True
+        )
 
     def end(self) -> None:
         """Wait for the tasks in flight, report them, and disconnect (as LocalExecutor
@@ -450,6 +540,9 @@ class DaskExecutor(BaseExecutor):  # type: ignore[misc]
         self._stop("terminate")
 
     def _stop(self, how: str) -> None:
+        if self._live_logs is not None:
+            self._live_logs.close()
+            self._live_logs = None
         if self._backend is None:
             return
         try:

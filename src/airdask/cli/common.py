@@ -28,10 +28,16 @@ class CliContext:
         """The store of ``[database] sql_alchemy_conn``; a URL SQLAlchemy cannot use (bad
         syntax, unknown dialect or driver) is a one-line error, its password masked."""
         try:
-            return Store.from_config(self.config)
+            store = Store.from_config(self.config)
         except Exception as exc:
             url = redact(self.config.database.sql_alchemy_conn)
             raise CliError(f"[database] sql_alchemy_conn {url}: {describe_error(exc)}") from None
+        # Closed with the command, so that a command run in-process (CliRunner, a notebook)
+        # leaves no pooled connection behind.
+        command = click.get_current_context(silent=True)
+        if command is not None:
+            command.call_on_close(store.dispose)
+        return store
 
 
 def cli_context() -> CliContext:

@@ -20,7 +20,9 @@ from airdask.cli.sched_common import (
     resolve_dag,
 )
 from airdask.cli.schedule_cmd import schedule_columns
+from airdask.config import Config
 from airdask.dagbag import DagBag
+from airdask.scheduler.executors import check_dag_executors
 from airdask.scheduler.runs import RunError, create_run
 
 
@@ -66,13 +68,28 @@ def dags_list(folder: str | None) -> None:
             dag.description or "",
         )
     ctx.console.print(table)
-    if bag.import_errors:
+    problems = sorted(bag.import_errors.items()) + _executor_problems(ctx.config, bag)
+    if problems:
         errors = Table(title="Import errors", title_style="bold red")
         errors.add_column("file")
         errors.add_column("error", overflow="fold")
-        for path, error in sorted(bag.import_errors.items()):
+        for path, error in problems:
             errors.add_row(path, error)
         ctx.console.print(errors)
+
+
+def _executor_problems(config: Config, bag: DagBag) -> list[tuple[str, str]]:
+    """(file, problem) for each task naming an executor ``[core] executor`` lacks (a run of
+    it would be refused), or the one problem with ``[core] executor`` itself."""
+    try:
+        names = executor_names(config, None, None)
+    except CliError as exc:
+        return [("[core] executor", str(exc))]
+    return [
+        (bag.files[dag_id], problem)
+        for dag_id in sorted(bag.dags)
+        for problem in check_dag_executors(bag.dags[dag_id], names)
+    ]
 
 
 @dags_group.command("trigger")

@@ -114,14 +114,17 @@ def tasks_logs(
 def _live_log(config: Config, ti: TaskInstance, number: int) -> tuple[list[str], list[str]] | None:
     """``executor.get_task_log`` of the executor the attempt was queued on (of those in
     ``[core] executor``; the default when none is recorded), when it can reach the attempt
-    from this process (an external Dask cluster); None otherwise."""
-    from airdask.executors.loader import configured_names, load_executors
+    from this process (Celery workers, an external Dask cluster); None otherwise."""
+    from airdask.executors.loader import BUILTIN_EXECUTORS, configured_names, load_executors
 
-    if not config.dask.cluster_address:
-        return None
     try:
         names = configured_names(config)
         name = next((n for n in names if n.id == ti.executor), names[0])
+        # Only where attempts can be reached from here without starting anything: Celery
+        # workers through their broker, or an external Dask cluster (not an embedded one).
+        celery = name.module_path == BUILTIN_EXECUTORS["CeleryExecutor"]
+        if not (celery or config.dask.cluster_address):
+            return None
         [(_, executor)] = load_executors([name], config=config)
         executor.start()
     except Exception as exc:

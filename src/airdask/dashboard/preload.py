@@ -7,7 +7,7 @@ dashboard's navigation bar) and ``/individual-airdask`` (listed by ``individual-
 so JupyterLab's dask extension offers it).
 
 Custom dashboard pages have no public API in distributed; this module relies on two
-internals, each pinned by ``tests/test_dashboard.py``:
+internals, each pinned by ``tests/dashboard/test_dashboard.py``:
 
 1. ``distributed.dashboard.scheduler.applications``: the table of Bokeh documents the
    scheduler turns into its dashboard in ``Scheduler.__init__``. Dask imports a preload

@@ -71,7 +71,7 @@ And, as far as your backend allows, the optional ones: ``start``, ``end``, ``ter
 ``get_cli_commands``, ``get_task_log``. Their defaults below say what "not supported" means.
 
 A minimal executor that runs argv commands one at a time in the scheduler's thread (this
-example runs as written: ``tests/test_executor_doc.py`` runs it as a doctest)::
+example runs as written: ``tests/executors/test_executor_doc.py`` runs it as a doctest)::
 
     >>> import subprocess
     >>> from airdask.executors import BaseExecutor, EventInfo

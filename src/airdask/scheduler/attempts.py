@@ -32,7 +32,7 @@ class AttemptCommands:
 
     def __init__(self, *, max_result_bytes: int) -> None:
         self.max_result_bytes = max_result_bytes
-        self._runs: dict[tuple[str, str], tuple[DagRun, dict[str, Any]]] = {}
+        self._runs: dict[tuple[str, str], dict[str, Any]] = {}
         self._results: dict[tuple[str, str, str], Any] = {}
 
     def new_pass(self) -> None:
@@ -40,7 +40,8 @@ class AttemptCommands:
         self._runs.clear()
         self._results.clear()
 
-    def _run(self, session: Session, dag: DAG, ti: TaskInstance) -> tuple[DagRun, dict[str, Any]]:
+    def _run(self, session: Session, dag: DAG, ti: TaskInstance) -> dict[str, Any]:
+        """The run's part of the context (the same for each of its attempts), cached."""
         key = (ti.dag_id, ti.run_id)
         found = self._runs.get(key)
         if found is None:
@@ -51,7 +52,18 @@ class AttemptCommands:
                 params = dag.resolve_params(run.conf)
             except ParamError as exc:  # the DAG's params changed since the trigger
                 raise AttemptError(f"the run's conf no longer fits the DAG: {exc}") from None
-            found = self._runs[key] = (run, params)
+            found = self._runs[key] = run_context(
+                dag_id=ti.dag_id,
+                task_id="",
+                run_id=ti.run_id,
+                try_number=0,
+                map_index=-1,
+                logical_date=run.logical_date or run.queued_at,  # runs older than the column
+                data_interval_start=run.data_interval_start,
+                data_interval_end=run.data_interval_end,
+                conf=run.conf,
+                params=params,
+            )
         return found
 
     def context(
@@ -59,20 +71,11 @@ class AttemptCommands:
     ) -> dict[str, Any]:
         """The run context of ``ti``'s attempt ``try_number`` (default: the next one, as
         it is about to be queued)."""
-        run, params = self._run(session, dag, ti)
-        logical_date = run.logical_date or run.queued_at  # runs older than the column
-        return run_context(
-            dag_id=ti.dag_id,
-            task_id=ti.task_id,
-            run_id=ti.run_id,
-            try_number=ti.try_number + 1 if try_number is None else try_number,
-            map_index=ti.map_index,
-            logical_date=logical_date,
-            data_interval_start=run.data_interval_start,
-            data_interval_end=run.data_interval_end,
-            conf=run.conf,
-            params=params,
-        )
+        context = dict(self._run(session, dag, ti))
+        context["task_id"] = ti.task_id
+        context["try_number"] = ti.try_number + 1 if try_number is None else try_number
+        context["map_index"] = ti.map_index
+        return context
 
     def results(self, session: Session, ti: TaskInstance, task_ids: set[str]) -> dict[str, Any]:
         """The results of upstream ``task_ids`` in ``ti``'s run, by task id."""

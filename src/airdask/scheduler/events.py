@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, insert, select
+from sqlalchemy import Table, bindparam, insert, select, tuple_
 from sqlalchemy.orm import Session
 
 from airdask.executors.events import EventInfo, reason_of
@@ -70,23 +70,28 @@ def load_tis(
     session: Session, keys: Iterable[TaskInstanceKey], *, lock: bool = False
 ) -> dict[tuple[Any, ...], TaskInstance]:
     """TIs by primary ``(dag_id, task_id, run_id, map_index)``: one indexed query per run
-    (and chunk of task ids). ``lock`` locks them until the transaction ends (waiting for
+    (and chunk of instances). ``lock`` locks them until the transaction ends (waiting for
     another scheduler that holds one), always in the same order, so that what is decided
     from them is still true when it is written."""
-    by_run: dict[tuple[str, str], set[str]] = defaultdict(set)
+    # By (task_id, map_index), not task_id alone: an event batch about a few instances of a
+    # task mapped 10,000 times must not load (and lock) the other instances.
+    by_run: dict[tuple[str, str], set[tuple[str, int]]] = defaultdict(set)
     for key in keys:
-        by_run[(key.dag_id, key.run_id)].add(key.task_id)
+        by_run[(key.dag_id, key.run_id)].add((key.task_id, key.map_index))
     found: dict[tuple[Any, ...], TaskInstance] = {}
-    for (dag_id, run_id), task_ids in sorted(by_run.items()):
-        ids = sorted(task_ids)
+    pair = tuple_(TaskInstance.task_id, TaskInstance.map_index)
+    for (dag_id, run_id), wanted in sorted(by_run.items()):
+        ids = sorted(wanted)
         for i in range(0, len(ids), CHUNK):
             stmt = select(TaskInstance).where(
                 TaskInstance.dag_id == dag_id,
                 TaskInstance.run_id == run_id,
-                TaskInstance.task_id.in_(ids[i : i + CHUNK]),
+                pair.in_(ids[i : i + CHUNK]),
             )
             if lock:
-                stmt = stmt.order_by(TaskInstance.task_id).with_for_update(key_share=True)
+                stmt = stmt.order_by(TaskInstance.task_id, TaskInstance.map_index).with_for_update(
+                    key_share=True
+                )
             for ti in session.scalars(stmt):
                 found[(ti.dag_id, ti.task_id, ti.run_id, ti.map_index)] = ti
     return found

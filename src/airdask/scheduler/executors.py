@@ -26,8 +26,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
 
 from airdask.dag import DAG
 from airdask.executors.base import BaseExecutor, EventBufferValueType
@@ -79,12 +78,6 @@ class ExecutorSet:
     def __iter__(self) -> Iterator[BaseExecutor]:
         return iter(self.by_id.values())
 
-    def __len__(self) -> int:
-        return len(self.by_id)
-
-    def items(self) -> list[tuple[str, BaseExecutor]]:
-        return list(self.by_id.items())
-
     @property
     def default(self) -> BaseExecutor:
         return self.by_id[self.default_id]
@@ -133,10 +126,23 @@ class ExecutorSet:
         """
         return resolve(requested, self.names).id
 
+    def id_of_ti(self, ti: TaskInstance) -> str | None:
+        """The id of the executor ``ti`` was queued on, or None when it is not configured
+        here. Its ``executor`` column names it (none recorded: the default); a recorded name
+        that is no id here but another spelling of one entry (the class name of an executor
+        configured with an alias since) finds that entry."""
+        recorded = ti.executor or self.default_id
+        if recorded in self.by_id:
+            return recorded
+        try:
+            return resolve(recorded, self.names).id
+        except UnknownExecutorError:
+            return None
+
     def of_ti(self, ti: TaskInstance) -> BaseExecutor | None:
-        """The executor ``ti`` was queued on (its ``executor`` column; none recorded: the
-        default), or None when that executor is not configured here."""
-        return self.by_id.get(ti.executor or self.default_id)
+        """The executor ``ti`` was queued on (see :meth:`id_of_ti`), or None."""
+        executor_id = self.id_of_ti(ti)
+        return None if executor_id is None else self.by_id[executor_id]
 
     def group(
         self, tis: Sequence[TaskInstance]
@@ -145,10 +151,11 @@ class ExecutorSet:
         groups: dict[str, list[TaskInstance]] = {}
         homeless: list[TaskInstance] = []
         for ti in tis:
-            if self.of_ti(ti) is None:
+            executor_id = self.id_of_ti(ti)
+            if executor_id is None:
                 homeless.append(ti)
             else:
-                groups.setdefault(ti.executor or self.default_id, []).append(ti)
+                groups.setdefault(executor_id, []).append(ti)
         return groups, homeless
 
     def has_task(self, ti: TaskInstance) -> bool:
@@ -225,15 +232,3 @@ class ExecutorSet:
                 first = first or exc
         if first is not None:
             raise first
-
-    def info(self) -> Mapping[str, Any]:
-        """Per executor: class, parallelism, queued and running (for displays)."""
-        return {
-            id_: {
-                "class": type(executor).__name__,
-                "parallelism": executor.parallelism,
-                "queued": len(executor.queued_tasks),
-                "running": len(executor.running),
-            }
-            for id_, executor in self.by_id.items()
-        }

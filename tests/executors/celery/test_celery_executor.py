@@ -199,6 +199,8 @@ def test_a_sigkilled_worker_leaves_no_orphan_and_the_attempt_is_redelivered(
     ends = [line for line in ledger.read_text().splitlines() if line.startswith("end")]
     assert len(starts) == 2 and len(ends) == 1
     executor.end()
+    for worker in workers:  # the broker's password (RabbitMQ's guest) is masked by both
+        assert ":guest@" not in worker.output()
 
 
 def test_a_worker_needs_no_database_credentials(

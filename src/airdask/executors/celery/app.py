@@ -1,4 +1,4 @@
-"""The Celery app (built from :class:`~.settings.CelerySettings` when the executor starts
+"""The Celery app (built from :class:`~.settings.CeleryOptions` when the executor starts
 or a worker boots, never at import) and the task that runs an attempt on a worker.
 
 The task, ``airdask.run_attempt``, hands the attempt to :func:`airdask.runner.run_task`, so a
@@ -30,7 +30,7 @@ from airdask.masking import redact
 from airdask.supervision import log_text
 
 if TYPE_CHECKING:
-    from airdask.executors.celery.settings import CelerySettings
+    from airdask.executors.celery.settings import CeleryOptions
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def worker_log_dir() -> str:
     )
 
 
-def make_app(settings: CelerySettings) -> Celery:
+def make_app(settings: CeleryOptions) -> Celery:
     """A Celery app for ``settings``; connects to nothing until it is used."""
     timeout = settings.operation_timeout
     app = Celery("airdask", broker=settings.broker_url, backend=settings.result_backend,

@@ -18,11 +18,11 @@ from rich.table import Table
 
 from airdask.executors.celery.app import LOG_DIR_ENV, TASK_NAME, make_app
 from airdask.executors.celery.executor import CeleryConnectionError, check_broker
-from airdask.executors.celery.settings import CelerySettings, celery_settings
+from airdask.executors.celery.settings import CeleryOptions, celery_settings
 from airdask.executors.celery.worker import run_worker
 
 
-def _settings() -> CelerySettings:
+def _settings() -> CeleryOptions:
     from airdask.config import ConfigError, load_config
 
     try:

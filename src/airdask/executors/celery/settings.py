@@ -16,7 +16,7 @@ AIRDASK_DEFAULT_QUEUE = "default"
 
 
 @dataclass(frozen=True)
-class CelerySettings:
+class CeleryOptions:
     """What CeleryExecutor and ``airdask celery worker`` need; see ``[celery]`` in
     :data:`airdask.config.OPTIONS` for each field's meaning."""
 
@@ -57,22 +57,20 @@ def resolve_result_backend(result_backend: str, broker_url: str, database_url: s
     return "db+" + database_url
 
 
-def celery_settings(config: Config) -> CelerySettings:
+def celery_settings(config: Config) -> CeleryOptions:
     """Every ``[celery]`` option (and the two others CeleryExecutor uses) from ``config``."""
-    broker = str(config.get("celery", "broker_url"))
-    return CelerySettings(
-        broker_url=broker,
+    celery = config.celery
+    return CeleryOptions(
+        broker_url=celery.broker_url,
         result_backend=resolve_result_backend(
-            str(config.get("celery", "result_backend")),
-            broker,
-            str(config.get("database", "sql_alchemy_conn")),
+            celery.result_backend, celery.broker_url, config.database.sql_alchemy_conn
         ),
-        default_queue=str(config.get("celery", "default_queue")),
-        worker_concurrency=int(config.get("celery", "worker_concurrency")),
-        allow_pickle=bool(config.get("celery", "allow_pickle")),
-        operation_timeout=float(config.get("celery", "operation_timeout")),
-        visibility_timeout=float(config.get("celery", "visibility_timeout")),
-        lost_after=float(config.get("celery", "lost_after")),
-        log_max_bytes=int(config.get("celery", "log_max_bytes")),
-        base_log_folder=str(config.get("logging", "base_log_folder")),
+        default_queue=celery.default_queue,
+        worker_concurrency=celery.worker_concurrency,
+        allow_pickle=celery.allow_pickle,
+        operation_timeout=celery.operation_timeout,
+        visibility_timeout=celery.visibility_timeout,
+        lost_after=celery.lost_after,
+        log_max_bytes=celery.log_max_bytes,
+        base_log_folder=config.logging.base_log_folder,
     )

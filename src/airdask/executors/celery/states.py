@@ -26,7 +26,7 @@ class BulkStateFetcher:
     """``fetch(ids, forget)`` -> ``{id: (status, result)}``; a task the backend does not
     know (not started yet, or forgotten) is ``PENDING``.
 
-    :param kind: ``redis``, ``database`` or ``other`` (see ``CelerySettings.backend_kind``).
+    :param kind: ``redis``, ``database`` or ``other`` (see ``CeleryOptions.backend_kind``).
     """
 
     def __init__(self, app: Celery, kind: str) -> None:

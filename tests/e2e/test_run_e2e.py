@@ -178,7 +178,7 @@ def test_typos_are_one_line_errors_and_write_nothing(
         (["pools", "delete", "default_pool"], "default_pool cannot be deleted"),
         (["tasks", "states", "typo", "run1"], "has no runs"),
     ]
-    # an unreachable --cluster: tests/test_run_e2e_dask.py (it needs a short connect timeout)
+    # an unreachable --cluster: tests/e2e/test_run_e2e_dask.py (it needs a short connect timeout)
     oversized = (["run", str(dag_file)], "needs 3 slots of pool 'tiny', which has only 2")
     for args, message in [*cases, oversized]:
         if args is oversized[0]:

@@ -170,7 +170,7 @@ def test_ten_thousand_instances_are_a_bulk_operation(store: Store) -> None:
 def test_the_example_runs(store: Store, config: Config) -> None:
     from airdask.dagbag import DagBag
 
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     bag = DagBag.from_path(root / "examples" / "mapped_dag.py")
     assert not bag.import_errors, bag.import_errors
     dag = bag.dags["mapped_example"]

@@ -15,7 +15,7 @@ from airdask.config import load_config
 from airdask.store import DagRun, Store
 from sched_support import cli
 
-EXAMPLE = Path(__file__).parent.parent / "examples" / "pipeline_dag.py"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "pipeline_dag.py"
 EXECUTORS = {
     "LocalExecutor": {"AIRDASK__CORE__EXECUTOR": "LocalExecutor"},
     "embedded Dask": {"AIRDASK__CORE__EXECUTOR": "DaskExecutor", "AIRDASK__DASK__N_WORKERS": "1"},
@@ -57,6 +57,9 @@ def test_run_with_conf_template_and_result(executor: str, home: Path, tmp_path: 
     assert rendered.returncode == 0, rendered.stderr
     assert rendered.stdout.startswith("[airdask] command: bash -c ")
     assert expected in rendered.stdout
+    python = cli("tasks", "render", "pipeline", "summarise", run.run_id, home=home)
+    assert python.stdout.startswith("[airdask] calling summarise([{'id': 0, 'value': 0}, ")
+    assert python.stdout.strip().endswith("]) + the run context")
     logs = cli("tasks", "logs", "pipeline", "report", run.run_id, home=home)
     assert logs.stdout.splitlines()[0] == rendered.stdout.strip()
     extract_log = cli("tasks", "logs", "pipeline", "extract", run.run_id, home=home)

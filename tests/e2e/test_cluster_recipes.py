@@ -28,7 +28,7 @@ from airdask.config import load_config
 from airdask.dagbag import DagBag
 from airdask.executors.dask.cli import parse_resources
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 CLUSTER = REPO / "cluster"
 IMAGE = f"airdask/airdask:{version('airdask')}"
 

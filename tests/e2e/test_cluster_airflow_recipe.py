@@ -26,7 +26,7 @@ from conftest import skip_or_fail
 # The first test to need .venv-airflow may build it (about two minutes).
 pytestmark = pytest.mark.timeout(600)
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 RECIPE = REPO / "cluster" / "airflow"
 IMAGE = f"airdask/airflow:{version('airdask')}"
 AIRFLOW_SERVICES = ("airflow-init", "airflow-api-server", "airflow-dag-processor",

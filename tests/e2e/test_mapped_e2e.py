@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import select
 
 from airdask.store import DagRun, TaskInstance
+from e2e.test_schedules_cli import store_for
 from sched_support import cli
-from test_schedules_cli import store_for
 
 EXECUTORS = {
     "local": {"AIRDASK__CORE__EXECUTOR": "LocalExecutor", "AIRDASK__CORE__PARALLELISM": "4"},

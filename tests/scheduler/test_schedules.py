@@ -208,3 +208,33 @@ def test_two_schedulers_create_each_run_once(pg_url: str, config: Config) -> Non
     got = runs(store, "ha")
     assert [r.logical_date for r in got] == [T0 + timedelta(hours=h) for h in range(6)]
     store.dispose()
+
+
+def test_a_scheduled_run_knows_its_interval(store: Store, config: Config, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Templates and the environment of a scheduled run's task see its logical date and data
+    interval: a daily DAG in Paris runs from local midnight to local midnight (23:00 UTC,
+    then 22:00 UTC once the clocks went forward), and ``ds`` is the UTC date, as in Airflow."""
+    from zoneinfo import ZoneInfo
+
+    out = tmp_path / "seen.txt"
+    paris = datetime(2024, 3, 30, tzinfo=ZoneInfo("Europe/Paris"))
+    with DAG("daily_tz", schedule="@daily", start_date=paris, catchup=True) as dag:
+        BashTask(
+            "t",
+            f'echo "{{{{ ds }}}} {{{{ data_interval_end }}}} $AIRDASK_CTX_LOGICAL_DATE" >> {out}',
+        )
+    clock = FakeClock(paris + timedelta(days=2, hours=1))
+    executor = load_executor("SequentialExecutor", config=config)
+    job = SchedulerJob(
+        store=store, executor=executor, config=config, dags={dag.dag_id: dag}, clock=clock
+    )
+    job.start()
+    try:
+        drain(job)
+    finally:
+        job.stop()
+    lines = sorted(out.read_text().splitlines())
+    assert lines == [
+        "2024-03-29 2024-03-30 23:00:00+00:00 2024-03-29T23:00:00+00:00",
+        "2024-03-30 2024-03-31 22:00:00+00:00 2024-03-30T23:00:00+00:00",
+    ]

@@ -16,9 +16,8 @@ from airdask.executors import BaseExecutor, EventInfo
 from airdask.executors.sequential import SequentialExecutor
 from airdask.logs import log_path
 from airdask.state import TaskInstanceState
-from celery_support import celery_rabbitmq_worker, celery_redis_worker  # noqa: F401 (fixtures)
-from dask_support import dask_contract_cluster  # noqa: F401 (fixture of the Dask factories)
-from executor_support import FACTORIES, drain, make_ti
+from airdask.testing import drain, make_ti
+from executor_support import FACTORIES
 from proc_support import pid_alive, pids_file_complete, read_pids, spawn_tree_script, wait_for
 from task_funcs import fail_with, ledger_task, max_concurrency, say, start_order
 
@@ -289,3 +288,42 @@ def test_a_command_knows_its_run_context(make_executor: MakeExecutor, tmp_path: 
         "AIRDASK_CTX_TASK_ID=ctx_task",
         "AIRDASK_CTX_TRY_NUMBER=3",
     ]
+
+
+def test_results_and_run_context_travel_with_the_attempt(
+    make_executor: MakeExecutor, tmp_path: Path
+) -> None:
+    """What results between tasks and the run context ask of an executor: a callable's
+    return value comes back in its outcome (JSON, or cloudpickle when JSON would change
+    it), one larger than its cap fails the attempt, and an argv's run environment reaches
+    the command beside the key's own variables."""
+    from airdask.commands import ArgvInRun
+    from airdask.scheduler.results import decode
+    from task_funcs import make_blob, make_rows, make_tuple
+
+    ex = make_executor()
+    large = PythonCommand(make_blob, 100)
+    large.max_result_bytes = 50
+    out = tmp_path / "env.out"
+    script = f'echo "$AIRDASK_CTX_CONF $AIRDASK_CTX_TRY_NUMBER $AIRDASK_CTX_TASK_ID" > {out}'
+    commands = {
+        "rows": PythonCommand(make_rows, 2),
+        "tuple": PythonCommand(make_tuple),
+        "large": large,
+        "argv": ArgvInRun(["bash", "-c", script], env={"AIRDASK_CTX_CONF": '{"n": 1}'}),
+    }
+    tis = {name: make_ti(name, try_number=2) for name in commands}
+    for name, command in commands.items():
+        ex.queue_command(tis[name], command)
+    events = drain(ex, [ti.key for ti in tis.values()])
+    infos = {name: events[ti.key][1] for name, ti in tis.items()}
+    assert events[tis["rows"].key][0] == S.SUCCESS
+    assert infos["rows"].result_format == "json"
+    assert decode(infos["rows"].result_format, infos["rows"].result) == make_rows(2)
+    assert infos["tuple"].result_format == "pickle"
+    assert decode("pickle", infos["tuple"].result) == (1, "two", {3})
+    assert events[tis["large"].key][0] == S.FAILED and infos["large"].kind == "result_error"
+    assert "is larger than [core] max_result_bytes = 50" in infos["large"].reason
+    assert infos["large"].result is None
+    assert events[tis["argv"].key][0] == S.SUCCESS and infos["argv"].result is None
+    assert out.read_text() == '{"n": 1} 2 argv\n'

@@ -27,7 +27,7 @@ from executor_support import drain, make_ti
 from proc_support import pid_alive, pids_file_complete, read_pids, spawn_tree_script, wait_for
 
 S = TaskInstanceState
-PLUGINS = str(Path(__file__).parent / "plugins")
+PLUGINS = str(Path(__file__).resolve().parents[1] / "plugins")
 
 
 def test_local_worker_death_fails_exactly_its_task(config: Config, tmp_path: Path) -> None:
@@ -124,7 +124,7 @@ def test_load_executor_by_name_and_from_config(
 
 def test_unknown_executor_lists_the_builtins(config: Config) -> None:
     with pytest.raises(ExecutorLoadError) as err:
-        load_executor("CeleryExecutor", config=config)
+        load_executor("NoSuchExecutor", config=config)
     for name in BUILTIN_EXECUTORS:
         assert name in str(err.value)
     with pytest.raises(ExecutorLoadError, match="cannot import executor module 'nope'"):

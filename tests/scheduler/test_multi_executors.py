@@ -9,10 +9,14 @@ from __future__ import annotations
 import signal
 import subprocess
 from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from airdask.config import Config, load_config
 from airdask.dag import DAG, PythonTask
@@ -20,12 +24,22 @@ from airdask.dashboard.page import live_columns
 from airdask.dashboard.summary import build_summary
 from airdask.executors.dask import DaskExecutor
 from airdask.executors.local import LocalExecutor
-from airdask.executors.names import parse_executor_names
+from airdask.executors.names import ExecutorName, parse_executor_names
+from airdask.executors.sequential import SequentialExecutor
+from airdask.scheduler import recovery
 from airdask.scheduler.executors import ExecutorSet
 from airdask.scheduler.loop import SchedulerJob
 from airdask.scheduler.runs import RunError, create_run, start_run
 from airdask.scheduler.single_run import drive_run
-from airdask.store import DagRun, Store, TaskInstance
+from airdask.store import DagRun, Job, Log, Pool, Store, TaskInstance, utcnow
+from celery_support import (
+    REDIS_DB,
+    Worker,
+    broker_settings,
+    flush_redis,
+    require_broker,
+    start_worker,
+)
 from proc_support import wait_for
 from sched_support import AIRDASK, cli, cli_env, log_events, make_store, run_state, tis_of
 from task_funcs import ledger_task, max_concurrency, read_ledger
@@ -34,12 +48,15 @@ from task_funcs import ledger_task, max_concurrency, read_ledger
 @dataclass(frozen=True)
 class Kind:
     """One executor of the mixed DAG: its ``[core] executor`` entry, how its tasks name it,
-    the id the TI records, and the environment it needs."""
+    the id the TI records, the environment it needs, and optionally the name of a pytest
+    fixture that provides what it runs on (workers, a broker) for the test and returns more
+    environment (``dict[str, str]``)."""
 
     entry: str
     pick: str
     id: str
     env: dict[str, str] = field(default_factory=dict)
+    fixture: str | None = None
 
 
 EMBEDDED_DASK = {
@@ -48,14 +65,38 @@ EMBEDDED_DASK = {
     "AIRDASK__DASK__THREADS_PER_WORKER": "2",
 }
 
-#: The executors the mixed DAG runs on, side by side. CeleryExecutor joins this list (with
-#: its broker settings in ``env`` and its workers started by the test) once it exists:
-#: ``Kind("celery:CeleryExecutor", "celery", "celery", {...})``.
+#: CeleryExecutor's broker (Redis, a database of this module's own); the ``celery_env``
+#: fixture starts a worker on it for the tests that run the mixed DAG.
+CELERY_OPTIONS = broker_settings("redis", REDIS_DB["multi"])
+
+#: The executors the mixed DAG runs on, side by side.
 EXECUTOR_KINDS: list[Kind] = [
     Kind("DaskExecutor", "DaskExecutor", "DaskExecutor", EMBEDDED_DASK),
     Kind("LocalExecutor", "airdask.executors.local.LocalExecutor", "LocalExecutor"),
     Kind("seq:SequentialExecutor", "seq", "seq"),
+    Kind("celery:CeleryExecutor", "celery", "celery", fixture="celery_env"),
 ]
+
+
+@pytest.fixture(scope="module")
+def celery_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
+    require_broker("redis")
+    flush_redis(REDIS_DB["multi"])
+    worker = start_worker(CELERY_OPTIONS, tmp_path_factory.mktemp("celery"), concurrency=2)
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture
+def celery_env(celery_worker: Worker) -> dict[str, str]:
+    """The ``AIRDASK__CELERY__*`` settings of the running worker's broker."""
+    return {f"AIRDASK__CELERY__{k.upper()}": v for k, v in CELERY_OPTIONS.items()}
+
+
+#: How the commands name the executors they host (``[core] executor``, normalised).
+LABEL = ",".join(
+    str(name) for name in parse_executor_names(",".join(k.entry for k in EXECUTOR_KINDS))
+)
 TASKS_PER_KIND = 3
 SHARED_POOL_SLOTS = 2
 
@@ -81,7 +122,9 @@ with DAG("mixed", default_args={{"executor": KINDS[1], "retry_delay": 0}}) as da
 """
 
 
-def _mixed_home(tmp_path: Path) -> tuple[Path, Path, dict[str, str]]:
+def _mixed_home(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> tuple[Path, Path, dict[str, str]]:
     home = tmp_path / "home"
     (home / "dags").mkdir(parents=True)
     ledger = tmp_path / "ledger"
@@ -92,6 +135,8 @@ def _mixed_home(tmp_path: Path) -> tuple[Path, Path, dict[str, str]]:
     env: dict[str, str] = {"AIRDASK__CORE__EXECUTOR": ",".join(k.entry for k in EXECUTOR_KINDS)}
     for kind in EXECUTOR_KINDS:
         env.update(kind.env)
+        if kind.fixture is not None:
+            env.update(request.getfixturevalue(kind.fixture))
     made = cli("pools", "set", "shared", str(SHARED_POOL_SLOTS), home=home, env=env)
     assert made.returncode == 0, made.stderr
     return home, ledger, env
@@ -122,26 +167,29 @@ def _check_mixed_run(home: Path, ledger: Path, run_id: str) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(240)
-def test_mixed_dag_through_airdask_run(tmp_path: Path) -> None:
-    home, ledger, env = _mixed_home(tmp_path)
+def test_mixed_dag_through_airdask_run(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    home, ledger, env = _mixed_home(tmp_path, request)
     done = cli("run", "mixed", home=home, env=env, timeout=200)
     assert done.returncode == 0, done.stdout + done.stderr
     run_id = next(
         line.split(" run ")[1].split()[0] for line in done.stdout.splitlines() if " run " in line
     )
-    assert "on DaskExecutor,LocalExecutor,seq:SequentialExecutor" in done.stdout
-    table = [line for line in done.stdout.splitlines() if "k2_0" in line or "k0_0" in line]
-    assert any("seq" in line for line in table) and any("DaskExecutor" in line for line in table)
+    assert f"on {LABEL}" in done.stdout
     _check_mixed_run(home, ledger, run_id)
     states = cli("tasks", "states", "mixed", run_id, home=home, env=env)
     assert states.returncode == 0, states.stderr
-    assert "executor" in states.stdout and "LocalExecutor" in states.stdout
+    for output in (done.stdout, states.stdout):  # each task's row names its executor
+        rows = {line.split()[1]: line for line in output.splitlines() if " k" in line}
+        for k, kind in enumerate(EXECUTOR_KINDS):
+            assert f" {kind.id} " in rows[f"k{k}_0"], output
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(240)
-def test_mixed_dag_through_airdask_scheduler(tmp_path: Path) -> None:
-    home, ledger, env = _mixed_home(tmp_path)
+def test_mixed_dag_through_airdask_scheduler(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    home, ledger, env = _mixed_home(tmp_path, request)
     trig = cli("dags", "trigger", "mixed", "--run-id", "r1", home=home, env=env)
     assert trig.returncode == 0, trig.stderr
     store = Store.from_config(load_config({"AIRDASK_HOME": str(home)}))
@@ -163,26 +211,49 @@ def test_mixed_dag_through_airdask_scheduler(tmp_path: Path) -> None:
         out, err = scheduler.communicate(timeout=60)
         store.dispose()
     assert scheduler.returncode == 0, err
-    assert "running DaskExecutor,LocalExecutor,seq:SequentialExecutor" in out
+    assert f"running {LABEL}" in out
     _check_mixed_run(home, ledger, "r1")
 
 
-def _ledger_dag(ledger: Path, picks: dict[str, str | None], seconds: float) -> DAG:
+def _ledger_dag(
+    ledger: Path,
+    picks: dict[str, str | None],
+    seconds: float,
+    pools: dict[str, str] | None = None,
+) -> DAG:
     with DAG("par", default_args={"retry_delay": 0}) as dag:
         for name, pick in picks.items():
-            PythonTask(name, ledger_task, op_args=[str(ledger), name, seconds], executor=pick)
+            PythonTask(
+                name,
+                ledger_task,
+                op_args=[str(ledger), name, seconds],
+                executor=pick,
+                pool=(pools or {}).get(name),
+            )
     return dag
 
 
 @pytest.mark.timeout(180)
-def test_global_parallelism_across_executors_and_each_own(tmp_path: Path, config: Config) -> None:
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_global_parallelism_across_executors_and_each_own(
+    tmp_path: Path, config: Config, backend: str, request: pytest.FixtureRequest
+) -> None:
     """``[core] parallelism`` = 3 across a LocalExecutor whose own parallelism is 1 and a
-    DaskExecutor whose own is 3: at most 3 at once in all, at most 1 Local task."""
+    DaskExecutor whose own is 3: at most 3 at once in all, at most 1 Local task; and a
+    2-slot pool used by tasks of both never holds more than 2."""
+    if backend == "postgres":
+        url = request.getfixturevalue("pg_url")
+        config = config.with_overrides({("database", "sql_alchemy_conn"): url})
     store = make_store(config)
+    with store.session() as session:
+        session.add(Pool(name="shared", slots=2))
     ledger = tmp_path / "ledger"
     picks: dict[str, str | None] = {f"l{i}": "LocalExecutor" for i in range(4)}
     picks.update({f"d{i}": None for i in range(6)})  # None: the default, DaskExecutor
-    dag = _ledger_dag(ledger, picks, 0.6)
+    shared = {name: "shared" for name in ("l2", "l3", "d3", "d4", "d5")}
+    dag = _ledger_dag(ledger, picks, 0.6, shared)
     names = parse_executor_names("DaskExecutor,LocalExecutor")
     dask_config = config.with_overrides(
         {
@@ -209,15 +280,16 @@ def test_global_parallelism_across_executors_and_each_own(tmp_path: Path, config
     assert len(rows) == 2 * len(picks)
     assert max_concurrency(str(ledger)) <= 3
 
-    def peak(prefix: str) -> int:
-        sub = tmp_path / f"ledger-{prefix}"
+    def peak(names: set[str], label: str) -> int:
+        sub = tmp_path / f"ledger-{label}"
         sub.write_text(
-            "".join(f"{kind} {name} {stamp} 0\n" for kind, name, stamp in rows if name[0] == prefix)
+            "".join(f"{kind} {name} {stamp} 0\n" for kind, name, stamp in rows if name in names)
         )
         return max_concurrency(str(sub))
 
-    assert peak("l") == 1  # LocalExecutor's own parallelism
-    assert peak("d") >= 2  # DaskExecutor is not held to LocalExecutor's limit
+    assert peak({t for t in picks if t[0] == "l"}, "local") == 1  # Local's own parallelism
+    assert peak({t for t in picks if t[0] == "d"}, "dask") >= 2  # not held to Local's limit
+    assert peak(set(shared), "shared") <= 2  # the pool, across both executors
     store.dispose()
 
 
@@ -405,3 +477,99 @@ def test_adoption_per_executor_after_a_scheduler_sigkill(tmp_path: Path) -> None
     assert local_in_flight and local_in_flight <= reset
     assert all(tis[t].try_number == 2 for t in local_in_flight)
     store.dispose()
+
+
+class Recording(SequentialExecutor):
+    """Records which task instances recovery offers it; adopts all, or fails to answer."""
+
+    def __init__(self, *, fail: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.fail = fail
+        self.offered: list[str] = []
+        self.withdrawn: list[str] = []
+
+    def try_adopt_task_instances(self, tis: Sequence[TaskInstance]) -> Sequence[TaskInstance]:
+        self.offered += [ti.task_id for ti in tis]
+        if self.fail:
+            raise ConnectionError("the cluster did not answer")
+        return []
+
+    def cleanup_stuck_queued_tasks(self, tis: list[TaskInstance]) -> list[str]:
+        self.withdrawn += [ti.task_id for ti in tis]
+        return [f"withdrew {ti.task_id}" for ti in tis]
+
+
+class OtherRecording(Recording):
+    """The same, as a second class (each class is configured once)."""
+
+
+def _recording_set(config: Config, *, b_fails: bool) -> tuple[ExecutorSet, Recording, Recording]:
+    a = Recording(config=config)
+    b = OtherRecording(config=config, fail=b_fails)
+    names = [
+        ExecutorName(f"{__name__}.Recording", "a"),
+        ExecutorName(f"{__name__}.OtherRecording", "b"),
+    ]
+    return ExecutorSet([(names[0], a), (names[1], b)], parallelism=0), a, b
+
+
+def _live_run(store: Store, job_id: int, executors: dict[str, str | None]) -> tuple[DAG, str]:
+    """A running run of DAG ``rec`` whose TIs are queued by ``job_id`` on ``executors``."""
+    with DAG("rec") as dag:
+        for task_id in executors:
+            PythonTask(task_id, ledger_task, op_args=["/dev/null", task_id, 0])
+    with store.session() as session:
+        run = create_run(session, dag, scheduled_by_job_id=job_id)
+        start_run(session, run, dag)
+        session.flush()
+        for ti in session.scalars(select(TaskInstance).where(TaskInstance.run_id == run.run_id)):
+            ti.state, ti.try_number, ti.queued_by_job_id = "queued", 1, job_id
+            ti.queued_dttm = utcnow() - timedelta(seconds=120)
+            ti.executor = executors[ti.task_id]
+        return dag, run.run_id
+
+
+def test_recovery_asks_only_the_executor_each_task_instance_names(config: Config) -> None:
+    """Orphans of a dead job go each to its own executor (none recorded: the default); one
+    executor failing to answer defers only its own; one not configured here is reset with
+    a reason naming it. Stuck-in-queued withdrawal is routed the same way."""
+    store = make_store(config)
+    with store.session() as session:
+        dead = Job(state="running", hostname="gone", pid=1)
+        dead.latest_heartbeat = utcnow() - timedelta(seconds=120)
+        session.add(dead)
+        session.flush()
+        dead_id = dead.id
+    placed: dict[str, str | None] = {"a1": "a", "a2": None, "b1": "b", "g1": "gone"}
+    _, run_id = _live_run(store, dead_id, placed)
+    executors, a, b = _recording_set(config, b_fails=True)
+    job = SchedulerJob(store=store, executor=executors, config=config)
+    job_id = job.register()
+    with store.session() as session:
+        report = recovery.adopt_or_reset_orphans(session, executors, job_id=job_id, threshold=30)
+    assert sorted(a.offered) == ["a1", "a2"] and b.offered == ["b1"]
+    tis = tis_of(store, "rec", run_id)
+    assert {t: (tis[t].state, tis[t].queued_by_job_id) for t in placed} == {
+        "a1": ("queued", job_id),  # adopted by a
+        "a2": ("queued", job_id),  # none recorded: the default, a
+        "b1": ("queued", dead_id),  # b could not answer: left for the next check
+        "g1": (None, dead_id),  # its executor is not configured here: reset
+    }
+    assert [k.split()[0] for k in report.deferred] == ["rec.b1"]
+    assert "its executor 'gone' is not configured here" in (tis["g1"].reason or "")
+    assert "configured: a:Recording (default), b:OtherRecording" in (tis["g1"].reason or "")
+    [failed] = [e for e in _all_logs(store) if e.event == "adopt_failed"]
+    assert "b.try_adopt_task_instances failed" in (failed.extra or "")
+    # stuck in queued: each executor is asked to withdraw only its own
+    with store.session() as session:
+        stuck = recovery.handle_stuck_queued(
+            session, executors, job_id=job_id, timeout=10, max_reschedules=2
+        )
+    assert sorted(a.withdrawn) == ["a1", "a2"] and b.withdrawn == []
+    assert sorted(stuck.rescheduled) == sorted(str(tis[t].key) for t in ("a1", "a2"))
+    store.dispose()
+
+
+def _all_logs(store: Store) -> list[Log]:
+    with store.session() as session:
+        return list(session.scalars(select(Log).order_by(Log.id)))

@@ -10,9 +10,9 @@ from sqlalchemy import select
 
 from airdask.store import DagRun, TaskInstance
 from dask_support import external_cluster
+from e2e.test_run_e2e import big_dag, store_for
 from sched_support import cli
 from task_funcs import max_concurrency
-from test_run_e2e import big_dag, store_for
 
 pytestmark = pytest.mark.slow
 
@@ -140,7 +140,9 @@ def test_tasks_logs_of_a_running_attempt_come_from_the_executor(tmp_path: Path) 
             live = cli("tasks", "logs", "live", "talk", "r1", home=home, env=env)
             assert live.returncode == 0, live.stderr
             assert "live log from worker" in live.stderr
-            assert "hello-live" in live.stdout and "bye" not in live.stdout
+            header, *output = live.stdout.splitlines()  # the header shows the whole command
+            assert header.startswith("[airdask] command: bash -c 'echo hello-live;")
+            assert output == ["hello-live"]
             release.touch()
             wait_for(lambda: run_state(store, "live", "r1") == "success", timeout=60, what="run")
         finally:

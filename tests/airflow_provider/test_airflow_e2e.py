@@ -9,9 +9,14 @@ points at a closed port.
 from __future__ import annotations
 
 import collections
+import json
 import signal
+import statistics
 import subprocess
+import sys
+import textwrap
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -24,7 +29,8 @@ from proc_support import pid_alive, wait_for
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.timeout(300)]
 
 WORKERS = (WorkerSpec("w1", resources={"special": 1, "dask_io": 2}), WorkerSpec("w2"))
-DAG_IDS = ("e2e_50", "af_fail", "af_pool", "af_queue", "af_logs", "af_slow", "af_victim")
+DAG_IDS = ("e2e_50", "af_fail", "af_pool", "af_queue", "af_logs", "af_live", "af_nopool",
+           "af_slow", "af_victim")  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +82,29 @@ def test_fifty_tasks_all_succeed_on_dask(stack: AirflowStack) -> None:
     assert len(states) == 50 and {s for s, _ in states.values()} == {"success"}
     assert mismatch_reasons(stack, run_id) == []
     assert "reported that the task instance" not in stack.procs["scheduler"].log.read_text()
+    # Each supervisor noticed its task's end at once, not a heartbeat interval later.
+    lags = supervisor_lags(stack, "e2e_50", run_id)
+    assert len(lags) >= 40 and statistics.median(lags) < 0.5, sorted(lags)
+
+
+def supervisor_lags(stack: AirflowStack, dag_id: str, run_id: str) -> list[float]:
+    """Seconds from each task's last log line to its supervisor's "Workload finished" (in
+    the console output the executor keeps, written shortly after each task's event)."""
+
+    def stamp(line: str) -> float:
+        return datetime.fromisoformat(json.loads(line)["timestamp"]).timestamp()
+
+    lags = []
+    root = stack.home / "logs"
+    for task_log in root.glob(f"dag_id={dag_id}/run_id={run_id}/task_id=*/attempt=1.log"):
+        task = task_log.parent.name
+        ended = stamp(task_log.read_text().strip().splitlines()[-1])
+        for console in root.glob(f"airdask/dag_id={dag_id}/run_id={run_id}~*/{task}/attempt=1.log"):
+            done = [line for line in console.read_text().splitlines()
+                    if '"event":"Workload finished"' in line]  # fmt: skip
+            if done:
+                lags.append(stamp(done[0]) - ended)
+    return lags
 
 
 def test_a_failing_task_is_retried_by_airflow_then_failed(stack: AirflowStack) -> None:
@@ -116,6 +145,77 @@ def test_a_queue_routes_to_the_one_worker_offering_it(stack: AirflowStack) -> No
     assert "dask worker --resources" in reason
 
 
+def test_a_pool_no_worker_offers_enough_of_fails_with_the_reason(stack: AirflowStack) -> None:
+    run_id = stack.trigger("af_nopool")
+    assert stack.wait_for_run(run_id) == "failed"
+    assert stack.ti_states(run_id)["too_big"][0] == "failed"
+    (reason,) = mismatch_reasons(stack, run_id)
+    assert "pool 'dask_io' needs 3 slots but no worker offers more than 2" in reason
+    assert "dask worker --resources" in reason
+
+
+#: Run by the Airflow venv's python against the deployment's Dask cluster: an executor of
+#: its own is handed one workload (argv[1] says which bad one) and heartbeats until the
+#: workload's end is reported; prints the events.
+BAD_WORKLOAD_PROBE = textwrap.dedent(
+    """
+    import json, sys, time, uuid
+    from airflow.executors.workloads import BundleInfo, ExecuteTask
+    from airflow.executors.workloads.task import TaskInstanceDTO
+    from airdask.airflow import DaskExecutor
+
+    executor = DaskExecutor()
+    executor.start()
+    ti = TaskInstanceDTO(
+        id=uuid.uuid4(), task_id="probe", dag_id="probe", run_id="r", try_number=1,
+        dag_version_id=uuid.uuid4(), pool_slots=1, priority_weight=1, queue="default",
+    )
+    token = "x"
+    if sys.argv[1] == "expired_token":  # signed with the deployment's secret, a minute ago
+        token = executor.jwt_generator.generate(
+            extras={"sub": str(ti.id), "scope": "workload"}, valid_for=-60
+        )
+    executor.queued_tasks[ti.key] = ExecuteTask(
+        ti=ti, dag_rel_path="probe.py", token=token, log_path=None,
+        bundle_info=BundleInfo(name="dags-folder"),
+    )
+    events = {}
+    deadline = time.monotonic() + 200
+    while not {"success", "failed"} & set(events) and time.monotonic() < deadline:
+        executor.heartbeat()  # never raises
+        for key, (state, info) in executor.get_event_buffer().items():
+            events[str(getattr(state, "value", state))] = str(info)
+        time.sleep(0.2)  # the scheduler's heartbeat cadence
+    executor.end()
+    print(json.dumps(events))
+    """
+)
+
+
+@pytest.mark.parametrize(
+    ("case", "env", "expected"),
+    [
+        ("expired_token", {}, ["refused the workload's token", "task_queued_timeout"]),
+        # The worker's interpreter has no Airflow (this suite's own venv has none).
+        ("no_task_sdk", {"AIRFLOW__DASK__WORKER_PYTHON": sys.executable,
+                         "AIRFLOW__DASK__FORKSERVER": "False"},
+         ["no Apache Airflow task SDK", "install apache-airflow", "worker_python"]),
+    ],
+)  # fmt: skip
+def test_a_bad_workload_fails_with_the_reason_through_the_executor(
+    stack: AirflowStack, case: str, env: dict[str, str], expected: list[str]
+) -> None:
+    done = subprocess.run(
+        [str(stack.bin / "python"), "-c", BAD_WORKLOAD_PROBE, case],
+        env={**stack.env, **env}, capture_output=True, text=True, timeout=280, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    events = json.loads(done.stdout.strip().splitlines()[-1])
+    assert set(events) >= {"queued", "failed"} and "success" not in events, events
+    for words in expected:
+        assert words in events["failed"], events
+
+
 def test_the_api_returns_the_tasks_log(stack: AirflowStack) -> None:
     run_id = stack.trigger("af_logs")
     assert stack.wait_for_run(run_id) == "success"
@@ -124,6 +224,32 @@ def test_the_api_returns_the_tasks_log(stack: AirflowStack) -> None:
     )
     events = [str(item.get("event", "")) for item in found["content"] if isinstance(item, dict)]
     assert "the-task-said-hello-to-its-log" in events
+
+
+def log_events(stack: AirflowStack, dag_id: str, run_id: str, task_id: str) -> list[str]:
+    found = stack.api(
+        "GET", f"dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/1?full_content=true"
+    )
+    return [str(item.get("event", "")) for item in found["content"] if isinstance(item, dict)]
+
+
+def test_the_api_returns_a_running_tasks_log_from_its_dask_worker(stack: AirflowStack) -> None:
+    run_id = stack.trigger("af_live")
+    seen: list[str] = []
+
+    def live_log_read() -> bool:
+        if stack.ti_states(run_id).get("live", ("",))[0] != "running":
+            return False
+        seen[:] = log_events(stack, "af_live", run_id, "live")
+        return "the-running-task-said-hello" in seen
+
+    stack.wait(live_log_read, 180, "the running task's log through the API", "scheduler")
+    # Read while it ran, from its Dask worker by the executor in the API server.
+    assert any("through airdask" in event for event in seen), seen
+    assert stack.ti_states(run_id)["live"][0] == "running"
+    Path(f"{stack.ledger}.release.{run_id}").touch()
+    assert stack.wait_for_run(run_id) == "success"
+    assert "the-running-task-said-hello" in log_events(stack, "af_live", run_id, "live")
 
 
 @pytest.mark.timeout(400)

@@ -106,6 +106,8 @@ def test_set_routes_by_the_recorded_executor_and_counts_global_slots(config: Con
     assert executors.of_ti(ti) is seq
     ti.executor = "gone"
     assert executors.of_ti(ti) is None
+    ti.executor = "SequentialExecutor"  # recorded before it was given the alias "seq"
+    assert executors.of_ti(ti) is seq and executors.id_of_ti(ti) == "seq"
     ti.executor = "seq"
     seq.queue_command(ti, ["true"])
     assert executors.slots_occupied == 1 and executors.open_slots == 2
@@ -140,6 +142,10 @@ def test_cli_refuses_a_dag_naming_an_unconfigured_executor(tmp_path: Path) -> No
         assert len(lines) == 1 and expected in lines[0], done.stderr
     bad = cli("run", "unknown_executor", home=home, env={"AIRDASK__CORE__EXECUTOR": "A,,B"})
     assert "[core] executor: 'A,,B' has an empty entry" in bad.stderr
+    # `dags list` lists the DAG and reports the problem beside the import errors
+    listed = cli("dags", "list", home=home, env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert "Import errors" in listed.stdout and "executor 'celery' is not" in listed.stdout
 
 
 def test_init_db_adds_the_executor_column_to_an_older_database(any_store: Store) -> None:
