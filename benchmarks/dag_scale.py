@@ -10,7 +10,7 @@ database's size at the end.
 
 Usage::
 
-    python benchmarks/dag_scale.py [--sizes 1000,10000,100000] [--db sqlite|postgres]
+    python benchmarks/dag_scale.py [--sizes 1000,10000,100000] [--db sqlite|postgres | --postgres]
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import create_engine, select, text
 
@@ -151,11 +152,66 @@ def airdask_run(n: int, db: str) -> dict[str, float]:
     return {"wall": wall, "rss": float(peak[0]), "db": float(size or 0)}
 
 
+def dask_leftovers(n: int) -> str:
+    """What an airdask run of the same DAG leaves on the Dask scheduler once it ended
+    (``api.run_dag`` with a DaskExecutor on a LocalCluster that stays up): published
+    datasets, the keeper's copies, tasks and task prefixes."""
+    from distributed import Client, LocalCluster
+
+    from airdask.api import run_dag
+    from airdask.dag import DAG, PythonTask
+    from airdask.executors.dask import DaskExecutor
+    from airdask.store import init_db
+
+    with tempfile.TemporaryDirectory() as tmp:
+        config = load_config({"AIRDASK_HOME": tmp, "AIRDASK__CORE__PARALLELISM": "0"})
+        init_db(Store.from_config(config))
+        with DAG("leftovers") as dag:
+            start = PythonTask("start", noop)
+            middle = [PythonTask(f"t{i:06d}", noop) for i in range(n)]
+            start >> middle >> PythonTask("end", noop)
+        with (
+            LocalCluster(
+                n_workers=WORKERS, threads_per_worker=THREADS, dashboard_address=":0"
+            ) as cluster,
+            Client(cluster) as client,
+        ):
+            prefixes_before = client.run_on_scheduler(_prefixes)
+            result = run_dag(dag, executor=DaskExecutor(client=client, config=config))
+            assert result.state == "success", result.state
+            keeper = client.run_on_scheduler(_keeper_info)
+            tasks = client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks))
+            prefixes = client.run_on_scheduler(_prefixes) - prefixes_before
+            return (
+                f"after a run of {n + 2:,} tasks: datasets {len(client.list_datasets())}, "
+                f"keeper {keeper}, tasks on the Dask scheduler {tasks}, new task prefixes "
+                f"{prefixes}"
+            )
+
+
+def _prefixes(dask_scheduler: Any) -> int:
+    return len(dask_scheduler.task_prefixes)
+
+
+def _keeper_info(dask_scheduler: Any) -> dict[str, int]:
+    from airdask.executors.dask.keeper import KEEPER_NAME
+
+    keeper = dask_scheduler.plugins.get(KEEPER_NAME)
+    return keeper.info() if keeper is not None else {}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000,10000,100000")
     parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument("--postgres", action="store_true", help="the same as --db postgres")
+    parser.add_argument(
+        "--leftovers", type=int, default=0, metavar="N",
+        help="also run N tasks on a cluster that stays up and print what is left on it",
+    )  # fmt: skip
     args = parser.parse_args()
+    if args.postgres:
+        args.db = "postgres"
     print(f"start >> N no-op PythonTask >> end; embedded cluster {WORKERS}x{THREADS}, {args.db}")
     per_task = {}
     for n in [int(s) for s in args.sizes.split(",")]:
@@ -167,6 +223,8 @@ def main() -> None:
             f"raw Dask {raw:7.1f} s | ratio {ours['wall'] / raw:5.2f} | "
             f"peak RSS {ours['rss'] / 2**20:6.0f} MiB | db {ours['db'] / 2**20:6.1f} MiB"
         )
+    if args.leftovers:
+        print("  Dask scheduler", dask_leftovers(args.leftovers))
     if len(per_task) > 1:
         first, last = min(per_task), max(per_task)
         print(f"  time per task at {last:,} / at {first:,}: {per_task[last] / per_task[first]:.2f}")

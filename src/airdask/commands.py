@@ -8,6 +8,7 @@ with :func:`build_spec`, which is also where an unpicklable callable is caught.
 from __future__ import annotations
 
 import hashlib
+import re
 import shlex
 from collections.abc import Callable
 from typing import Any
@@ -135,18 +136,35 @@ def check_command(command: object) -> Command:
     )
 
 
+#: A task id's numbered tail (``_7``, ``000123``, ``-2024-01``), left out of its group name.
+_NUMBERED_TAIL = re.compile(r"[_.\-]*[0-9][0-9_.\-]*$")
+
+
+def task_group(task_id: str) -> str:
+    """The name Dask groups a task's attempts under: the task id without its numbered tail,
+    so that ``load_0001`` ... ``load_9999`` are one group (``load``); a task id that is
+    all digits stays itself."""
+    return _NUMBERED_TAIL.sub("", task_id) or task_id
+
+
 def dask_key(key: TaskInstanceKey) -> str:
-    """A deterministic, distinctive Dask key per attempt, grouped as ``dag_id.task_id``.
+    """A deterministic, distinctive Dask key per attempt, grouped as ``dag_id.group``.
 
     Dask's dashboard groups keys by ``key_split``: the words before the first dash-separated
-    word that is not purely alphabetic. Dashes inside the ids are replaced in the readable
-    prefix, ``try<N>`` stops the split, and a digest of the full TI key keeps two attempts
-    (or ids that differ only by a dash) from ever sharing a key.
+    word that is not purely alphabetic. The group is the task id without its numbered tail
+    (:func:`task_group`): a fan-out of 100,000 numbered tasks is one group in Dask, as the
+    same function mapped 100,000 times is, not 100,000 task prefixes, which Dask keeps
+    forever and walks on every transition (its occupancy estimate). Dashes inside the ids
+    are replaced in the readable prefix, ``try<N>`` stops the split, the task id follows
+    when the group differs from it, and a digest of the full TI key keeps two attempts (or
+    ids that differ only by a dash) from ever sharing a key.
     """
-    prefix = f"{key.dag_id}.{key.task_id}".replace("-", "_")
+    group = task_group(key.task_id)
+    prefix = f"{key.dag_id}.{group}".replace("-", "_")
     digest = hashlib.sha1(repr(tuple(key)).encode()).hexdigest()[:12]
     mapped = f"-m{key.map_index}" if key.map_index >= 0 else ""
-    return f"{prefix}-try{key.try_number}{mapped}-{key.run_id}-{digest}"
+    task = f"-{key.task_id}" if group != key.task_id else ""
+    return f"{prefix}-try{key.try_number}{mapped}{task}-{key.run_id}-{digest}"
 
 
 #: Prefix of the environment variables that tell a command where it runs (Airflow's

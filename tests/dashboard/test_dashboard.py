@@ -218,7 +218,8 @@ def test_task_stream_and_progress_name_tasks_dag_dot_task(client: Client) -> Non
         TaskInstanceKey("etl", "load", "manual__2026-11-23T21:00:00+00:00", 2): "etl.load",
         TaskInstanceKey("etl-2024", "clean-up", "r1", 1, 5): "etl_2024.clean_up",
         TaskInstanceKey("a1b2c3d4", "deadbeef", "run-with-dashes", 3): "a1b2c3d4.deadbeef",
-        TaskInstanceKey("nightly", "step_7", "scheduled__1", 1): "nightly.step_7",
+        TaskInstanceKey("nightly", "step_7", "scheduled__1", 1): "nightly.step",
+        TaskInstanceKey("nightly", "step_8", "scheduled__1", 1): "nightly.step",
     }
     for key, name in keys.items():
         assert key_split(dask_key(key)) == name
@@ -226,7 +227,7 @@ def test_task_stream_and_progress_name_tasks_dag_dot_task(client: Client) -> Non
         futures = [
             client.submit(_work, i, key=dask_key(key), pure=False) for i, key in enumerate(keys)
         ]
-        assert client.gather(futures) == [1, 2, 3, 4, 5]
+        assert client.gather(futures) == [1, 2, 3, 4, 5, 6]
     expected = set(keys.values())
     # The task stream draws one rectangle per task, named key_split(key).
     drawn: dict[str, Any] = rectangles(stream.data)

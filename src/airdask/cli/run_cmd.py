@@ -17,8 +17,8 @@ from airdask.cli.sched_common import (
     executor_names,
     ready_store,
     resolve_dag,
-    ti_table,
 )
+from airdask.cli.ti_report import MAX_ROWS, run_report
 from airdask.scheduler.loop import JobDeclaredDead, SchedulerJob
 from airdask.scheduler.runs import RunError
 from airdask.scheduler.single_run import RunProgress, drive_run
@@ -36,8 +36,19 @@ FINISHED = [s.value for s in FINISHED_STATES]
 )
 @click.option("--cluster", help="Address of an existing Dask scheduler (implies DaskExecutor).")
 @click.option("--conf", "conf_text", help="JSON object passed to the run.")
+@click.option(
+    "--all",
+    "all_rows",
+    is_flag=True,
+    help=f"At the end, list every task instance (a run of more than {MAX_ROWS} is "
+    "otherwise summarised by state, with the ones that did not succeed).",
+)
 def run_command(
-    target: str, executor_name: str | None, cluster: str | None, conf_text: str | None
+    target: str,
+    executor_name: str | None,
+    cluster: str | None,
+    conf_text: str | None,
+    all_rows: bool,
 ) -> None:
     """Trigger one run of a DAG and schedule it until it finishes.
 
@@ -93,7 +104,8 @@ def run_command(
     except JobDeclaredDead as exc:
         raise CliError(str(exc)) from None
     with store.session() as session:
-        console.print(ti_table(session, dag.dag_id, outcome.run_id))
+        for shown in run_report(session, dag.dag_id, outcome.run_id, all_rows=all_rows):
+            console.print(shown)
     run_id, elapsed = outcome.run_id, outcome.elapsed
     if outcome.succeeded:
         console.print(f"[green]run {run_id} succeeded[/] in {elapsed:.2f}s")

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.table import Table
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session
 
 from airdask.cli.common import CliContext, CliError, describe_error
@@ -227,8 +227,17 @@ def _start_error(name: str, cluster: str | None, exc: BaseException) -> str:
     return f"cannot start {name}: {describe_error(exc)}"
 
 
-def ti_table(session: Session, dag_id: str, run_id: str, *, title: str | None = None) -> Table:
-    tis = session.scalars(
+def ti_table(
+    session: Session,
+    dag_id: str,
+    run_id: str,
+    *,
+    title: str | None = None,
+    where: ColumnElement[bool] | None = None,
+    limit: int | None = None,
+) -> Table:
+    """One row per task instance of the run (``where`` them, at most ``limit``)."""
+    stmt = (
         select(TaskInstance)
         .where(TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id)
         .order_by(
@@ -237,7 +246,10 @@ def ti_table(session: Session, dag_id: str, run_id: str, *, title: str | None = 
             TaskInstance.task_id,
             TaskInstance.map_index,
         )
-    ).all()
+    )
+    if where is not None:
+        stmt = stmt.where(where)
+    tis = session.scalars(stmt.limit(limit)).all()
     table = Table(title=title or f"{dag_id} / {run_id}")
     table.add_column("task")
     table.add_column("state")

@@ -11,7 +11,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from airdask.cli.common import CliError, Group, cli_context
-from airdask.cli.sched_common import ready_store, resolve_dag, ti_table
+from airdask.cli.sched_common import ready_store, resolve_dag
+from airdask.cli.ti_report import MAX_ROWS, run_report
 from airdask.config import Config
 from airdask.logs import log_path, read_log
 from airdask.store import DagRun, TaskInstance
@@ -25,7 +26,14 @@ def tasks_group() -> None:
 @tasks_group.command("states")
 @click.argument("dag_id")
 @click.argument("run_id")
-def tasks_states(dag_id: str, run_id: str) -> None:
+@click.option(
+    "--all",
+    "all_rows",
+    is_flag=True,
+    help=f"List every task instance (a run of more than {MAX_ROWS} is otherwise summarised "
+    "by state, with the ones that did not succeed).",
+)
+def tasks_states(dag_id: str, run_id: str, all_rows: bool) -> None:
     """Every task instance of a run: state, tries, duration, host, reason."""
     ctx = cli_context()
     store = ready_store(ctx)
@@ -33,9 +41,9 @@ def tasks_states(dag_id: str, run_id: str) -> None:
         run = session.get(DagRun, (dag_id, run_id))
         if run is None:
             raise CliError(_no_run(session, dag_id, run_id))
-        ctx.console.print(
-            ti_table(session, dag_id, run_id, title=f"{dag_id} / {run_id}: {run.state}")
-        )
+        title = f"{dag_id} / {run_id}: {run.state}"
+        for shown in run_report(session, dag_id, run_id, title=title, all_rows=all_rows):
+            ctx.console.print(shown)
 
 
 def _no_run(session: Session, dag_id: str, run_id: str) -> str:

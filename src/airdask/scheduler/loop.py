@@ -5,7 +5,8 @@ A pass, in order:
 0. write what an earlier pass could not (:mod:`.held`: events, adoptions, callback logs);
 1. start queued DagRuns this job may take (create their task instances);
 2. evaluate trigger rules for not-yet-started task instances of runs where something
-   changed (``scheduled``, ``skipped`` or ``upstream_failed``);
+   changed (``scheduled``, ``skipped`` or ``upstream_failed``): only those whose upstreams
+   changed (:mod:`.readiness`);
 3. pick ready task instances (``scheduled``, or ``up_for_retry`` whose ``next_try_at`` has
    come), highest ``priority_weight`` first, within pool open slots, ``[core] parallelism``
    (global across executors) and the ``slots_available`` of the TI's executor; mark them
@@ -76,7 +77,8 @@ from airdask.scheduler.events import add_ti_log, apply_events, set_state
 from airdask.scheduler.executors import ExecutorSet, check_dag_executors
 from airdask.scheduler.held import Held, merge_events
 from airdask.scheduler.outage import Outage, patiently
-from airdask.scheduler.ready import evaluate_run, queue_ready
+from airdask.scheduler.readiness import Readiness
+from airdask.scheduler.ready import queue_ready
 from airdask.scheduler.runs import fail_run, finish_runs, start_run
 from airdask.scheduler.schedules import Clock, Schedules
 from airdask.state import DagRunState, TaskInstanceState
@@ -161,6 +163,7 @@ class SchedulerJob:
         #: report an unreachable cluster before writing anything).
         self.executor_started = False
         self.dirty: set[RunKey] = set()
+        self.readiness = Readiness()
         self.held = Held()
         self._stop = threading.Event()
         self._last_heartbeat = 0.0
@@ -335,7 +338,9 @@ class SchedulerJob:
     def _back_online(self) -> None:
         if self.outage.ongoing:  # the outage ends once this went through too
             with self.store.session() as session:
-                self.dirty |= recovery.requeue_unsent(session, self.executors, job_id=self.job_id)
+                requeued = recovery.requeue_unsent(session, self.executors, job_id=self.job_id)
+            self.dirty |= requeued
+            self.readiness.invalidate(requeued)
             self.outage.back_online()
 
     # ---- one pass ----------------------------------------------------------------------
@@ -355,6 +360,7 @@ class SchedulerJob:
                 queued = self._queue_ready(session)
         except BaseException:
             self.dirty |= evaluated  # examined again at the next pass
+            self.readiness.clear()  # what was noted may not be written: read runs again
             raise
         for ti, command in queued:
             executor = self.executors.of_ti(ti)
@@ -369,6 +375,7 @@ class SchedulerJob:
                 result.finished_runs = self._finish_runs(session, evaluated | self.dirty)
         except BaseException:
             self.dirty |= evaluated
+            self.readiness.clear()
             raise
         self._run_callbacks()
         self._heartbeat_job()
@@ -451,7 +458,7 @@ class SchedulerJob:
             dag = self.dags.get(dag_id) or self.dag_cache.get(dag_id, run.dag_file)
             if dag is None:
                 continue
-            count, settled = evaluate_run(session, dag, run_id)
+            count, settled = self.readiness.evaluate(session, dag, run_id)
             changed += count
             if settled:
                 self.dirty.add((dag_id, run_id))
@@ -460,7 +467,9 @@ class SchedulerJob:
     def _finish_runs(self, session: Session, runs: set[RunKey]) -> dict[RunKey, str]:
         claimed, busy = claim_running_runs(session, runs)
         self.dirty |= busy
-        return finish_runs(session, claimed.values(), self.dags)
+        finished = finish_runs(session, claimed.values(), self.dags)
+        self.readiness.invalidate(finished)  # done with them
+        return finished
 
     def _queue_ready(self, session: Session) -> list[tuple[TaskInstance, Command]]:
         """Mark ready TIs QUEUED (next try) within every limit; return (ti, command)."""
@@ -512,6 +521,7 @@ class SchedulerJob:
         ti.end_date, ti.reason = now, reason
         add_ti_log(session, ti, "failed", reason)
         self.dirty.add((ti.dag_id, ti.run_id))
+        self.readiness.note(ti, ti.state)  # a failed pass clears the notes
 
     # ---- events --------------------------------------------------------------------------
 
@@ -542,6 +552,8 @@ class SchedulerJob:
             requests = callback_requests(session, outcomes.finished, self._task_of)
         self.held.events = {}
         self.dirty |= outcomes.runs
+        for ti in (*outcomes.finished, *outcomes.retrying):
+            self.readiness.note(ti, ti.state)
         for request in requests:  # once the outcome is recorded, never twice
             self.executor.send_callback(request)
         return len(events)
@@ -578,6 +590,8 @@ class SchedulerJob:
             return
         with self.store.session() as session:
             alive = jobs.heartbeat(session, self.job_id)
+            if alive and self.run_filter is None:
+                self._check_alone(session)
         self._last_heartbeat = now
         if not alive:
             raise JobDeclaredDead(
@@ -585,6 +599,16 @@ class SchedulerJob:
                 f"heartbeat for more than {self.health_threshold:g}s) and its task instances "
                 "were taken over; stopping"
             )
+
+    def _check_alone(self, session: Session) -> None:
+        """Trust the incremental trigger-rule counts only while no other scheduler may
+        write the same runs (see :mod:`.readiness`)."""
+        others = jobs.live_schedulers(session, threshold=self.health_threshold)
+        alone = all(job.id == self.job_id for job in others)
+        if alone != self.readiness.trusted:
+            log.info("incremental trigger rules %s", "on" if alone else "off (other schedulers)")
+            self.readiness.clear()
+            self.readiness.trusted = alone
 
     def _recover(self, *, force: bool = False) -> None:
         job_id = self.job_id
@@ -606,12 +630,14 @@ class SchedulerJob:
                     # may have recorded the last upstream outcome and stopped (or died)
                     # before it scheduled what follows.
                     self.dirty |= set(self._running_runs(session))
+                    self.readiness.clear()  # the safety net: every running run is read again
             except BaseException:
                 if report is not None:  # the executor took them over: record that later
                     self.held.adoptions.extend(report.adopted_keys)
                 raise
             self._last_orphan_check = now
             self.dirty |= report.runs
+            self.readiness.invalidate(report.runs)
         if force or now - self._last_stuck_check >= min(self.queued_timeout / 2, 30.0):
             with self.store.session() as session:
                 stuck = recovery.handle_stuck_queued(
@@ -623,3 +649,4 @@ class SchedulerJob:
                 )
             self._last_stuck_check = now
             self.dirty |= stuck.runs
+            self.readiness.invalidate(stuck.runs)

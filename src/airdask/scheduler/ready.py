@@ -1,29 +1,25 @@
-"""Readiness: trigger rules for a run's waiting task instances, and queueing the ready ones.
+"""Queueing the ready task instances (trigger rules are :mod:`.readiness`'s).
 
-Both work on indexed state columns and touch only what is waiting or ready: the task
-instances with no state in one changed run (and their upstream states), and the
-``scheduled``/due ``up_for_retry`` ones, highest ``priority_weight`` first, within the pool
-open slots and the pass's budget.
+It works on indexed state columns and touches only what is ready: the ``scheduled``/due
+``up_for_retry`` task instances, highest ``priority_weight`` first, within the pool open
+slots and the pass's budget.
 """
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session
 
 from airdask.commands import Command
 from airdask.dag import DAG
 from airdask.scheduler.claims import lock_pools
 from airdask.scheduler.events import set_state, write_back
-from airdask.scheduler.mapping import expand_from_result
 from airdask.scheduler.pools import SlotBudget
-from airdask.scheduler.rules import Decision, UpstreamCounts, decision_state, evaluate
-from airdask.state import DagRunState, TaskInstanceState, check_transition
+from airdask.scheduler.readiness import Readiness
+from airdask.state import DagRunState, TaskInstanceState
 from airdask.store.models import DagRun, TaskInstance, utcnow
 from airdask.store.queries import pool_usage
 
@@ -36,94 +32,13 @@ ExecutorFor = Callable[[Session, TaskInstance, datetime], str | None]
 
 
 def evaluate_run(session: Session, dag: DAG, run_id: str) -> tuple[int, bool]:
-    """Apply trigger rules to the run's state-none TIs, in topological order so a skip or
-    upstream_failed cascades at once. Returns (state changes, whether any TI settled
-    without running, i.e. the run must be looked at again).
+    """Apply trigger rules to the run's waiting task instances, read in full, in topological
+    order so a skip or upstream_failed cascades at once. Returns (task instances changed,
+    whether any settled without running, i.e. the run must be looked at again).
 
-    A task's instances are decided together: the instances of a mapped task wait for the
-    same upstream tasks, and an upstream that is mapped counts all its instances. So the
-    work is a few grouped queries and one UPDATE per task that moves, however many
-    instances it has (10,000 mapped instances are one statement)."""
-    in_run = (TaskInstance.dag_id == dag.dag_id) & (TaskInstance.run_id == run_id)
-    waiting: dict[str, int] = {
-        task_id: int(n)
-        for task_id, n in session.execute(
-            select(TaskInstance.task_id, func.count())
-            .where(in_run, TaskInstance.state.is_(None))
-            .group_by(TaskInstance.task_id)
-        )
-    }
-    if not waiting:
-        return 0, False
-    known = [t for t in waiting if dag.has_task(t)]
-    upstream_ids = set().union(*(dag.get_task(t).upstream_task_ids for t in known))
-    states: dict[str, Counter[str | None]] = defaultdict(Counter)
-    for task_id, state, n in session.execute(
-        select(TaskInstance.task_id, TaskInstance.state, func.count())
-        .where(in_run, TaskInstance.task_id.in_(upstream_ids | set(waiting)))
-        .group_by(TaskInstance.task_id, TaskInstance.state)
-    ):
-        states[task_id][state] += int(n)
-    changed, settled = 0, False
-    now = utcnow()
-    for task_id in dag.topological_order():
-        if task_id not in waiting:
-            continue
-        task = dag.get_task(task_id)
-        ups: Counter[str | None] = Counter()
-        for upstream in task.upstream_task_ids:
-            ups.update(states.get(upstream) or {None: 1})  # no TI yet: not done
-        counts = UpstreamCounts.of_counts(ups)
-        decision = evaluate(task.trigger_rule, counts)
-        if decision is Decision.WAIT:
-            continue
-        new = decision_state(decision)
-        check_transition(None, new)
-        assert new is not None
-        n = waiting[task_id]
-        if decision is Decision.RUN and task.map_from is not None:
-            # Mapped over an upstream's result: its instances are made now (one bulk insert).
-            state, made = expand_from_result(session, dag.dag_id, run_id, task, in_run)
-            states[task_id][None] -= n
-            states[task_id][state] += made
-            changed += max(made, 1)
-            settled = settled or state != S.SCHEDULED.value
-            continue
-        values: dict[str, Any] = {"state": new.value}
-        if decision is not Decision.RUN:
-            values["end_date"] = now
-            values["reason"] = f"trigger rule {task.trigger_rule}: upstream {_describe(counts)}"
-            settled = True
-        _set_waiting(session, in_run, [task_id], values)
-        states[task_id][None] -= n
-        states[task_id][new.value] += n
-        changed += n
-    gone = [t for t in waiting if not dag.has_task(t)]
-    if gone:
-        for task_id in gone:
-            _set_waiting(
-                session,
-                in_run,
-                [task_id],
-                {
-                    "state": S.REMOVED.value,
-                    "reason": f"task {task_id!r} is no longer in DAG {dag.dag_id!r}",
-                },
-            )
-            changed += waiting[task_id]
-    return changed, settled
-
-
-def _set_waiting(
-    session: Session, in_run: ColumnElement[bool], task_ids: list[str], values: dict[str, Any]
-) -> None:
-    """Set ``values`` on the state-none TIs of ``task_ids`` in one statement."""
-    session.execute(
-        update(TaskInstance)
-        .where(in_run, TaskInstance.task_id.in_(task_ids), TaskInstance.state.is_(None))
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    )
+    The scheduler keeps what it read for the next passes (:class:`.readiness.Readiness`);
+    this is the same evaluation from a fresh read, for one-off use."""
+    return Readiness().evaluate(session, dag, run_id)
 
 
 def open_pool_slots(session: Session, slots: Mapping[str, int] | None = None) -> dict[str, int]:
@@ -154,9 +69,10 @@ def queue_ready(
     TI is locked ``SKIP LOCKED``."""
     if total <= 0:
         return []
-    budget = SlotBudget(
-        open_pool_slots(session, lock_pools(session)), total=total, executor_open=executor_slots
-    )
+    pool_open = open_pool_slots(session, lock_pools(session))
+    # No more rows than the open slots could take (with room for some that do not fit).
+    total = min(total, sum(max(n, 0) for n in pool_open.values()))
+    budget = SlotBudget(pool_open, total=total, executor_open=executor_slots)
     if budget.exhausted:
         return []
     now = utcnow()
@@ -176,7 +92,9 @@ def queue_ready(
     if full:
         stmt = stmt.where(TaskInstance.pool.not_in(full))
     queued: list[tuple[TaskInstance, Command]] = []
-    stmt = stmt.limit(budget.total * 4).with_for_update(
+    # Room for some that do not fit their pool now, not 4x the budget: every row is an ORM
+    # object loaded, locked and dropped, and full pools are left out above already.
+    stmt = stmt.limit(budget.total + 64).with_for_update(
         of=TaskInstance, skip_locked=True, key_share=True
     )
     for ti in session.scalars(stmt).all():
@@ -202,17 +120,3 @@ def queue_ready(
         queued.append((ti, command))
     write_back(session, (ti for ti, _ in queued))
     return queued
-
-
-def _describe(ups: UpstreamCounts) -> str:
-    parts = [
-        f"{n} {name}"
-        for name, n in (
-            ("success", ups.success),
-            ("failed", ups.failed),
-            ("upstream_failed", ups.upstream_failed),
-            ("skipped", ups.skipped),
-        )
-        if n
-    ]
-    return ", ".join(parts) or "none finished"

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from airdask.dag import DAG
@@ -216,12 +216,13 @@ def finish_runs(
     for run in runs:
         dag_id, run_id = run.dag_id, run.run_id
         in_run = (TaskInstance.dag_id == dag_id) & (TaskInstance.run_id == run_id)
+        # The first unfinished one answers (a count would read every unfinished row).
         unfinished = session.scalar(
-            select(func.count())
-            .select_from(TaskInstance)
+            select(TaskInstance.task_id)
             .where(in_run, TaskInstance.state.is_(None) | TaskInstance.state.in_(_UNFINISHED))
+            .limit(1)
         )
-        if unfinished:
+        if unfinished is not None:
             continue
         failed = (TaskInstance.state == S.FAILED.value) | (
             TaskInstance.state == S.UPSTREAM_FAILED.value

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from distributed import Event
 
 from airdask import PythonCommand
-from airdask.commands import dask_key
+from airdask.commands import dask_key, task_group
 from airdask.config import Config
 from airdask.executors import load_executor
 from airdask.executors.dask import DaskExecutor
@@ -68,6 +68,18 @@ def test_dask_key_groups_by_dag_and_task_in_the_dashboard() -> None:
     assert len(set(names)) == 3
     assert dask_key(keys[0]) == names[0]  # deterministic
     assert dask_key(keys[0].with_try_number(4)) != names[0]
+
+
+def test_numbered_tasks_are_one_dask_group() -> None:
+    from distributed.utils import key_split
+
+    fan = [TaskInstanceKey("scale", f"t{i:06d}", "r", 1, -1) for i in range(3)]
+    names = {dask_key(k) for k in fan}
+    assert {key_split(n) for n in names} == {"scale.t"} and len(names) == 3
+    assert all("-t00000" in n for n in names)  # the task id is still in the key
+    groups = {"load_file_17": "load_file", "extract-2024-01": "extract", "v2": "v",
+              "123": "123", "step_1a": "step_1a", "a.b.3": "a.b"}  # fmt: skip
+    assert {t: task_group(t) for t in groups} == groups
 
 
 @pytest.fixture(scope="module")

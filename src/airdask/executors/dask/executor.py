@@ -1,10 +1,10 @@
 """DaskExecutor: the BaseExecutor contract on a dask.distributed cluster.
 
 One Dask task per attempt, keyed by :func:`airdask.commands.dask_key` (unique per attempt,
-grouped as ``dag_id.task_id`` on the dashboard), submitted with ``pure=False``, ``retries=0``
-and ``priority=priority_weight``. The function that runs on the worker is
-:func:`airdask.runner.run_task`, shipped by value (:mod:`airdask.executors.dask.shipping`),
-so workers need not have airdask.
+grouped as ``dag_id.task_id`` on the dashboard, numbered tails left out), submitted with
+``pure=False``, ``retries=0`` and ``priority=priority_weight``. The function that runs on
+the worker is :func:`airdask.runner.run_task`, shipped by value
+(:mod:`airdask.executors.dask.shipping`), so workers need not have airdask.
 
 Outcomes (ADR 0003)
     Nothing wants an attempt once it finished, so Dask never runs a finished attempt again:
