@@ -29,7 +29,7 @@ REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
 #: Redis database numbers: one per user in this suite (the contract workers, each fault test).
 REDIS_DB = {"contract": 10, "contract-rabbitmq-results": 11, "faults": 12, "e2e": 13,
-            "bench": 14, "multi": 9}  # fmt: skip
+            "bench": 14, "multi": 9, "multi-kills": 8}  # fmt: skip
 
 
 def redis_url(db: int) -> str:

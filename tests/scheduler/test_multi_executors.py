@@ -573,3 +573,225 @@ def test_recovery_asks_only_the_executor_each_task_instance_names(config: Config
 def _all_logs(store: Store) -> list[Log]:
     with store.session() as session:
         return list(session.scalars(select(Log).order_by(Log.id)))
+
+
+#: The executors whose workers the kill test SIGKILLs (SequentialExecutor has none: it runs
+#: in the scheduler's own process).
+KILLED_KINDS = [kind for kind in EXECUTOR_KINDS if kind.id != "seq"]
+KILL_POOL_SLOTS = 3
+
+KILL_DAG = """
+from airdask.dag import DAG, BashTask
+
+LEDGER = {ledger!r}
+KINDS = {picks!r}
+
+def step(name):
+    # the try in the name tells a retry from a second copy of the same try
+    tag = name + "#$AIRDASK_CTX_TRY_NUMBER"
+    return (f'echo "start {{tag}} $(date +%s.%N) $$" >> {{LEDGER}}; sleep {seconds}; '
+            f'echo "end {{tag}} $(date +%s.%N) $$" >> {{LEDGER}}')
+
+with DAG("kills", default_args={{"retries": 2, "retry_delay": 0}}) as dag:
+    for k, pick in enumerate(KINDS):
+        for i in range({per_kind}):
+            BashTask(f"k{{k}}_{{i}}", step(f"k{{k}}_{{i}}"), executor=pick, pool="shared")
+"""
+
+
+@dataclass
+class _Attempt:
+    """One copy of a command as its ledger lines tell: ``pid`` is the command's own."""
+
+    task: str
+    try_number: int
+    pid: int
+    start: float
+    end: float | None = None
+
+
+def _attempts(ledger: Path) -> list[_Attempt]:
+    found: dict[int, _Attempt] = {}
+    text = ledger.read_text() if ledger.exists() else ""
+    for line in text.split("\n")[:-1]:  # a line still being written has no newline yet
+        kind, tag, stamp, pid = line.split()
+        task, _, try_number = tag.partition("#")
+        if kind == "start":
+            found[int(pid)] = _Attempt(task, int(try_number), int(pid), float(stamp))
+        else:
+            found[int(pid)].end = float(stamp)
+    return list(found.values())
+
+
+def _ancestors(pid: int) -> list[int]:
+    chain: list[int] = []
+    while pid > 1:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            break
+        pid = int(stat.rsplit(")", 1)[1].split()[1])
+        chain.append(pid)
+    return chain
+
+
+def _is_local_worker(pid: int) -> bool:
+    try:
+        return b"airdask.executors.local_worker" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def _peak(spans: list[tuple[float, float]]) -> int:
+    events = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])
+    current = peak = 0
+    for _, delta in events:  # at equal times an end (-1) sorts before a start
+        current += delta
+        peak = max(peak, current)
+    return peak
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_worker_of_each_executor_sigkilled_mid_task(tmp_path: Path) -> None:
+    """One DAG on Dask (an external cluster of two workers), Local and Celery (a real
+    ``airdask celery worker`` on Redis) under ``airdask scheduler``; while a task of each
+    runs, its host is SIGKILLed: the Dask worker running it, the LocalExecutor worker
+    process running it, the Celery worker (then a new one is started). Dask reruns the
+    lost attempt on the other worker, LocalExecutor reports the worker dead and the
+    scheduler retries the task, the broker redelivers the Celery message (acks late) to the
+    new worker. Every task ends in one success, no (task, try) completes twice, the killed
+    copies die with their hosts (no command is left running), and the pool shared by the
+    three executors never holds more than its slots."""
+    import os
+    import time
+
+    from dask_support import external_cluster
+    from proc_support import pid_alive
+
+    require_broker("redis")
+    db = REDIS_DB["multi-kills"]
+    flush_redis(db)
+    # Redis gives an unacknowledged message back once it is older than the visibility
+    # timeout: longer than a task runs, so that only a dead worker's message comes back.
+    options = {**broker_settings("redis", db), "visibility_timeout": "10"}
+    home = tmp_path / "home"
+    (home / "dags").mkdir(parents=True)
+    ledger = tmp_path / "ledger"
+    picks = [kind.pick for kind in KILLED_KINDS]
+    (home / "dags" / "kills.py").write_text(
+        KILL_DAG.format(ledger=str(ledger), picks=picks, per_kind=TASKS_PER_KIND, seconds=3)
+    )
+    prefix = {kind.id: f"k{k}_" for k, kind in enumerate(KILLED_KINDS)}
+    celery_workers: list[Worker] = []
+    #: pid of each killed copy -> when its host was SIGKILLed (the end of its pool slot)
+    killed_at: dict[int, float] = {}
+    killed: dict[str, list[_Attempt]] = {}
+    with external_cluster(tmp_path) as cluster:
+        dask_workers = [cluster.start_worker(nthreads=2, nanny=False) for _ in range(2)]
+        try:
+            celery_workers.append(start_worker(options, tmp_path / "celery-1", concurrency=2))
+            from distributed import Client
+
+            with Client(cluster.address, timeout=30) as client:
+                wait_for(lambda: len(client.scheduler_info()["workers"]) == 2, timeout=60,
+                         what="both Dask workers connected")  # fmt: skip
+            env = {
+                "AIRDASK__CORE__EXECUTOR": ",".join(kind.entry for kind in KILLED_KINDS),
+                "AIRDASK__DASK__CLUSTER_ADDRESS": cluster.address,
+                **{f"AIRDASK__CELERY__{k.upper()}": v for k, v in options.items()},
+            }
+            made = cli("pools", "set", "shared", str(KILL_POOL_SLOTS), home=home, env=env)
+            assert made.returncode == 0, made.stderr
+            trig = cli("dags", "trigger", "kills", "--run-id", "r1", home=home, env=env)
+            assert trig.returncode == 0, trig.stderr
+            store = Store.from_config(load_config({"AIRDASK_HOME": str(home)}))
+            scheduler_log = tmp_path / "scheduler.log"
+            with open(scheduler_log, "wb") as out:
+                scheduler = subprocess.Popen(
+                    [*AIRDASK, "scheduler"], env=cli_env(home, env),
+                    stdout=subprocess.DEVNULL, stderr=out,
+                )  # fmt: skip
+
+            def host_of(kind: str, chain: list[int]) -> int | None:
+                if kind == "LocalExecutor":
+                    return next((p for p in chain if _is_local_worker(p)), None)
+                hosts = (
+                    {w.pid for w in dask_workers}
+                    if kind == "DaskExecutor"
+                    else {celery_workers[0].process.pid}
+                )
+                return next((p for p in chain if p in hosts), None)
+
+            def kill_a_host_of_each() -> bool:
+                running = [a for a in _attempts(ledger) if a.end is None and pid_alive(a.pid)]
+                chains = {a.pid: _ancestors(a.pid) for a in running}
+                for kind in [k for k in prefix if k not in killed]:
+                    for attempt in running:
+                        host = host_of(kind, chains[attempt.pid])
+                        if not attempt.task.startswith(prefix[kind]) or host is None:
+                            continue
+                        os.kill(host, signal.SIGKILL)
+                        now = time.time()
+                        victims = [a for a in running if host in chains[a.pid]]
+                        killed_at.update((a.pid, now) for a in victims)
+                        killed[kind] = victims
+                        if kind == "celery":  # so that the message can be delivered again
+                            celery_workers.append(
+                                start_worker(options, tmp_path / "celery-2", wait=False)
+                            )
+                        break
+                return len(killed) == len(prefix)
+
+            try:
+                wait_for(kill_a_host_of_each, timeout=150,
+                         what="a task of each executor running, to kill its host")  # fmt: skip
+                # the runner's supervision: a killed host's commands die with it
+                wait_for(lambda: not any(map(pid_alive, killed_at)), timeout=30,
+                         what="the commands of the killed hosts dead")  # fmt: skip
+                wait_for(
+                    lambda: run_state(store, "kills", "r1") in ("success", "failed"),
+                    timeout=200,
+                    what="the run to finish after the kills",
+                )
+            finally:
+                scheduler.send_signal(signal.SIGTERM)
+                scheduler.wait(60)
+            assert scheduler.returncode == 0, scheduler_log.read_text()
+        finally:
+            for worker in celery_workers:
+                worker.stop()
+    attempts = _attempts(ledger)
+    wait_for(lambda: not any(pid_alive(a.pid) for a in attempts), timeout=20,
+             what="no command process left alive")  # fmt: skip
+    tis = tis_of(store, "kills", "r1")
+    assert run_state(store, "kills", "r1") == "success", scheduler_log.read_text()
+    assert {t: (ti.state, ti.executor) for t, ti in tis.items()} == {
+        f"k{k}_{i}": ("success", kind.id)
+        for k, kind in enumerate(KILLED_KINDS)
+        for i in range(TASKS_PER_KIND)
+    }
+    successes = Counter(e.task_id for e in log_events(store, "kills", event="success"))
+    assert set(successes.values()) == {1} and len(successes) == len(tis)
+    # each (task, try) completed at most once, each task exactly once
+    ended = Counter((a.task, a.try_number) for a in attempts if a.end is not None)
+    assert set(ended.values()) == {1}
+    assert Counter(task for task, _ in ended) == dict.fromkeys(tis, 1)
+    # only the copies whose host was killed never ended; each was run again to its end
+    assert {a.pid for a in attempts if a.end is None} == set(killed_at)
+    for kind, victims in killed.items():
+        assert victims, kind
+        for lost in victims:
+            again = [a for a in attempts if a.task == lost.task and a.start > lost.start]
+            assert any(a.end is not None for a in again), (kind, lost, attempts)
+            if kind == "LocalExecutor":  # failed as 'worker died', then retried
+                assert tis[lost.task].try_number > lost.try_number
+            if kind == "celery":  # the same try, delivered again
+                assert [a.try_number for a in again] == [lost.try_number]
+    local_lost = {a.task for a in killed["LocalExecutor"]}
+    died = {e.task_id for e in log_events(store, "kills") if "local worker" in (e.extra or "")}
+    assert died == local_lost, log_events(store, "kills")
+    # the pool shared across the executors held: a killed copy's slot ends at its kill
+    spans = [(a.start, a.end if a.end is not None else killed_at[a.pid]) for a in attempts]
+    assert 2 <= _peak(spans) <= KILL_POOL_SLOTS
+    store.dispose()
