@@ -304,7 +304,7 @@ def test_reaper_kills_commands_when_host_process_is_killed(
         assert all(map(pid_alive, read_pids(pids)))
         os.kill(host.pid, signal.SIGKILL)
         host.wait(timeout=10)
-        wait_for(lambda: not any(map(pid_alive, read_pids(pids))), timeout=10, what="orphans")
+        wait_for(lambda: not any(map(pid_alive, read_pids(pids))), timeout=30, what="orphans")
     finally:
         host.kill()
 
