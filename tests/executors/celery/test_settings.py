@@ -46,7 +46,7 @@ def test_settings_and_queue_routing(config: Config) -> None:
     settings = celery_settings(config.with_overrides({("celery", "default_queue"): "q0"}))
     assert settings.queue_for(None) == "q0" and settings.queue_for("default") == "q0"
     assert settings.queue_for("gpu") == "gpu"
-    assert settings.allow_pickle is False and settings.backend_kind == "redis"
+    assert settings.celery.allow_pickle is False and settings.backend_kind == "redis"
 
 
 def test_messages_are_json_and_pickles_need_allow_pickle() -> None:

@@ -52,8 +52,8 @@ def worker_log_dir() -> str:
 
 def make_app(settings: CeleryOptions) -> Celery:
     """A Celery app for ``settings``; connects to nothing until it is used."""
-    timeout = settings.operation_timeout
-    app = Celery("airdask", broker=settings.broker_url, backend=settings.result_backend,
+    timeout = settings.celery.operation_timeout
+    app = Celery("airdask", broker=settings.celery.broker_url, backend=settings.result_backend,
                  set_as_current=False)  # fmt: skip
     app.conf.update(
         # JSON only, both ways (ADR 0007): a pickled command is base64 inside the JSON.
@@ -70,9 +70,9 @@ def make_app(settings: CeleryOptions) -> Celery:
         # A worker that loses the broker cancels its attempts: the broker delivers their
         # messages again anyway, and two copies must not run side by side.
         worker_cancel_long_running_tasks_on_connection_loss=True,
-        task_default_queue=settings.default_queue,
-        task_default_exchange=settings.default_queue,
-        task_default_routing_key=settings.default_queue,
+        task_default_queue=settings.celery.default_queue,
+        task_default_exchange=settings.celery.default_queue,
+        task_default_routing_key=settings.celery.default_queue,
         task_create_missing_queues=True,
         result_expires=86400,
         worker_send_task_events=False,
@@ -81,7 +81,7 @@ def make_app(settings: CeleryOptions) -> Celery:
         broker_connection_timeout=timeout,
         broker_connection_retry_on_startup=False,
         broker_transport_options={
-            "visibility_timeout": settings.visibility_timeout,
+            "visibility_timeout": settings.celery.visibility_timeout,
             # Redis: look for the messages of dead workers every 10 s rather than kombu's
             # default of every 10th 10 s interval, so a SIGKILLed worker's task comes back
             # soon after its visibility timeout (other transports ignore the option).
@@ -98,8 +98,8 @@ def make_app(settings: CeleryOptions) -> Celery:
         redis_socket_timeout=timeout,
         redis_retry_on_timeout=False,
         database_engine_options={"pool_pre_ping": True},
-        airdask_allow_pickle=settings.allow_pickle,
-        airdask_log_max_bytes=settings.log_max_bytes,
+        airdask_allow_pickle=settings.celery.allow_pickle,
+        airdask_log_max_bytes=settings.celery.log_max_bytes,
     )
     app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True)(run_attempt)
     return app

@@ -72,10 +72,10 @@ def celery_worker(
     settings = _settings()
     app = make_app(settings)
     try:
-        check_broker(app, settings.broker_url)
+        check_broker(app, settings.celery.broker_url)
     except CeleryConnectionError as exc:
         raise click.ClickException(str(exc)) from None
-    names = [q.strip() for q in (queues or settings.default_queue).split(",") if q.strip()]
+    names = [q.strip() for q in (queues or settings.celery.default_queue).split(",") if q.strip()]
     if not names:
         raise click.BadParameter("no queue named", param_hint="--queues")
     log_dir = tempfile.mkdtemp(prefix="airdask-celery-logs-")
@@ -84,7 +84,7 @@ def celery_worker(
         code = run_worker(
             app,
             queues=names,
-            concurrency=concurrency or settings.worker_concurrency,
+            concurrency=concurrency or settings.celery.worker_concurrency,
             hostname=hostname or f"airdask@{socket.gethostname()}-{os.getpid()}",
             loglevel=loglevel.upper(),
             without_mingle=without_mingle,
@@ -105,7 +105,7 @@ def celery_inspect(timeout: float) -> None:
     settings = _settings()
     app = make_app(settings)
     try:
-        check_broker(app, settings.broker_url)
+        check_broker(app, settings.celery.broker_url)
         inspect = app.control.inspect(timeout=timeout)
         stats = inspect.stats() or {}
         queues = inspect.active_queues() or {}

@@ -138,7 +138,7 @@ class CeleryExecutor(BaseExecutor):
             return
         app = self._given_app or make_app(self.settings)
         quiet_redis_backends(app)
-        check_broker(app, self.settings.broker_url)
+        check_broker(app, self.settings.celery.broker_url)
         self._fetcher = BulkStateFetcher(app, self.settings.backend_kind)
         try:
             self._fetcher.fetch([str(uuid.uuid4())])
@@ -151,7 +151,7 @@ class CeleryExecutor(BaseExecutor):
         self._app = app
         log.info(
             "CeleryExecutor on broker %s, result backend %s",
-            masked(self.settings.broker_url),
+            masked(self.settings.celery.broker_url),
             masked(self.settings.result_backend),
         )
 
@@ -225,9 +225,9 @@ class CeleryExecutor(BaseExecutor):
             log_root=None,
             return_log=True,
             timeout=execution_timeout(executor_config),
-            log_max_bytes=self.settings.log_max_bytes,
+            log_max_bytes=self.settings.celery.log_max_bytes,
         )
-        message = to_message(spec, allow_pickle=self.settings.allow_pickle)
+        message = to_message(spec, allow_pickle=self.settings.celery.allow_pickle)
         task_id = str(uuid.uuid4())
         celery_queue = self.settings.queue_for(queue)
         self.app.send_task(
@@ -338,11 +338,11 @@ class CeleryExecutor(BaseExecutor):
                 redact(f"{type(exc).__name__}: {exc}"),
             )
             return
-        if now - self._down_since < self.settings.lost_after or not self._tasks:
+        if now - self._down_since < self.settings.celery.lost_after or not self._tasks:
             return
         reason = (
             f"the Celery result backend was unreachable for more than "
-            f"{self.settings.lost_after:g}s: outcome unknown"
+            f"{self.settings.celery.lost_after:g}s: outcome unknown"
         )
         log.error("%s; %d attempt(s) in flight are reported lost", reason, len(self._tasks))
         for task_id in list(self._tasks):

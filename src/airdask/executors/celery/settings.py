@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from airdask.config import Config
+    from airdask.config import CelerySettings, Config
 
 #: The queue name the scheduler gives a task whose queue is not set.
 AIRDASK_DEFAULT_QUEUE = "default"
@@ -17,24 +17,21 @@ AIRDASK_DEFAULT_QUEUE = "default"
 
 @dataclass(frozen=True)
 class CeleryOptions:
-    """What CeleryExecutor and ``airdask celery worker`` need; see ``[celery]`` in
-    :data:`airdask.config.OPTIONS` for each field's meaning."""
+    """What CeleryExecutor and ``airdask celery worker`` need: the ``[celery]`` section as
+    configured, and the two values derived from the rest of the configuration."""
 
-    broker_url: str
+    #: ``[celery]`` as configured (see :data:`airdask.config.OPTIONS` for each field). Its
+    #: ``result_backend`` may be empty: use :attr:`result_backend`, which is resolved.
+    celery: CelerySettings
+    #: The backend workers store outcomes in (:func:`resolve_result_backend`).
     result_backend: str
-    default_queue: str
-    worker_concurrency: int
-    allow_pickle: bool
-    operation_timeout: float
-    visibility_timeout: float
-    lost_after: float
-    log_max_bytes: int
+    #: ``[logging] base_log_folder``: where the executor writes the task logs it harvests.
     base_log_folder: str
 
     def queue_for(self, queue: str | None) -> str:
         """The Celery queue of a task whose airdask queue is ``queue``."""
         if not queue or queue == AIRDASK_DEFAULT_QUEUE:
-            return self.default_queue
+            return self.celery.default_queue
         return queue
 
     @property
@@ -61,16 +58,9 @@ def celery_settings(config: Config) -> CeleryOptions:
     """Every ``[celery]`` option (and the two others CeleryExecutor uses) from ``config``."""
     celery = config.celery
     return CeleryOptions(
-        broker_url=celery.broker_url,
+        celery=celery,
         result_backend=resolve_result_backend(
             celery.result_backend, celery.broker_url, config.database.sql_alchemy_conn
         ),
-        default_queue=celery.default_queue,
-        worker_concurrency=celery.worker_concurrency,
-        allow_pickle=celery.allow_pickle,
-        operation_timeout=celery.operation_timeout,
-        visibility_timeout=celery.visibility_timeout,
-        lost_after=celery.lost_after,
-        log_max_bytes=celery.log_max_bytes,
         base_log_folder=config.logging.base_log_folder,
     )
