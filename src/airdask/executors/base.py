@@ -24,7 +24,11 @@ Lifecycle: ``start()`` once, before the first ``heartbeat()``; then passes; then
 (wait for what runs) or ``terminate()`` (kill it). ``end()`` may be called twice, and after
 ``terminate()`` (a run that timed out is terminated, then ended by the scheduler's stop):
 the second call does nothing. ``end()`` and ``terminate()`` may also follow a ``start()``
-that raised, to release what it acquired.
+that raised, to release what it acquired. A caller that skips ``start()`` (a notebook, a
+test) still gets a started executor from the built-in ones: each method that needs what
+``start()`` acquires (``execute_async``, adoption, revoking) calls
+:meth:`BaseExecutor._ensure_started` first, and their ``start()`` returns at once when the
+executor is already started.
 
 **A heartbeat acknowledges the last handover.** The scheduler calls ``heartbeat()`` (and
 ``end()``) only once every event it took from ``get_event_buffer()`` is written to the
@@ -270,6 +274,15 @@ class BaseExecutor:
             ``end()`` (the scheduler's stop) to release what was acquired, so both must
             cope with a half-done ``start()``.
         """
+
+    def _ensure_started(self) -> None:
+        """Start lazily, for a caller that skipped ``start()``.
+
+        Call it first in any method that needs what ``start()`` acquires. It calls
+        ``start()`` every time, so an executor that uses it makes ``start()`` return at once
+        when already started (a cheap check of what it acquired).
+        """
+        self.start()
 
     def queue_command(
         self,

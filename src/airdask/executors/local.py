@@ -105,8 +105,7 @@ class LocalExecutor(BaseExecutor):
         queue: str | None = None,
         executor_config: Any | None = None,
     ) -> None:
-        if not self._started:
-            self.start()
+        self._ensure_started()
         self._pending.append((key, local_spec(self, key, command, executor_config)))
         self._dispatch()
 

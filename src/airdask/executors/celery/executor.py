@@ -168,8 +168,7 @@ class CeleryExecutor(BaseExecutor):
         """Publish on one producer (one connection) per batch. An attempt whose publish
         fails for want of a broker goes back to ``queued_tasks`` with the rest of the batch:
         an outage is not its fault, and must not cost it a try."""
-        if self._app is None:
-            self.start()
+        self._ensure_started()
         if self._down_since is not None or time.monotonic() < self._publish_paused_until:
             return  # the backend is out (sync probes it), or the broker was a moment ago
         with self.app.producer_or_acquire() as producer:
@@ -207,8 +206,7 @@ class CeleryExecutor(BaseExecutor):
         queue: str | None = None,
         executor_config: Any | None = None,
     ) -> None:
-        if self._app is None:
-            self.start()
+        self._ensure_started()
         self._send(key, command, queue, executor_config, None)
 
     def _send(
@@ -416,8 +414,7 @@ class CeleryExecutor(BaseExecutor):
         task_id = self._ids.get(key) or ti.external_executor_id
         if not task_id:
             return
-        if self._app is None:
-            self.start()
+        self._ensure_started()
         self._withdraw([task_id])
         self._forget(task_id)
         self.running.discard(key)
@@ -438,8 +435,7 @@ class CeleryExecutor(BaseExecutor):
     def try_adopt_task_instances(self, tis: Sequence[TaskInstance]) -> Sequence[TaskInstance]:
         """Track again each TI that has a Celery task id (its external id); return the
         others. Raises when the result backend cannot be asked (nothing must be reset)."""
-        if self._app is None:
-            self.start()
+        self._ensure_started()
         assert self._fetcher is not None
         candidates = [ti for ti in tis if ti.external_executor_id]
         self._fetcher.fetch([str(ti.external_executor_id) for ti in candidates])

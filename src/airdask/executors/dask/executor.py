@@ -293,8 +293,7 @@ class DaskExecutor(BaseExecutor):
     def _process_tasks(self, task_tuples: list[TaskTuple]) -> None:
         """Hands nothing to Dask while it is unreachable: the attempts stay queued (an
         outage is not their fault, and must not cost them a try)."""
-        if self._conn is None:
-            self.start()
+        self._ensure_started()
         if not self._follow_connection():
             return
         with self.batch():
@@ -326,8 +325,7 @@ class DaskExecutor(BaseExecutor):
         queue: str | None = None,
         executor_config: Any | None = None,
     ) -> None:
-        if self._conn is None:
-            self.start()
+        self._ensure_started()
         assert self._router is not None
         entry = self._handing.get(key)
         priority, pool, pool_slots = (
@@ -534,8 +532,7 @@ class DaskExecutor(BaseExecutor):
         (see :mod:`airdask.executors.dask.adoption`); return those it does not. Raises
         :class:`~airdask.executors.dask.adoption.KeeperError` when the keeper cannot be
         asked: then nothing is known about any of them, and none must be reset."""
-        if self._conn is None:
-            self.start()
+        self._ensure_started()
         found, not_adopted = find_adoptable(self.client, self.scheduler_id, tis)
         finished = {}
         for entry in found:
