@@ -9,6 +9,7 @@ check them without a browser.
 from __future__ import annotations
 
 import html
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -163,6 +164,30 @@ def header_html(summary: dict[str, Any] | None, *, now: datetime | None = None) 
     return text
 
 
+#: A table column: its field and title, and its width in pixels where Bokeh's default
+#: does not do.
+Column = tuple[str, str] | tuple[str, str, int]
+
+
+def _table(source: Any, columns: Sequence[Column], *, height: int) -> Any:
+    """A full-width DataTable of ``source`` without the index column."""
+    from bokeh.models.widgets import DataTable, TableColumn
+
+    table_columns = []
+    for field, title, *width in columns:
+        column = TableColumn(field=field, title=title)
+        if width:
+            column.width = width[0]
+        table_columns.append(column)
+    return DataTable(
+        source=source,
+        columns=table_columns,
+        index_position=None,
+        height=height,
+        sizing_mode="stretch_width",
+    )
+
+
 class AirdaskPage:
     """The Bokeh models of the page; :meth:`update` refreshes them from the scheduler."""
 
@@ -175,7 +200,7 @@ class AirdaskPage:
             HoverTool,
             Range1d,
         )
-        from bokeh.models.widgets import DataTable, Div, TableColumn
+        from bokeh.models.widgets import Div
         from bokeh.plotting import figure
 
         self.scheduler = scheduler
@@ -234,20 +259,12 @@ class AirdaskPage:
                 ]
             )
         )
-        self.pools_table = DataTable(
-            source=self.pools_source,
-            columns=[
-                TableColumn(field="name", title="pool"),
-                TableColumn(field="slots", title="slots"),
-                TableColumn(field="running", title="running"),
-                TableColumn(field="queued", title="queued"),
-                TableColumn(field="open", title="open"),
-                TableColumn(field="description", title="description"),
-            ],
-            index_position=None,
+        self.pools_table = _table(
+            self.pools_source,
+            [("name", "pool"), ("slots", "slots"), ("running", "running"),
+             ("queued", "queued"), ("open", "open"), ("description", "description")],
             height=160,
-            sizing_mode="stretch_width",
-        )
+        )  # fmt: skip
         self.states_figure = figure(
             title="Task instances by state",
             x_range=self._state_names,
@@ -262,45 +279,22 @@ class AirdaskPage:
         self.states_figure.yaxis.ticker = AdaptiveTicker(min_interval=1)
         self.states_figure.yaxis.minor_tick_line_color = None
         self.states_figure.add_tools(HoverTool(tooltips=[("state", "@state"), ("", "@count")]))
-        self.states_table = DataTable(
-            source=self.states_source,
-            columns=[
-                TableColumn(field="state", title="state"),
-                TableColumn(field="count", title="task instances"),
-            ],
-            index_position=None,
-            height=160,
-            sizing_mode="stretch_width",
+        self.states_table = _table(
+            self.states_source, [("state", "state"), ("count", "task instances")], height=160
         )
-        self.events_table = DataTable(
-            source=self.events_source,
-            columns=[
-                TableColumn(field="time", title="time (UTC)", width=70),
-                TableColumn(field="event", title="event", width=90),
-                TableColumn(field="task", title="task", width=160),
-                TableColumn(field="run", title="run", width=140),
-                TableColumn(field="try", title="try", width=30),
-                TableColumn(field="reason", title="reason", width=420),
-            ],
-            index_position=None,
+        self.events_table = _table(
+            self.events_source,
+            [("time", "time (UTC)", 70), ("event", "event", 90), ("task", "task", 160),
+             ("run", "run", 140), ("try", "try", 30), ("reason", "reason", 420)],
             height=320,
-            sizing_mode="stretch_width",
-        )
-        self.live_table = DataTable(
-            source=self.live_source,
-            columns=[
-                TableColumn(field="task", title="task", width=160),
-                TableColumn(field="run", title="run", width=140),
-                TableColumn(field="try", title="try", width=30),
-                TableColumn(field="state", title="state", width=70),
-                TableColumn(field="executor", title="executor", width=120),
-                TableColumn(field="pool", title="pool", width=100),
-                TableColumn(field="host", title="host", width=140),
-            ],
-            index_position=None,
+        )  # fmt: skip
+        self.live_table = _table(
+            self.live_source,
+            [("task", "task", 160), ("run", "run", 140), ("try", "try", 30),
+             ("state", "state", 70), ("executor", "executor", 120), ("pool", "pool", 100),
+             ("host", "host", 140)],
             height=200,
-            sizing_mode="stretch_width",
-        )
+        )  # fmt: skip
         live_title = Div(
             text="<b>In flight</b> (queued and running, with their executor)",
             sizing_mode="stretch_width",
