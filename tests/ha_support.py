@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from task_funcs import ledger_step_source
+
 #: Quick failure detection for the tests (the defaults are 5 s / 30 s / 30 s); the threshold
 #: leaves room for a pass slowed down by a busy machine.
 FAST_RECOVERY = {
@@ -16,11 +18,7 @@ FAST_RECOVERY = {
 LEDGER_DAG = """
 from airdask.dag import DAG, BashTask
 
-LEDGER = {ledger!r}
-
-def step(name, seconds):
-    return (f'echo "start {{name}} $(date +%s.%N) $$" >> {{LEDGER}}; sleep {{seconds}}; '
-            f'echo "end {{name}} $(date +%s.%N) $$" >> {{LEDGER}}')
+{step}
 
 with DAG({dag_id!r}) as dag:
     first = BashTask("first", step("first", 0))
@@ -33,5 +31,5 @@ with DAG({dag_id!r}) as dag:
 
 def write_dag(folder: Path, dag_id: str, ledger: Path, width: int) -> Path:
     path = folder / f"{dag_id}.py"
-    path.write_text(LEDGER_DAG.format(ledger=str(ledger), dag_id=dag_id, width=width))
+    path.write_text(LEDGER_DAG.format(step=ledger_step_source(ledger), dag_id=dag_id, width=width))
     return path

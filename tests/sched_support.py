@@ -6,13 +6,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 
-from airdask.config import Config
+from airdask.config import Config, load_config
 from airdask.dag import DAG
 from airdask.executors import BaseExecutor, load_executor
 from airdask.scheduler.loop import SchedulerJob
@@ -91,3 +92,59 @@ def cli_env(home: Path, env: Mapping[str, str] | None = None) -> dict[str, str]:
     full = {k: v for k, v in os.environ.items() if not k.startswith("AIRDASK")}
     full.update({"AIRDASK_HOME": str(home), "COLUMNS": "200", **(env or {})})
     return full
+
+
+# ---- the live log of a running attempt (tests/e2e/test_run_e2e_{dask,celery}.py) --------
+
+#: The attempt whose log the live-log tests read: DAG ``live``, task ``talk``, run ``r1``.
+LIVE_TI = ("live", "talk", "r1")
+
+
+@contextmanager
+def live_task(home: Path, env: Mapping[str, str], release: Path) -> Iterator[None]:
+    """``airdask scheduler`` running :data:`LIVE_TI`, which prints ``hello-live``, waits for
+    the file ``release``, then prints ``bye``. Leaving releases it, waits for the run to
+    succeed (unless the body raised) and stops the scheduler."""
+    import signal
+
+    from proc_support import wait_for
+
+    (home / "dags").mkdir(parents=True, exist_ok=True)
+    (home / "dags" / "live.py").write_text(
+        "from airdask.dag import DAG, BashTask\n"
+        "with DAG('live') as dag:\n"
+        f"    BashTask('talk', 'echo hello-live; while [ ! -e {release} ]; do sleep 0.05; done;"
+        " echo bye')\n"
+    )
+    dag_id, _, run_id = LIVE_TI
+    assert cli("dags", "trigger", dag_id, "--run-id", run_id, home=home, env=env).returncode == 0
+    proc = subprocess.Popen(
+        [*AIRDASK, "scheduler"], env=cli_env(home, env), stderr=subprocess.PIPE, text=True
+    )
+    store = Store.from_config(load_config({"AIRDASK_HOME": str(home)}))
+    try:
+        yield
+        release.touch()
+        wait_for(lambda: run_state(store, dag_id, run_id) == "success", timeout=60, what="run")
+    finally:
+        release.touch()
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+        store.dispose()
+
+
+def wait_for_log_line(
+    home: Path, env: Mapping[str, str], line: str, *, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """``airdask tasks logs`` of :data:`LIVE_TI` until ``line`` is one of its output lines
+    (the attempt has printed it, wherever it runs); that answer."""
+    from proc_support import wait_for
+
+    answers: list[subprocess.CompletedProcess[str]] = []
+
+    def has_line() -> bool:
+        answers.append(cli("tasks", "logs", *LIVE_TI, home=home, env=env))
+        return answers[-1].returncode == 0 and line in answers[-1].stdout.splitlines()
+
+    wait_for(has_line, timeout=timeout, what=f"{line!r} in the log of {LIVE_TI}")
+    return answers[-1]

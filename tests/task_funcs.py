@@ -3,8 +3,10 @@ they run on workers that cannot import the tests folder."""
 
 from __future__ import annotations
 
+import inspect
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 
@@ -21,6 +23,27 @@ def ledger_task(path: str, name: str, seconds: float) -> None:
     append_line(path, f"start {name} {time.time():.6f} {os.getpid()}")
     time.sleep(seconds)
     append_line(path, f"end {name} {time.time():.6f} {os.getpid()}")
+
+
+def ledger_step(ledger: str, name: str, middle: float | str) -> str:
+    """The shell command of a ledger task: like :func:`ledger_task`, ``start NAME TIME PID``
+    and ``end NAME TIME PID`` lines (PID the shell's) around ``middle``, a number of seconds
+    to sleep or a shell command."""
+    body = middle if isinstance(middle, str) else f"sleep {middle}"
+    return (
+        f'echo "start {name} $(date +%s.%N) $$" >> {ledger}; {body}; '
+        f'echo "end {name} $(date +%s.%N) $$" >> {ledger}'
+    )
+
+
+def ledger_step_source(ledger: Path | str) -> str:
+    """Lines of a DAG file that define ``step(name, middle)``: :func:`ledger_step` on
+    ``ledger``. A DAG file is read by an ``airdask`` process, which cannot import the tests'
+    modules, so it gets the function's own source."""
+    return (
+        f"{inspect.getsource(ledger_step)}\n"
+        f"def step(name, middle):\n    return ledger_step({str(ledger)!r}, name, middle)\n"
+    )
 
 
 def wait_for_event(name: str) -> None:

@@ -17,7 +17,7 @@ from airdask.config import load_config
 from airdask.store import DagRun, Job, Store, TaskInstance
 from proc_support import wait_for
 from sched_support import AIRDASK, cli, cli_env
-from task_funcs import max_concurrency, read_ledger
+from task_funcs import ledger_step_source, max_concurrency, read_ledger
 
 LOCAL = {"AIRDASK__CORE__EXECUTOR": "LocalExecutor", "AIRDASK__CORE__PARALLELISM": "8"}
 
@@ -25,24 +25,16 @@ LOCAL = {"AIRDASK__CORE__EXECUTOR": "LocalExecutor", "AIRDASK__CORE__PARALLELISM
 def big_dag(path: Path, ledger: Path, marker: Path, *, dag_id: str = "big") -> Path:
     """55 tasks: start >> 40 workers (10 in pool 'two') >> join >> trigger-rule tail."""
     path.write_text(
-        textwrap.dedent(
+        "from airdask.dag import DAG, BashTask, PythonTask\n\n"
+        + ledger_step_source(ledger)
+        + textwrap.dedent(
             f"""
-            from airdask.dag import DAG, BashTask, PythonTask
-
-            LEDGER = {str(ledger)!r}
-
-            def ledgered(name, seconds):
-                return (
-                    f'echo "start {{name}} $(date +%s.%N) $$" >> {{LEDGER}}; sleep {{seconds}}; '
-                    f'echo "end {{name}} $(date +%s.%N) $$" >> {{LEDGER}}'
-                )
-
             def add(a, b):
                 print(a + b)
 
             with DAG({dag_id!r}, default_args={{"retry_delay": 0}}) as dag:
                 start = BashTask("start", "echo start")
-                pooled = [BashTask(f"pooled_{{i}}", ledgered(f"pooled_{{i}}", 0.2), pool="two")
+                pooled = [BashTask(f"pooled_{{i}}", step(f"pooled_{{i}}", 0.2), pool="two")
                           for i in range(10)]
                 plain = [BashTask(f"plain_{{i}}", f"echo plain {{i}}") for i in range(28)]
                 flaky = BashTask(

@@ -140,17 +140,13 @@ def test_an_unreachable_broker_is_a_one_line_error(tmp_path: Path) -> None:
 ADOPT_DAG = """
 from airdask.dag import DAG, BashTask
 
-LEDGER = {ledger!r}
-
-def step(name):
-    return (f'echo "start {{name}} $(date +%s.%N) $$" >> {{LEDGER}}; sleep 4; '
-            f'echo "end {{name}} $(date +%s.%N) $$" >> {{LEDGER}}')
+{step}
 
 with DAG("adopt_celery") as dag:
     start = BashTask("start", "true")
     end = BashTask("end", "true")
     for i in range(3):
-        start >> BashTask(f"c{{i}}", step(f"c{{i}}")) >> end
+        start >> BashTask(f"c{{i}}", step(f"c{{i}}", 4)) >> end
 """
 
 
@@ -168,12 +164,14 @@ def test_celery_attempts_are_adopted_after_a_scheduler_sigkill(
     from airdask.store import Store
     from proc_support import wait_for
     from sched_support import AIRDASK, cli_env, log_events, run_state, tis_of
-    from task_funcs import read_ledger
+    from task_funcs import ledger_step_source, read_ledger
 
     home = tmp_path / "home"
     (home / "dags").mkdir(parents=True)
     ledger = tmp_path / "ledger"
-    (home / "dags" / "adopt_celery.py").write_text(ADOPT_DAG.format(ledger=str(ledger)))
+    (home / "dags" / "adopt_celery.py").write_text(
+        ADOPT_DAG.format(step=ledger_step_source(ledger))
+    )
     env = _env(
         worker,
         AIRDASK__SCHEDULER__JOB_HEARTBEAT_SEC="0.2",
@@ -226,47 +224,14 @@ def test_celery_attempts_are_adopted_after_a_scheduler_sigkill(
 def test_tasks_logs_of_a_running_celery_attempt_come_from_its_worker(
     tmp_path: Path, worker: Worker
 ) -> None:
-    import signal
-    import subprocess
-
-    from proc_support import wait_for
-    from sched_support import AIRDASK, cli_env, run_state
+    from sched_support import LIVE_TI, live_task, wait_for_log_line
 
     home = tmp_path / "home"
-    (home / "dags").mkdir(parents=True)
-    release = tmp_path / "release"
-    (home / "dags" / "live.py").write_text(
-        "from airdask.dag import DAG, BashTask\n"
-        "with DAG('live') as dag:\n"
-        f"    BashTask('talk', 'echo hello-live; while [ ! -e {release} ]; do sleep 0.05; done;"
-        " echo bye')\n"
-    )
     env = _env(worker)
-    assert cli("dags", "trigger", "live", "--run-id", "r1", home=home, env=env).returncode == 0
-    proc = subprocess.Popen(
-        [*AIRDASK, "scheduler"], env=cli_env(home, env), stderr=subprocess.PIPE, text=True
-    )
-    store = store_for(home)
-    try:
-
-        def running() -> bool:
-            with store.session() as session:
-                ti = session.get(TaskInstance, ("live", "talk", "r1", -1))
-                return ti is not None and ti.state == "running"
-
-        wait_for(running, timeout=60, what="the task to run")
-        live = cli("tasks", "logs", "live", "talk", "r1", home=home, env=env)
-        assert live.returncode == 0, live.stderr
+    with live_task(home, env, tmp_path / "release"):
+        live = wait_for_log_line(home, env, "hello-live")
         assert "from its Celery worker" in live.stderr
-        lines = live.stdout.splitlines()
-        assert "hello-live" in lines and "bye" not in lines
-        release.touch()
-        wait_for(lambda: run_state(store, "live", "r1") == "success", timeout=60, what="run")
-    finally:
-        release.touch()
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=60)
-        store.dispose()
-    done = cli("tasks", "logs", "live", "talk", "r1", home=home, env=env)
+        assert "bye" not in live.stdout.splitlines()
+    done = cli("tasks", "logs", *LIVE_TI, home=home, env=env)
     assert "hello-live" in done.stdout and "bye" in done.stdout
     assert "log file:" in done.stderr

@@ -105,50 +105,19 @@ def test_unreachable_cluster_is_a_one_line_error(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(180)
 def test_tasks_logs_of_a_running_attempt_come_from_the_executor(tmp_path: Path) -> None:
-    import signal
-    import subprocess
-
-    from proc_support import wait_for
-    from sched_support import AIRDASK, cli_env, run_state
+    from sched_support import LIVE_TI, live_task, wait_for_log_line
 
     home = tmp_path / "home"
-    (home / "dags").mkdir(parents=True)
-    release = tmp_path / "release"
-    (home / "dags" / "live.py").write_text(
-        "from airdask.dag import DAG, BashTask\n"
-        "with DAG('live') as dag:\n"
-        f"    BashTask('talk', 'echo hello-live; while [ ! -e {release} ]; do sleep 0.05; done;"
-        " echo bye')\n"
-    )
     with external_cluster(tmp_path) as cluster:
         cluster.start_worker(nthreads=2)
         env = {"AIRDASK__CORE__EXECUTOR": "DaskExecutor",
                "AIRDASK__DASK__CLUSTER_ADDRESS": cluster.address}  # fmt: skip
-        assert cli("dags", "trigger", "live", "--run-id", "r1", home=home, env=env).returncode == 0
-        proc = subprocess.Popen(
-            [*AIRDASK, "scheduler"], env=cli_env(home, env), stderr=subprocess.PIPE, text=True
-        )
-        store = store_for(home)
-        try:
-
-            def running() -> bool:
-                with store.session() as session:
-                    ti = session.get(TaskInstance, ("live", "talk", "r1", -1))
-                    return ti is not None and ti.state == "running"
-
-            wait_for(running, timeout=60, what="the task to run")
-            live = cli("tasks", "logs", "live", "talk", "r1", home=home, env=env)
-            assert live.returncode == 0, live.stderr
+        with live_task(home, env, tmp_path / "release"):
+            live = wait_for_log_line(home, env, "hello-live")
             assert "live log from worker" in live.stderr
             header, *output = live.stdout.splitlines()  # the header shows the whole command
             assert header.startswith("[airdask] command: bash -c 'echo hello-live;")
             assert output == ["hello-live"]
-            release.touch()
-            wait_for(lambda: run_state(store, "live", "r1") == "success", timeout=60, what="run")
-        finally:
-            release.touch()
-            proc.send_signal(signal.SIGTERM)
-            proc.communicate(timeout=60)
-    done = cli("tasks", "logs", "live", "talk", "r1", home=home)
+    done = cli("tasks", "logs", *LIVE_TI, home=home)
     assert "hello-live" in done.stdout and "bye" in done.stdout
     assert "log file:" in done.stderr

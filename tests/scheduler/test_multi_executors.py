@@ -42,7 +42,7 @@ from celery_support import (
 )
 from proc_support import wait_for
 from sched_support import AIRDASK, cli, cli_env, log_events, make_store, run_state, tis_of
-from task_funcs import ledger_task, max_concurrency, read_ledger
+from task_funcs import ledger_step_source, ledger_task, max_concurrency, read_ledger
 
 
 @dataclass(frozen=True)
@@ -103,12 +103,9 @@ SHARED_POOL_SLOTS = 2
 MIXED_DAG = """
 from airdask.dag import DAG, BashTask
 
-LEDGER = {ledger!r}
 KINDS = {picks!r}
 
-def step(name, seconds):
-    return (f'echo "start {{name}} $(date +%s.%N) $$" >> {{LEDGER}}; sleep {{seconds}}; '
-            f'echo "end {{name}} $(date +%s.%N) $$" >> {{LEDGER}}')
+{step}
 
 # default_args pick the second executor for the tasks that name none
 with DAG("mixed", default_args={{"executor": KINDS[1], "retry_delay": 0}}) as dag:
@@ -130,7 +127,7 @@ def _mixed_home(
     ledger = tmp_path / "ledger"
     picks = [kind.pick for kind in EXECUTOR_KINDS]
     (home / "dags" / "mixed.py").write_text(
-        MIXED_DAG.format(ledger=str(ledger), picks=picks, per_kind=TASKS_PER_KIND)
+        MIXED_DAG.format(step=ledger_step_source(ledger), picks=picks, per_kind=TASKS_PER_KIND)
     )
     env: dict[str, str] = {"AIRDASK__CORE__EXECUTOR": ",".join(k.entry for k in EXECUTOR_KINDS)}
     for kind in EXECUTOR_KINDS:
@@ -368,12 +365,9 @@ def test_dashboard_summary_shows_the_executor_of_each_live_task(config: Config) 
 ADOPT_DAG = """
 from airdask.dag import DAG, BashTask
 
-LEDGER = {ledger!r}
 FLAG = {flag!r}
 
-def step(name, middle):
-    return (f'echo "start {{name}} $(date +%s.%N) $$" >> {{LEDGER}}; {{middle}}; '
-            f'echo "end {{name}} $(date +%s.%N) $$" >> {{LEDGER}}')
+{step}
 
 # The Dask tasks wait for a Local one to have started, so that the scheduler is killed
 # with attempts of both executors in flight, however slow the machine.
@@ -400,7 +394,9 @@ def test_adoption_per_executor_after_a_scheduler_sigkill(tmp_path: Path) -> None
     (home / "dags").mkdir(parents=True)
     ledger = tmp_path / "ledger"
     flag = tmp_path / "a-local-task-started"
-    (home / "dags" / "adopt.py").write_text(ADOPT_DAG.format(ledger=str(ledger), flag=str(flag)))
+    (home / "dags" / "adopt.py").write_text(
+        ADOPT_DAG.format(step=ledger_step_source(ledger), flag=str(flag))
+    )
     with external_cluster(tmp_path) as cluster:
         cluster.start_worker(nthreads=3)
         env = {
@@ -583,19 +579,18 @@ KILL_POOL_SLOTS = 3
 KILL_DAG = """
 from airdask.dag import DAG, BashTask
 
-LEDGER = {ledger!r}
 KINDS = {picks!r}
 
-def step(name):
+{step}
+
+def tagged(name):
     # the try in the name tells a retry from a second copy of the same try
-    tag = name + "#$AIRDASK_CTX_TRY_NUMBER"
-    return (f'echo "start {{tag}} $(date +%s.%N) $$" >> {{LEDGER}}; sleep {seconds}; '
-            f'echo "end {{tag}} $(date +%s.%N) $$" >> {{LEDGER}}')
+    return step(name + "#$AIRDASK_CTX_TRY_NUMBER", {seconds})
 
 with DAG("kills", default_args={{"retries": 2, "retry_delay": 0}}) as dag:
     for k, pick in enumerate(KINDS):
         for i in range({per_kind}):
-            BashTask(f"k{{k}}_{{i}}", step(f"k{{k}}_{{i}}"), executor=pick, pool="shared")
+            BashTask(f"k{{k}}_{{i}}", tagged(f"k{{k}}_{{i}}"), executor=pick, pool="shared")
 """
 
 
@@ -680,7 +675,9 @@ def test_a_worker_of_each_executor_sigkilled_mid_task(tmp_path: Path) -> None:
     ledger = tmp_path / "ledger"
     picks = [kind.pick for kind in KILLED_KINDS]
     (home / "dags" / "kills.py").write_text(
-        KILL_DAG.format(ledger=str(ledger), picks=picks, per_kind=TASKS_PER_KIND, seconds=3)
+        KILL_DAG.format(
+            step=ledger_step_source(ledger), picks=picks, per_kind=TASKS_PER_KIND, seconds=3
+        )
     )
     prefix = {kind.id: f"k{k}_" for k, kind in enumerate(KILLED_KINDS)}
     celery_workers: list[Worker] = []

@@ -26,7 +26,7 @@ from airdask.scheduler.runs import create_run, start_run
 from airdask.store import Job, Log, Store, TaskInstance, utcnow
 from proc_support import wait_for
 from sched_support import AIRDASK, cli, cli_env, log_events, make_store, run_state, tis_of
-from task_funcs import read_ledger
+from task_funcs import ledger_step_source, read_ledger
 
 
 @pytest.fixture
@@ -145,15 +145,11 @@ def test_stuck_in_queued_is_revoked_rescheduled_then_failed(store: Store, config
 RECOVER_DAG = """
 from airdask.dag import DAG, BashTask
 
-LEDGER = {ledger!r}
-
-def step(name):
-    return (f'echo "start {{name}} $(date +%s.%N) $$" >> {{LEDGER}}; sleep 1.5; '
-            f'echo "end {{name}} $(date +%s.%N) $$" >> {{LEDGER}}')
+{step}
 
 with DAG("recover") as dag:
     start = BashTask("start", "echo start")
-    middle = [BashTask(f"m{{i}}", step(f"m{{i}}")) for i in range(8)]
+    middle = [BashTask(f"m{{i}}", step(f"m{{i}}", 1.5)) for i in range(8)]
     end = BashTask("end", "echo end")
     start >> middle >> end
 """
@@ -176,7 +172,7 @@ def _sigkill_mid_run_then_restart(
     home = tmp_path / "home"
     (home / "dags").mkdir(parents=True)
     ledger = tmp_path / "ledger"
-    (home / "dags" / "recover.py").write_text(RECOVER_DAG.format(ledger=str(ledger)))
+    (home / "dags" / "recover.py").write_text(RECOVER_DAG.format(step=ledger_step_source(ledger)))
     env = {**RECOVER_ENV, **env}
     trig = cli("dags", "trigger", "recover", "--run-id", "r1", home=home, env=env)
     assert trig.returncode == 0, trig.stderr
