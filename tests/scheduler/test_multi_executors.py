@@ -747,12 +747,17 @@ def test_a_worker_of_each_executor_sigkilled_mid_task(tmp_path: Path) -> None:
                          timeout=30, what="the commands of the killed hosts dead")  # fmt: skip
                 # Redis gives an unacknowledged message back once it is older than the
                 # visibility timeout, when a worker sweeps for such messages: as it starts,
-                # then only every 100 s (kombu's unacked_restore_interval times its
-                # unacked_restore_throttle). So the new worker starts once the lost
-                # message is due.
-                due = killed["celery"][0] + float(options["visibility_timeout"])
-                wait_for(lambda: time.time() > due, timeout=60, what="the lost message due")
+                # then every 10 s (make_app sets unacked_restore_throttle=1). So the new
+                # worker starts at once, and a sweep after the timeout finds the message.
                 celery_workers.append(start_worker(options, tmp_path / "celery-2", wait=False))
+                lost = killed["celery"][1]
+                wait_for(
+                    lambda: any(
+                        a.task == lost.task and a.start > lost.start for a in _attempts(ledger)
+                    ),
+                    timeout=float(options["visibility_timeout"]) + 60,
+                    what="the lost Celery message delivered again",
+                )
                 wait_for(
                     lambda: run_state(store, "kills", "r1") in ("success", "failed"),
                     timeout=200,
