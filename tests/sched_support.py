@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +18,7 @@ from airdask.config import Config, load_config
 from airdask.dag import DAG
 from airdask.executors import BaseExecutor, load_executor
 from airdask.scheduler.loop import SchedulerJob
+from airdask.scheduler.runs import create_run
 from airdask.scheduler.single_run import drive_run
 from airdask.store import DagRun, Log, Store, TaskInstance, init_db
 
@@ -47,6 +49,23 @@ def run_dag(
     if outcome.timed_out:
         raise AssertionError(f"run {outcome.run_id} did not finish within {timeout}s")
     return outcome.state or "", tis_of(store, dag.dag_id, outcome.run_id)
+
+
+def run_in_thread(job: SchedulerJob, dag: DAG) -> tuple[str, threading.Thread]:
+    """Register ``job`` as the owner of a new run of ``dag`` and run it in a daemon thread
+    until that run succeeds; the run id and the thread."""
+    job_id = job.register()
+    with job.store.session() as session:
+        run_id = create_run(session, dag, scheduled_by_job_id=job_id).run_id
+    job.run_filter = [(dag.dag_id, run_id)]
+    thread = threading.Thread(
+        target=job.run,
+        kwargs={"until": lambda: run_state(job.store, dag.dag_id, run_id) == "success",
+                "handle_signals": False},
+        daemon=True,
+    )  # fmt: skip
+    thread.start()
+    return run_id, thread
 
 
 def run_state(store: Store, dag_id: str, run_id: str) -> str | None:

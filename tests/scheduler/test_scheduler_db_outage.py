@@ -19,13 +19,12 @@ from airdask.dag import DAG, BashTask
 from airdask.executors.base import EventBufferValueType
 from airdask.executors.sequential import SequentialExecutor
 from airdask.scheduler.loop import SchedulerJob
-from airdask.scheduler.runs import create_run
 from airdask.state import TaskInstanceKey
 from airdask.store import Store, TaskInstance, init_db
 from ha_support import FAST_RECOVERY, write_dag
 from pg_support import PrivatePostgres, private_postgres
 from proc_support import wait_for
-from sched_support import AIRDASK, cli, cli_env, run_state, tis_of
+from sched_support import AIRDASK, cli, cli_env, run_in_thread, run_state, tis_of
 from task_funcs import read_ledger
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -146,18 +145,8 @@ def test_outcomes_taken_during_an_outage_are_kept_and_no_heartbeat_comes_first(
         BashTask("a", "echo a") >> BashTask("b", "echo b") >> BashTask("c", "echo c")
     executor = OutageExecutor(server, config=config)
     job = SchedulerJob(store=store, executor=executor, config=config, dags={"held": dag})
-    job.register()
-    with store.session() as session:
-        run_id = create_run(session, dag, scheduled_by_job_id=job.job_id).run_id
-    job.run_filter = [("held", run_id)]
     caplog.set_level(logging.WARNING, logger="airdask.scheduler.loop")
-    side = threading.Thread(
-        target=job.run,
-        kwargs={"until": lambda: run_state(store, "held", run_id) == "success",
-                "handle_signals": False},
-        daemon=True,
-    )  # fmt: skip
-    side.start()
+    run_id, side = run_in_thread(job, dag)
     try:
         assert executor.outage.wait(60), "no outcome was ever handed over"
         at_outage = executor.heartbeats

@@ -15,7 +15,8 @@ A pass, in order:
 4. ``heartbeat()`` each executor; persist their ``get_event_buffer()`` (see :mod:`.events`);
 5. finish runs whose task instances are all finished; run callbacks;
 6. now and then: heartbeat the Job row, adopt-or-reset orphans (and look at every running
-   run again), handle stuck-in-queued.
+   run again), handle stuck-in-queued. While :meth:`SchedulerJob.run` runs, a thread
+   heartbeats the Job row during passes too (:mod:`.liveness`): a slow pass is not a death.
 
 Every query is on indexed state columns and bounded by the work at hand (runs that changed,
 ready task instances, events), never by the history. One task's problem (its DAG no longer
@@ -76,6 +77,7 @@ from airdask.scheduler.dagscan import DagFolderScan
 from airdask.scheduler.events import add_ti_log, apply_events, set_state
 from airdask.scheduler.executors import ExecutorSet, check_dag_executors
 from airdask.scheduler.held import Held, merge_events
+from airdask.scheduler.liveness import Heartbeats
 from airdask.scheduler.outage import Outage, patiently
 from airdask.scheduler.readiness import Readiness
 from airdask.scheduler.ready import queue_ready
@@ -167,6 +169,8 @@ class SchedulerJob:
         self.held = Held()
         self._stop = threading.Event()
         self._last_heartbeat = 0.0
+        #: The heartbeat thread while :meth:`run` runs (see :mod:`.liveness`).
+        self._heartbeats: Heartbeats | None = None
         self._last_orphan_check = 0.0
         self._last_stuck_check = 0.0
         self.heartbeat_interval = config.scheduler.job_heartbeat_sec
@@ -307,6 +311,11 @@ class SchedulerJob:
         state = "success"
         try:
             self.start()
+            assert self.job_id is not None
+            self._heartbeats = Heartbeats(self.store, self.job_id,
+                                          interval=self.heartbeat_interval,
+                                          threshold=self.health_threshold)  # fmt: skip
+            self._heartbeats.start()
             while not self._stop.is_set():
                 try:
                     result = self.run_once()
@@ -327,8 +336,11 @@ class SchedulerJob:
             raise
         finally:
             try:
-                self.stop(state=state)
+                self.stop(state=state)  # beats go on while end() waits for the attempts
             finally:
+                if self._heartbeats is not None:
+                    self._heartbeats.stop()
+                    self._heartbeats = None
                 undo()
 
     def _lost_database(self, exc: BaseException) -> None:
@@ -348,7 +360,7 @@ class SchedulerJob:
     def run_once(self) -> PassResult:
         result = PassResult()
         self._write_held()
-        self._heartbeat_job()  # here and at the end: a slow pass must not look like a death
+        self._heartbeat_job()  # here and at the end (and from .liveness during the pass)
         self.dag_cache.refresh()
         evaluated: set[RunKey] = set()
         try:
@@ -585,6 +597,8 @@ class SchedulerJob:
     def _heartbeat_job(self, *, force: bool = False) -> None:
         if self.job_id is None:
             return
+        if self._heartbeats is not None:
+            self._heartbeats.progress()
         now = time.monotonic()
         if not force and now - self._last_heartbeat < self.heartbeat_interval:
             return
