@@ -330,12 +330,6 @@ runner.run_task(spec)
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the reaper takes its host's pid from os.getppid() when it first runs: started "
-    "after its host died, it looks for the commands of its new parent instead (to fix in "
-    "airdask.supervision: pass the host's pid to the reaper as an argument)",
-)
 def test_a_reaper_that_starts_after_its_host_died_still_kills_its_commands(
     tmp_path: Path,
 ) -> None:

@@ -40,7 +40,7 @@ REAPER_SOURCE = """
 import os, signal, sys, time
 fd = sys.stdin.fileno()
 os.set_blocking(fd, False)
-parent = os.getppid()
+parent = int(sys.argv[2])  # not getppid(): a reaper slow to start may find its host dead
 groups = set()
 rest = b""
 def drain():
@@ -179,7 +179,7 @@ def ensure_reaper(rt: Any) -> None:
     with rt.lock:
         if rt.reaper is None or rt.reaper.poll() is not None:
             rt.reaper = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-c", REAPER_SOURCE, HOST_ENV],
+                [sys.executable, "-I", "-S", "-c", REAPER_SOURCE, HOST_ENV, str(os.getpid())],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
