@@ -74,7 +74,9 @@ def load_tis(
     another scheduler that holds one), always in the same order, so that what is decided
     from them is still true when it is written."""
     # By (task_id, map_index), not task_id alone: an event batch about a few instances of a
-    # task mapped 10,000 times must not load (and lock) the other instances.
+    # task mapped 10,000 times must not load (and lock) the other instances. The plain
+    # ``task_id IN`` beside it is what lets SQLite search the primary key: with the row-value
+    # IN alone it reads every row of the run through ix_ti_run_state (O(run) per batch).
     by_run: dict[tuple[str, str], set[tuple[str, int]]] = defaultdict(set)
     for key in keys:
         by_run[(key.dag_id, key.run_id)].add((key.task_id, key.map_index))
@@ -83,10 +85,12 @@ def load_tis(
     for (dag_id, run_id), wanted in sorted(by_run.items()):
         ids = sorted(wanted)
         for i in range(0, len(ids), CHUNK):
+            chunk = ids[i : i + CHUNK]
             stmt = select(TaskInstance).where(
                 TaskInstance.dag_id == dag_id,
                 TaskInstance.run_id == run_id,
-                pair.in_(ids[i : i + CHUNK]),
+                TaskInstance.task_id.in_(sorted({task_id for task_id, _ in chunk})),
+                pair.in_(chunk),
             )
             if lock:
                 stmt = stmt.order_by(TaskInstance.task_id, TaskInstance.map_index).with_for_update(
