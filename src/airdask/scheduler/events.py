@@ -26,12 +26,14 @@ from __future__ import annotations
 import logging
 import socket
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
-from sqlalchemy import Table, bindparam, insert, select, tuple_
+from sqlalchemy import Table, bindparam, event, insert, select, tuple_
 from sqlalchemy.orm import Session
 
 from airdask.executors.events import EventInfo, reason_of
@@ -61,9 +63,48 @@ def add_ti_log(session: Session, ti: TaskInstance, event: str, extra: str | None
 
 
 def set_state(ti: TaskInstance, new: TaskInstanceState | None) -> None:
-    """Change a TI's state through the transition table (raises on a forbidden change)."""
+    """Change a TI's state through the transition table (raises on a forbidden change).
+
+    Like any assignment of ``TaskInstance.state``, it is reported to the scheduler watching
+    this thread's state changes (:func:`watch_states`)."""
     check_transition(ti.ti_state, new)
     ti.state = new.value if new is not None else None
+
+
+class StateWatcher(Protocol):
+    """What hears of every state change of a task instance object (the scheduler's
+    :class:`~airdask.scheduler.readiness.Readiness`)."""
+
+    def changed(self, ti: TaskInstance, old: str | None, new: str | None, known: bool) -> None:
+        """``ti.state`` went from ``old`` to ``new``; ``known`` is False when the old value
+        was never loaded (a new object)."""
+
+
+_WATCHER: ContextVar[StateWatcher | None] = ContextVar("airdask_state_watcher", default=None)
+
+
+@contextmanager
+def watch_states(watcher: StateWatcher) -> Iterator[None]:
+    """Report every assignment of ``TaskInstance.state`` made in this context (this thread:
+    schedulers in other threads have their own) to ``watcher``.
+
+    Why an attribute event and not a call each writer makes: what the scheduler keeps about
+    a run (:mod:`.readiness`) is right only if it hears of every change, and a writer added
+    later cannot forget this one. States written by Core UPDATEs are not reported: the
+    trigger-rule decisions and expansions that readiness makes itself."""
+    token = _WATCHER.set(watcher)
+    try:
+        yield
+    finally:
+        _WATCHER.reset(token)
+
+
+@event.listens_for(TaskInstance.state, "set")
+def _state_set(ti: TaskInstance, value: str | None, old: Any, initiator: Any) -> None:
+    watcher = _WATCHER.get()
+    if watcher is not None:
+        known = old is None or isinstance(old, str)  # else NO_VALUE / NEVER_SET
+        watcher.changed(ti, old if isinstance(old, str) else None, value, known)
 
 
 def load_tis(
