@@ -9,6 +9,7 @@ on the worker by :func:`airdask.runner.encode_result`; ADR 0009) and is written 
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable
 from typing import Any, cast
@@ -65,6 +66,7 @@ def store_results(session: Session, rows: Iterable[tuple[TaskInstance, int, Even
 _TABLE = cast(Table, TaskResultRow.__table__)
 
 
+@functools.cache
 def _upsert(dialect: str) -> Executable:
     """``INSERT .. ON CONFLICT (primary key) DO UPDATE``: one statement (an executemany of
     multi-row VALUES) where a DELETE by key and an INSERT were two; SQLite ran that DELETE's
