@@ -26,7 +26,7 @@ from airdask.scheduler.results import (
     store_results,
 )
 from airdask.scheduler.runs import RunError, create_run
-from airdask.store import DagRun, Store, TaskInstance
+from airdask.store import DagRun, Store, TaskInstance, init_db
 from airdask.store.models import TaskResultRow
 from sched_support import make_store, run_dag
 from task_funcs import (
@@ -179,8 +179,10 @@ def test_result_arguments_add_dependencies_and_refuse_bash() -> None:
 # ---- results_for: what a downstream of a mapped task receives -----------------------------
 
 
-def test_results_for_mapped_task_in_map_index_order(config: Config) -> None:
-    store = make_store(config)
+def test_results_for_mapped_task_in_map_index_order(any_store: Store) -> None:
+    """On both databases: a result stored again for the same instance replaces the first."""
+    store = any_store
+    init_db(store)
     with DAG("mapped") as dag:
         PythonTask("m", make_rows, op_args=[1])
     with store.session() as session:

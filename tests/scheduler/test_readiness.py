@@ -11,12 +11,15 @@ from airdask.config import Config
 from airdask.dag import DAG, BashTask, PythonTask
 from airdask.executors import load_executor
 from airdask.scheduler import jobs
+from airdask.scheduler.events import set_state, watch_states
 from airdask.scheduler.loop import SchedulerJob
 from airdask.scheduler.readiness import Readiness, RunReadiness, topological_index
-from airdask.scheduler.runs import create_run
+from airdask.scheduler.runs import create_run, start_run
+from airdask.state import TaskInstanceState
 from airdask.store import Job, TaskInstance
 from sched_support import make_store, tis_of
 
+S = TaskInstanceState
 RULES = ["all_success", "all_done", "one_success", "one_failed", "none_failed", "all_failed",
          "none_skipped", "none_failed_min_one_success", "one_done", "always"]  # fmt: skip
 
@@ -203,3 +206,34 @@ def test_a_run_is_read_once_then_followed(config: Config) -> None:
     assert isinstance(job.readiness, Readiness)
     assert job.readiness.runs[("once", run_id)].waiting == {"b": 1}
     job.stop()
+
+
+def test_every_state_change_reaches_readiness_by_itself(config: Config) -> None:
+    """No writer has to tell readiness: any assignment of ``TaskInstance.state`` (through
+    set_state or not) made while the scheduler watches is noted when it moves forward, and
+    drops the run when it goes back to waiting. Nothing is written to the database here, so
+    only what readiness heard can decide b."""
+    store = make_store(config)
+    with DAG("heard") as dag:
+        BashTask("a", "true") >> BashTask("b", "true")
+    readiness = Readiness()
+    with store.session() as session:
+        run = create_run(session, dag)
+        start_run(session, run, dag)
+        run_id = run.run_id
+        assert readiness.evaluate(session, dag, run_id) == (1, False)  # a scheduled
+    with store.session() as session:
+        ti = session.get(TaskInstance, ("heard", "a", run_id, -1))
+        assert ti is not None and ti.state == "scheduled"
+        session.expunge(ti)
+    ti.state = "queued"  # not watched: not heard
+    assert readiness.runs[("heard", run_id)].slots["b"] == [0, 0, 0, 0, 0]
+    with watch_states(readiness):
+        set_state(ti, S.RUNNING)
+        ti.state = "success"  # a writer that bypasses set_state is heard all the same
+    with store.session() as session:
+        assert readiness.evaluate(session, dag, run_id) == (1, False)
+    assert tis_of(store, "heard", run_id)["b"].state == "scheduled"
+    with watch_states(readiness):
+        ti.state = None  # back to waiting (a reset): the run is read again when evaluated
+    assert ("heard", run_id) not in readiness.runs

@@ -23,15 +23,18 @@ writer):
 
 from __future__ import annotations
 
+import functools
 import logging
 import socket
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
-from sqlalchemy import Table, bindparam, insert, select, tuple_
+from sqlalchemy import Executable, Table, bindparam, event, insert, inspect, select, tuple_
 from sqlalchemy.orm import Session
 
 from airdask.executors.events import EventInfo, reason_of
@@ -61,9 +64,48 @@ def add_ti_log(session: Session, ti: TaskInstance, event: str, extra: str | None
 
 
 def set_state(ti: TaskInstance, new: TaskInstanceState | None) -> None:
-    """Change a TI's state through the transition table (raises on a forbidden change)."""
+    """Change a TI's state through the transition table (raises on a forbidden change).
+
+    Like any assignment of ``TaskInstance.state``, it is reported to the scheduler watching
+    this thread's state changes (:func:`watch_states`)."""
     check_transition(ti.ti_state, new)
     ti.state = new.value if new is not None else None
+
+
+class StateWatcher(Protocol):
+    """What hears of every state change of a task instance object (the scheduler's
+    :class:`~airdask.scheduler.readiness.Readiness`)."""
+
+    def changed(self, ti: TaskInstance, old: str | None, new: str | None, known: bool) -> None:
+        """``ti.state`` went from ``old`` to ``new``; ``known`` is False when the old value
+        was never loaded (a new object)."""
+
+
+_WATCHER: ContextVar[StateWatcher | None] = ContextVar("airdask_state_watcher", default=None)
+
+
+@contextmanager
+def watch_states(watcher: StateWatcher) -> Iterator[None]:
+    """Report every assignment of ``TaskInstance.state`` made in this context (this thread:
+    schedulers in other threads have their own) to ``watcher``.
+
+    Why an attribute event and not a call each writer makes: what the scheduler keeps about
+    a run (:mod:`.readiness`) is right only if it hears of every change, and a writer added
+    later cannot forget this one. States written by Core UPDATEs are not reported: the
+    trigger-rule decisions and expansions that readiness makes itself."""
+    token = _WATCHER.set(watcher)
+    try:
+        yield
+    finally:
+        _WATCHER.reset(token)
+
+
+@event.listens_for(TaskInstance.state, "set")
+def _state_set(ti: TaskInstance, value: str | None, old: Any, initiator: Any) -> None:
+    watcher = _WATCHER.get()
+    if watcher is not None:
+        known = old is None or isinstance(old, str)  # else NO_VALUE / NEVER_SET
+        watcher.changed(ti, old if isinstance(old, str) else None, value, known)
 
 
 def load_tis(
@@ -74,7 +116,9 @@ def load_tis(
     another scheduler that holds one), always in the same order, so that what is decided
     from them is still true when it is written."""
     # By (task_id, map_index), not task_id alone: an event batch about a few instances of a
-    # task mapped 10,000 times must not load (and lock) the other instances.
+    # task mapped 10,000 times must not load (and lock) the other instances. The plain
+    # ``task_id IN`` beside it is what lets SQLite search the primary key: with the row-value
+    # IN alone it reads every row of the run through ix_ti_run_state (O(run) per batch).
     by_run: dict[tuple[str, str], set[tuple[str, int]]] = defaultdict(set)
     for key in keys:
         by_run[(key.dag_id, key.run_id)].add((key.task_id, key.map_index))
@@ -83,10 +127,12 @@ def load_tis(
     for (dag_id, run_id), wanted in sorted(by_run.items()):
         ids = sorted(wanted)
         for i in range(0, len(ids), CHUNK):
+            chunk = ids[i : i + CHUNK]
             stmt = select(TaskInstance).where(
                 TaskInstance.dag_id == dag_id,
                 TaskInstance.run_id == run_id,
-                pair.in_(ids[i : i + CHUNK]),
+                TaskInstance.task_id.in_(sorted({task_id for task_id, _ in chunk})),
+                pair.in_(chunk),
             )
             if lock:
                 stmt = stmt.order_by(TaskInstance.task_id, TaskInstance.map_index).with_for_update(
@@ -122,32 +168,50 @@ def detach(session: Session, tis: Iterable[TaskInstance]) -> None:
 
 
 _TI_TABLE = cast(Table, TaskInstance.__table__)
+_LOG_TABLE = cast(Table, Log.__table__)
 _PK = ("dag_id", "task_id", "run_id", "map_index")
-#: UPDATE task_instance SET <TI_COLUMNS>, updated_at WHERE <primary key> (Core, executemany).
-_WRITE_BACK = (
-    _TI_TABLE.update()
-    .where(*[_TI_TABLE.c[name] == bindparam(f"pk_{name}") for name in _PK])
-    .values({name: bindparam(name) for name in (*TI_COLUMNS, "updated_at")})
-)
+
+
+@functools.cache
+def _write_back_stmt(columns: tuple[str, ...]) -> Executable:
+    """UPDATE task_instance SET <columns>, updated_at WHERE <primary key> (Core, executemany)."""
+    return cast(
+        Executable,
+        _TI_TABLE.update()
+        .where(*[_TI_TABLE.c[name] == bindparam(f"pk_{name}") for name in _PK])
+        .values({name: bindparam(name) for name in (*columns, "updated_at")}),
+    )
 
 
 def write_back(session: Session, tis: Iterable[TaskInstance]) -> None:
-    """Persist detached TIs with one UPDATE-by-primary-key executemany (the hot path: an
-    ORM flush of hundreds of objects costs several times more)."""
+    """Persist detached TIs: the columns of :data:`TI_COLUMNS` each one changed since it was
+    loaded, with one UPDATE-by-primary-key executemany per set of changed columns (the hot
+    path: an ORM flush of hundreds of objects costs several times more). A TI that changed
+    nothing is not written.
+
+    Why only what changed: an UPDATE that leaves the state columns out leaves their indexes
+    alone (SQLite rewrites only the indexes of the columns it sets; PostgreSQL can make it a
+    heap-only update), and most writes change two or three columns, not thirteen."""
     now = utcnow()
-    rows = [
-        {
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+    for ti in tis:
+        changed = inspect(ti).committed_state
+        columns = tuple(name for name in TI_COLUMNS if name in changed)
+        if not columns:
+            continue
+        row = {
             "pk_dag_id": ti.dag_id,
             "pk_task_id": ti.task_id,
             "pk_run_id": ti.run_id,
             "pk_map_index": ti.map_index,
             "updated_at": now,
-            **{column: getattr(ti, column) for column in TI_COLUMNS},
         }
-        for ti in tis
-    ]
-    if rows:
-        session.connection().execute(_WRITE_BACK, rows)
+        for name in columns:
+            row[name] = getattr(ti, name)
+        groups[columns].append(row)
+    connection = session.connection()
+    for columns, rows in groups.items():
+        connection.execute(_write_back_stmt(columns), rows)
 
 
 @dataclass
@@ -189,8 +253,8 @@ class LogRows:
         )
 
     def flush(self, session: Session) -> None:
-        if self.rows:
-            session.execute(insert(Log), self.rows)
+        if self.rows:  # Core, not the ORM's bulk insert: no ORM work per row
+            session.connection().execute(insert(_LOG_TABLE), self.rows)
             self.rows = []
 
 
@@ -273,8 +337,8 @@ def _apply_progress(
 ) -> bool:
     if ti.try_number != key.try_number or ti.state not in LIVE_VALUES:
         return False
-    if info.external_executor_id:
-        ti.external_executor_id = info.external_executor_id
+    if info.external_executor_id and info.external_executor_id != ti.external_executor_id:
+        ti.external_executor_id = info.external_executor_id  # else nothing to write
     if state == S.RUNNING and ti.state == S.QUEUED.value:
         set_state(ti, S.RUNNING)
         ti.start_date = info.started_at or utcnow()

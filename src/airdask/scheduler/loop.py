@@ -49,7 +49,8 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from types import FrameType
@@ -74,7 +75,7 @@ from airdask.scheduler.claims import (
 )
 from airdask.scheduler.dagcache import DagCache
 from airdask.scheduler.dagscan import DagFolderScan
-from airdask.scheduler.events import add_ti_log, apply_events, set_state
+from airdask.scheduler.events import add_ti_log, apply_events, set_state, watch_states
 from airdask.scheduler.executors import ExecutorSet, check_dag_executors
 from airdask.scheduler.held import Held, merge_events
 from airdask.scheduler.liveness import Heartbeats
@@ -218,9 +219,10 @@ class SchedulerJob:
             self.executor_started = True
 
         def startup() -> None:
-            with self.store.session() as session:
+            with self._watching(), self.store.session() as session:
                 self.dirty |= set(self._running_runs(session))
-            self._recover(force=True)
+            with self._watching():
+                self._recover(force=True)
             self._heartbeat_job(force=True)
 
         self.outage.retry_until_stopped(startup)
@@ -349,15 +351,30 @@ class SchedulerJob:
 
     def _back_online(self) -> None:
         if self.outage.ongoing:  # the outage ends once this went through too
-            with self.store.session() as session:
+            with self._watching(), self.store.session() as session:
                 requeued = recovery.requeue_unsent(session, self.executors, job_id=self.job_id)
             self.dirty |= requeued
-            self.readiness.invalidate(requeued)
             self.outage.back_online()
 
     # ---- one pass ----------------------------------------------------------------------
 
+    @contextmanager
+    def _watching(self) -> Iterator[None]:
+        """Every task instance state this scheduler changes reaches its readiness at once
+        (:func:`~airdask.scheduler.events.watch_states`); when what it wrote is not
+        committed after all, everything readiness kept is read again."""
+        with watch_states(self.readiness):
+            try:
+                yield
+            except BaseException:
+                self.readiness.clear()
+                raise
+
     def run_once(self) -> PassResult:
+        with self._watching():
+            return self._pass()
+
+    def _pass(self) -> PassResult:
         result = PassResult()
         self._write_held()
         self._heartbeat_job()  # here and at the end (and from .liveness during the pass)
@@ -372,7 +389,6 @@ class SchedulerJob:
                 queued = self._queue_ready(session)
         except BaseException:
             self.dirty |= evaluated  # examined again at the next pass
-            self.readiness.clear()  # what was noted may not be written: read runs again
             raise
         for ti, command in queued:
             executor = self.executors.of_ti(ti)
@@ -387,7 +403,6 @@ class SchedulerJob:
                 result.finished_runs = self._finish_runs(session, evaluated | self.dirty)
         except BaseException:
             self.dirty |= evaluated
-            self.readiness.clear()
             raise
         self._run_callbacks()
         self._heartbeat_job()
@@ -533,7 +548,6 @@ class SchedulerJob:
         ti.end_date, ti.reason = now, reason
         add_ti_log(session, ti, "failed", reason)
         self.dirty.add((ti.dag_id, ti.run_id))
-        self.readiness.note(ti, ti.state)  # a failed pass clears the notes
 
     # ---- events --------------------------------------------------------------------------
 
@@ -564,8 +578,6 @@ class SchedulerJob:
             requests = callback_requests(session, outcomes.finished, self._task_of)
         self.held.events = {}
         self.dirty |= outcomes.runs
-        for ti in (*outcomes.finished, *outcomes.retrying):
-            self.readiness.note(ti, ti.state)
         for request in requests:  # once the outcome is recorded, never twice
             self.executor.send_callback(request)
         return len(events)
@@ -651,7 +663,6 @@ class SchedulerJob:
                 raise
             self._last_orphan_check = now
             self.dirty |= report.runs
-            self.readiness.invalidate(report.runs)
         if force or now - self._last_stuck_check >= min(self.queued_timeout / 2, 30.0):
             with self.store.session() as session:
                 stuck = recovery.handle_stuck_queued(
@@ -663,4 +674,3 @@ class SchedulerJob:
                 )
             self._last_stuck_check = now
             self.dirty |= stuck.runs
-            self.readiness.invalidate(stuck.runs)

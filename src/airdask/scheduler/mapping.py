@@ -17,12 +17,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, insert, select, update
+from sqlalchemy import ColumnElement, delete, select, update
 from sqlalchemy.orm import Session
 
 from airdask.dag import BaseTask
 from airdask.scheduler.results import MissingResultError, results_for
-from airdask.scheduler.runs import EMPTY_MAP_REASON
+from airdask.scheduler.runs import EMPTY_MAP_REASON, insert_task_instances
 from airdask.state import TaskInstanceState
 from airdask.store.models import TaskInstance, utcnow
 
@@ -74,7 +74,7 @@ def expand_from_result(
         }
         for i in range(len(value))
     ]
-    session.execute(insert(TaskInstance), rows)
+    insert_task_instances(session, rows)
     return S.SCHEDULED.value, len(rows)
 
 

@@ -12,22 +12,23 @@ passes, so the run costs O(N^2). Here the scheduler keeps, per run it works on, 
 * the finished task instances (a finished state is final: nothing sets it back).
 
 It is built from one read of the run's ``(task_id, map_index, state)`` column tuples (no
-ORM objects)
-and then kept up to date by what this scheduler itself writes (:meth:`Readiness.note`: the
-outcomes of executor events, a command that cannot be built, and its own trigger-rule
-decisions). A change of one upstream touches its downstreams' counts, and only those task
-instances are evaluated again, in topological order, so a skip or ``upstream_failed``
-cascades in the same pass as before.
+ORM objects) and then kept up to date by what this scheduler itself writes: its own
+trigger-rule decisions, and every change of a task instance object's state, which reaches
+:meth:`Readiness.changed` by itself while the scheduler's passes watch them
+(:func:`airdask.scheduler.events.watch_states`: outcomes of executor events, a command that
+cannot be built, recovery resets, stuck-in-queued handling, whatever writer comes next). A
+change of one upstream touches its downstreams' counts, and only those task instances are
+evaluated again, in topological order, so a skip or ``upstream_failed`` cascades in the
+same pass as before.
 
 When the counts can be trusted: only while this scheduler is the only writer of the run's
 task instances. That holds for a run owned by its job (``airdask run``) and for a
 scheduler with no other live scheduler beside it (always so on SQLite). Otherwise (several
 schedulers on one PostgreSQL database: :attr:`Readiness.trusted` is False) every
-evaluation reads the run again, as before. Whatever else changes task instances
-(recovery resets, stuck-in-queued handling, a pass rolled back) drops the runs it touched
-(:meth:`Readiness.invalidate`), and every running run is read again now and then
-(:meth:`Readiness.clear`, at the orphan check), so a missed change costs latency, never a
-decision.
+evaluation reads the run again, as before. A change that is not a step forward (back to
+waiting: a recovery reset) drops its run, a pass that is rolled back drops them all, and
+every running run is read again now and then (:meth:`Readiness.clear`, at the orphan
+check), so a change made elsewhere costs latency, never a decision.
 
 A task's instances are decided together, as in :func:`~airdask.scheduler.ready.evaluate_run`
 (a full evaluation: a fresh :class:`RunReadiness`): one row per task in one executemany,
@@ -332,10 +333,23 @@ class Readiness:
         return sum(d.count for d in decided), settled
 
     def note(self, ti: TaskInstance, state: str | None) -> None:
-        """A task instance this scheduler wrote (once the write is committed)."""
+        """A task instance this scheduler wrote is now in ``state``."""
         tracker = self.runs.get((ti.dag_id, ti.run_id))
         if tracker is not None:
             tracker.note(ti.task_id, ti.map_index, state)
+
+    def changed(self, ti: TaskInstance, old: str | None, new: str | None, known: bool) -> None:
+        """Every state change of a task instance object while the scheduler watches
+        (:func:`airdask.scheduler.events.watch_states`): noted when it only moves forward,
+        else the run is read again (back to waiting, out of a finished state, an old state
+        never loaded). A pass that is not committed clears everything (see :mod:`.loop`)."""
+        key = (ti.dag_id, ti.run_id)
+        if key not in self.runs:
+            return
+        if not known or new is None or old in _SLOT:
+            del self.runs[key]
+        else:
+            self.runs[key].note(ti.task_id, ti.map_index, new)
 
     def invalidate(self, runs: Iterable[RunKey]) -> None:
         """These runs changed in ways not noted: read them again when next evaluated."""

@@ -9,11 +9,13 @@ on the worker by :func:`airdask.runner.encode_result`; ADR 0009) and is written 
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, insert, select, tuple_
+from sqlalchemy import Executable, Table, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from airdask.executors.events import EventInfo
@@ -57,14 +59,32 @@ def store_results(session: Session, rows: Iterable[tuple[TaskInstance, int, Even
     ]
     if not values:
         return 0
-    keys = [(v["dag_id"], v["run_id"], v["task_id"], v["map_index"]) for v in values]
-    columns = tuple_(
-        TaskResultRow.dag_id, TaskResultRow.run_id, TaskResultRow.task_id, TaskResultRow.map_index
-    )
-    for i in range(0, len(keys), 400):
-        session.execute(delete(TaskResultRow).where(columns.in_(keys[i : i + 400])))
-    session.execute(insert(TaskResultRow), values)
+    session.connection().execute(_upsert(session.get_bind().dialect.name), values)
     return len(values)
+
+
+_TABLE = cast(Table, TaskResultRow.__table__)
+
+
+@functools.cache
+def _upsert(dialect: str) -> Executable:
+    """``INSERT .. ON CONFLICT (primary key) DO UPDATE``: one statement (an executemany of
+    multi-row VALUES) where a DELETE by key and an INSERT were two; SQLite ran that DELETE's
+    row-value IN as a scan of the whole table, so each batch of successes cost O(results)."""
+    if dialect == "postgresql":
+        stmt: Any = postgresql.insert(_TABLE)
+    elif dialect == "sqlite":
+        stmt = sqlite.insert(_TABLE)
+    else:  # pragma: no cover - the two databases airdask runs on
+        raise NotImplementedError(f"task results on {dialect}")
+    replaced = ("try_number", "format", "value", "created_at")
+    return cast(
+        Executable,
+        stmt.on_conflict_do_update(
+            index_elements=["dag_id", "run_id", "task_id", "map_index"],
+            set_={name: stmt.excluded[name] for name in replaced},
+        ),
+    )
 
 
 def _run_key(run: RunRef) -> tuple[str, str]:
