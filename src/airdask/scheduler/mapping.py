@@ -24,6 +24,7 @@ from airdask.dag import BaseTask
 from airdask.scheduler.results import MissingResultError, results_for
 from airdask.scheduler.runs import EMPTY_MAP_REASON
 from airdask.state import TaskInstanceState
+from airdask.store.db import analyze_after_insert
 from airdask.store.models import TaskInstance, utcnow
 
 S = TaskInstanceState
@@ -75,6 +76,7 @@ def expand_from_result(
         for i in range(len(value))
     ]
     session.execute(insert(TaskInstance), rows)
+    analyze_after_insert(session, TaskInstance.__tablename__, len(rows))
     return S.SCHEDULED.value, len(rows)
 
 

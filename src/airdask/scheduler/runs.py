@@ -19,6 +19,7 @@ from airdask.dag import DAG
 from airdask.params import ParamError
 from airdask.scheduler.events import set_state
 from airdask.state import UNFINISHED_STATES, DagRunState, TaskInstanceState
+from airdask.store.db import analyze_after_insert
 from airdask.store.models import DagRun, Log, Pool, TaskInstance, utcnow
 
 S = TaskInstanceState
@@ -166,6 +167,7 @@ def start_run(session: Session, run: DagRun, dag: DAG) -> int:
             rows.extend({**row, "map_index": i} for i in range(len(task.map_over)))
     if rows:
         session.execute(insert(TaskInstance), rows)
+        analyze_after_insert(session, TaskInstance.__tablename__, len(rows))
     run.state = DagRunState.RUNNING.value
     run.start_date = now
     return len(rows)

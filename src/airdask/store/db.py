@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import inspect, select, text
+from sqlalchemy.orm import Session
 
 from airdask.state import DEFAULT_POOL as DEFAULT_POOL
 from airdask.store.models import Base, Pool
@@ -48,6 +49,33 @@ def _add_missing_columns(store: Store, tables: set[str]) -> bool:
                 conn.execute(text(f'ALTER TABLE {name} ADD COLUMN "{column.name}" {kind}'))
             added = True
     return added
+
+
+#: A bulk insert of at least this many rows on PostgreSQL refreshes the table's statistics.
+ANALYZE_MIN_ROWS = 1000
+
+
+def analyze_after_insert(session: Session, table: str, inserted: int) -> bool:
+    """``ANALYZE table`` on PostgreSQL after a bulk insert of ``inserted`` rows (in this
+    transaction; it sees them) that grew the table by a tenth or more of its known size (or
+    that the table was never analyzed); True if it did.
+
+    Why: without statistics for the new rows, PostgreSQL estimates that a run has a row or
+    two and reads a task instance by primary key through ``ix_ti_run_state`` instead: every
+    row-by-row UPDATE of a 100,000-task run then reads the whole run (measured: 23 ms per
+    row, 12 s for the 512 a pass writes; 0.1 ms once analyzed). Autovacuum would analyze
+    the table too, but only within a minute or so of the insert; the scheduler writes the
+    first of those rows in the same pass. SQLite plans the same statements well without
+    statistics."""
+    if inserted < ANALYZE_MIN_ROWS or session.get_bind().dialect.name != "postgresql":
+        return False
+    known = session.scalar(
+        text("SELECT reltuples FROM pg_class WHERE oid = CAST(:name AS regclass)"), {"name": table}
+    )
+    if known is not None and known >= 0 and inserted < known / 10:
+        return False
+    session.execute(text(f"ANALYZE {table}"))
+    return True
 
 
 def reset_db(store: Store, *, default_pool_slots: int = 128) -> None:
