@@ -216,7 +216,7 @@ def build_spec(
         label=str(key),
         argv=argv,
         payload=payload,
-        log_relpath=str(log_relpath(key)),
+        log_relpath=log_relpath(key),
         log_root=log_root,
         timeout=timeout,
         return_log=return_log,

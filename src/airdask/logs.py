@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from airdask.state import TaskInstanceKey
 
@@ -11,13 +11,14 @@ def _safe(part: str) -> str:
     return part.replace("/", "_").replace("\x00", "_")
 
 
-def log_relpath(key: TaskInstanceKey) -> PurePosixPath:
-    parts = [f"dag_id={_safe(key.dag_id)}", f"run_id={_safe(key.run_id)}"]
-    parts.append(f"task_id={_safe(key.task_id)}")
-    if key.map_index >= 0:
-        parts.append(f"map_index={key.map_index}")
-    parts.append(f"attempt={key.try_number}.log")
-    return PurePosixPath(*parts)
+def log_relpath(key: TaskInstanceKey) -> str:
+    """The log's path under the log folder, ``/``-separated (a plain string: it is built
+    twice per attempt, and a PurePosixPath costs more than the rest of the spec)."""
+    mapped = f"map_index={key.map_index}/" if key.map_index >= 0 else ""
+    return (
+        f"dag_id={_safe(key.dag_id)}/run_id={_safe(key.run_id)}/task_id={_safe(key.task_id)}/"
+        f"{mapped}attempt={key.try_number}.log"
+    )
 
 
 def log_path(base_log_folder: str | Path, key: TaskInstanceKey) -> Path:

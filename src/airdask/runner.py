@@ -233,6 +233,18 @@ def _run_argv(spec: TaskSpec, rt: Any, log: Any) -> RunResult:
             pump.close()  # on every path: a long-lived worker must not leak descriptors
 
 
+def _command_env(extra: dict[str, str]) -> dict[bytes, bytes]:
+    """This process's environment, ``extra`` and :data:`HOST_ENV`, as bytes. Copied from
+    the environment's own bytes dict where there is one: rebuilding it from ``os.environ``
+    decodes and re-encodes every variable, the largest Python cost of starting a command."""
+    data = getattr(os.environ, "_data", None)  # CPython's encoded copy, kept current
+    env: dict[bytes, bytes] = dict(data) if isinstance(data, dict) else dict(os.environb)
+    for name, value in extra.items():
+        env[os.fsencode(name)] = os.fsencode(value)
+    env[HOST_ENV.encode()] = str(os.getpid()).encode()
+    return env
+
+
 def _supervise(
     spec: TaskSpec, argv: list[str], rt: Any, stdout: Any, pump: OutputPump | None
 ) -> RunResult:
@@ -245,7 +257,7 @@ def _supervise(
             stdout=stdout,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            env={**os.environ, **spec.get("env", {}), HOST_ENV: str(os.getpid())},
+            env=_command_env(spec.get("env", {})),
         )
     except FileNotFoundError:
         return "not_found", f"command not found: {argv[0]!r}", None

@@ -14,7 +14,7 @@ from airdask import PythonCommand, runner
 from airdask.commands import build_spec
 from airdask.config import Config
 from airdask.executors.dask import DaskExecutor
-from airdask.executors.dask.keeper import Keeper
+from airdask.executors.dask.keeper import KEEPER_NAME, Keeper
 from airdask.state import TaskInstanceKey, TaskInstanceState
 from dask_support import local_cluster
 from executor_support import drain, make_ti
@@ -62,7 +62,7 @@ def test_an_airdask_attempt_is_wanted_by_fire_and_forget_only(
 
 
 def test_other_graphs_are_left_alone(client: Client) -> None:
-    client.register_plugin(Keeper(), name="airdask-keeper-1")  # as an executor would
+    client.register_plugin(Keeper(), name=KEEPER_NAME)  # as an executor would
     future = client.submit(sum, [1, 2], key="not-airdask", pure=False)
     assert future.result(timeout=30) == 3
     assert wanted_by(client, "not-airdask") == [client.id]  # a result its client holds

@@ -459,7 +459,7 @@ class CeleryExecutor(BaseExecutor):
         if self._app is not None and (task_id is not None or live_state):
             host = self._hosts.get(task_id or "")
             try:
-                text = live_log(self.app, str(log_relpath(key)), host or None)
+                text = live_log(self.app, log_relpath(key), host or None)
             except Exception as exc:
                 log.warning("could not ask the Celery workers for a live log: %s", exc)
                 text = None

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from airdask.commands import dask_key
+from airdask.executors.dask.keeper import ACK_OP
 
 if TYPE_CHECKING:
     from airdask.store.models import TaskInstance
@@ -60,19 +61,21 @@ def withdraw(client: Any, names: list[str], reason: str) -> None:
                           f"{type(exc).__name__}: {exc}") from exc  # fmt: skip
 
 
-def acknowledge(client: Any, names: list[str]) -> None:
-    """Tell the keeper these outcomes are recorded (without waiting for its answer: a lost
-    acknowledgement only leaves a copy to expire)."""
+def acknowledge(client: Any, names: list[str], *, wait: bool = False) -> None:
+    """Tell the keeper these outcomes are recorded. By default sent on the client's batched
+    stream to the scheduler: no reply to wait for and no connection of its own, coalesced
+    with the client's other messages (a lost acknowledgement only leaves a copy to expire).
+    ``wait``: as a request, returning once the keeper has forgotten them (for ``end()``,
+    after which the client may close)."""
     if not names:
         return
-
-    async def send() -> None:
-        try:
-            await client.scheduler.airdask_ack(keys=names)
-        except Exception as exc:
-            log.info("could not acknowledge %d outcome(s): %s", len(names), exc)
-
-    client.loop.add_callback(send)
+    try:
+        if wait:
+            client.sync(client.scheduler.airdask_ack, keys=list(names))
+        else:
+            client._send_to_scheduler({"op": ACK_OP, "keys": list(names)})
+    except Exception as exc:  # a closed client or a lost scheduler: the copies expire
+        log.info("could not acknowledge %d outcome(s): %s", len(names), exc)
 
 
 @dataclass

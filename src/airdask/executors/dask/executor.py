@@ -95,6 +95,9 @@ log = logging.getLogger(__name__)
 #: While end() waits, this long without an outcome makes it ask the keeper about every
 #: attempt in flight (O(in flight), so not on every sync).
 END_SWEEP_SECONDS = 10.0
+#: Recorded outcomes are acknowledged to the keeper at most this often: one message per
+#: interval rather than one per sync() (the keeper holds the copies that much longer).
+ACK_INTERVAL = 0.2
 
 
 class DaskExecutor(BaseExecutor):
@@ -149,8 +152,11 @@ class DaskExecutor(BaseExecutor):
         #: the queued entries of the batch being handed to execute_async (_before_process)
         self._handing: Mapping[TaskInstanceKey, QueuedTaskInstanceType] = {}
         self._pending: list[Pending] | None = None
-        #: outcomes reported by the previous sync, acknowledged to the keeper by the next
+        #: outcomes reported by the previous sync (recorded by the caller since)
         self._unacked: list[str] = []
+        #: recorded outcomes not yet acknowledged to the keeper, and when it was last told
+        self._recorded: list[str] = []
+        self._acked_at = 0.0
         self._reporter = Reporter(
             self._track,
             self._logs,
@@ -261,7 +267,7 @@ class DaskExecutor(BaseExecutor):
         resubscribe(client)
         self._router = ResourceRouter(client, policy=self.pool_policy, ttl=self.resource_ttl)
         if link is Link.NEW:
-            self._unacked = []  # that keeper is gone
+            self._unacked, self._recorded = [], []  # that keeper is gone
             try:
                 self._install_runner()
             except Exception as exc:  # the next reconnect tries again
@@ -391,12 +397,15 @@ class DaskExecutor(BaseExecutor):
     def sync(self) -> None:
         """Report started and finished attempts; O(started + finished), not O(in flight).
 
-        Acknowledges to the keeper the outcomes the previous call reported: the contract
-        is that the caller recorded them before this heartbeat."""
+        Acknowledges to the keeper the outcomes the previous calls reported (the contract
+        is that the caller recorded them before this heartbeat), every ACK_INTERVAL."""
         if self._conn is None or not self._follow_connection():
             return
-        if self._unacked:
-            acknowledge(self.client, self._unacked)
+        self._recorded += self._unacked
+        now = time.monotonic()
+        if self._recorded and now - self._acked_at >= ACK_INTERVAL:
+            acknowledge(self.client, self._recorded)
+            self._recorded, self._acked_at = [], now
         self._reporter.started()
         self._reporter.outcomes(self._track.drain_finished())
         self._harvest_futures(self._done.drain())
@@ -467,8 +476,9 @@ class DaskExecutor(BaseExecutor):
                 self._reconcile(self._track.names(), "unknown to the Dask scheduler")
         self._reporter.started()
         if self._connected():
-            acknowledge(self.client, self._unacked + self._reporter.take_reported())
-        self._unacked = []
+            reported = self._reporter.take_reported()
+            acknowledge(self.client, self._recorded + self._unacked + reported, wait=True)
+        self._unacked, self._recorded = [], []
         self._close()
 
     def terminate(self) -> None:

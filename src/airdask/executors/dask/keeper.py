@@ -34,7 +34,9 @@ from distributed.diagnostics.plugin import SchedulerPlugin
 from airdask.runner import FINISHED_TOPIC, OutcomeKind
 
 #: The plugin's name on the scheduler (bumped when its protocol changes).
-KEEPER_NAME = "airdask-keeper-1"
+KEEPER_NAME = "airdask-keeper-2"
+#: The stream message by which a client acknowledges outcomes (:meth:`Keeper.stream_ack`).
+ACK_OP = "airdask-ack"
 #: The annotation that marks a graph as airdask's (its value names the submitter).
 ANNOTATION = "airdask"
 #: A finished attempt whose pushed outcome has not arrived this long after Dask learnt it
@@ -108,6 +110,8 @@ class Keeper(SchedulerPlugin):
                 "airdask_keeper_info": self.info,
             }
         )
+        # Acknowledgements come on the clients' batched streams (no reply needed).
+        scheduler.stream_handlers[ACK_OP] = self.stream_ack
 
     # ---- the scheduler's hooks -----------------------------------------------------
 
@@ -179,6 +183,10 @@ class Keeper(SchedulerPlugin):
         """The outcomes of ``keys`` are recorded: forget them."""
         for key in keys:
             self.kept.pop(key, None)
+
+    def stream_ack(self, keys: list[str], client: str | None = None) -> None:
+        """:meth:`ack`, as a stream handler (``client`` is the sender, unused)."""
+        self.ack(keys)
 
     def lookup(self, keys: list[str]) -> dict[str, Any]:
         """Per key: ``{"outcome": ...}`` if it finished, ``{"state": ...}`` while Dask still
