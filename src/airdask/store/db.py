@@ -19,9 +19,12 @@ class DatabaseError(RuntimeError):
 def init_db(store: Store, *, default_pool_slots: int = 128) -> bool:
     """Create missing tables, missing nullable columns of existing tables (a database made
     by an older airdask) and ``default_pool``. Idempotent; True if anything was created."""
+    # Every command that opens the database comes here: when the tables are all there, two
+    # catalog queries (the tables, then every table's columns), not two per table.
     before = set(inspect(store.engine).get_table_names())
-    Base.metadata.create_all(store.engine)
     created = not set(Base.metadata.tables) <= before
+    if created:
+        Base.metadata.create_all(store.engine)
     created = _add_missing_columns(store, before) or created
     with store.session() as session:
         if session.get(Pool, DEFAULT_POOL) is None:
@@ -35,13 +38,17 @@ def init_db(store: Store, *, default_pool_slots: int = 128) -> bool:
 def _add_missing_columns(store: Store, tables: set[str]) -> bool:
     """``ALTER TABLE ... ADD COLUMN`` for each nullable column a table in ``tables`` lacks
     (new columns are nullable, so old rows stay valid)."""
-    inspector = inspect(store.engine)
+    names = [name for name in Base.metadata.tables if name in tables]
+    if not names:
+        return False
+    found = inspect(store.engine).get_multi_columns(filter_names=names)
+    columns = {name: {c["name"] for c in cols} for (_, name), cols in found.items()}
     added = False
-    for name, table in Base.metadata.tables.items():
-        if name not in tables:
+    for name in names:
+        present = columns.get(name)
+        if present is None:  # dropped meanwhile: nothing to add to
             continue
-        present = {column["name"] for column in inspector.get_columns(name)}
-        for column in table.columns:
+        for column in Base.metadata.tables[name].columns:
             if column.name in present or not column.nullable:
                 continue
             kind = column.type.compile(dialect=store.engine.dialect)
