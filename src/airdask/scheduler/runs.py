@@ -12,13 +12,14 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, text
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from airdask.dag import DAG
 from airdask.params import ParamError
 from airdask.scheduler.events import set_state
 from airdask.state import UNFINISHED_STATES, DagRunState, TaskInstanceState
+from airdask.store.db import analyze_after_insert
 from airdask.store.models import DagRun, Log, Pool, TaskInstance, utcnow
 
 S = TaskInstanceState
@@ -170,14 +171,10 @@ def start_run(session: Session, run: DagRun, dag: DAG) -> int:
     return len(rows)
 
 
-#: On PostgreSQL, inserting at least this many task instances at once refreshes the
-#: planner's statistics of the table (see :func:`insert_task_instances`).
-ANALYZE_AFTER_ROWS = 1000
-
-
 def insert_task_instances(session: Session, rows: list[dict[str, Any]]) -> None:
     """Insert task instances in one bulk statement; on PostgreSQL, ``ANALYZE`` the table
-    after a large insert, in the same transaction (its own new rows count).
+    after a large insert, in the same transaction (its own new rows count; see
+    :func:`airdask.store.db.analyze_after_insert` for when).
 
     Why: until the planner knows that a run has many rows, it costs a lookup by primary
     key ``(dag_id, task_id, run_id, map_index)`` the same as a scan of the run's rows
@@ -189,8 +186,7 @@ def insert_task_instances(session: Session, rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
     session.execute(insert(TaskInstance), rows)
-    if len(rows) >= ANALYZE_AFTER_ROWS and session.get_bind().dialect.name == "postgresql":
-        session.execute(text("ANALYZE task_instance"))
+    analyze_after_insert(session, TaskInstance.__tablename__, len(rows))
 
 
 #: Why a task mapped over an empty list did not run.

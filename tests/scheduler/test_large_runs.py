@@ -1,0 +1,96 @@
+"""The queries a large run depends on (issue 12), on SQLite and PostgreSQL: they give the
+right rows, and PostgreSQL reads a task instance by its primary key after a bulk insert.
+How fast they are is measured by ``benchmarks/dag_run.py``, not here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import insert, text
+
+from airdask.dag import DAG, BashTask
+from airdask.scheduler.events import load_tis
+from airdask.scheduler.runs import create_run, start_run
+from airdask.state import TaskInstanceKey
+from airdask.store import Store, TaskInstance, init_db
+from airdask.store.db import ANALYZE_MIN_ROWS, analyze_after_insert
+from airdask.store.queries import select_instances
+
+
+def _rows(run_id: str, instances: dict[str, int]) -> list[dict[str, Any]]:
+    """Task instances of DAG ``d``: ``{task: n}``, n = 0 for an unmapped task."""
+    return [
+        {"dag_id": "d", "task_id": task, "run_id": run_id, "map_index": i, "try_number": 0}
+        for task, n in instances.items()
+        for i in (range(n) if n else [-1])
+    ]
+
+
+INSTANCES = {"a": 0, "b": 0, "c": 0, "m": 10, "n": 5, "z": 0}
+WANTED = [("a", -1), ("c", -1), ("m", 2), ("m", 7), ("n", 0), ("n", 4), ("z", -1)]
+
+
+def _store_with_two_runs(any_store: Store) -> None:
+    init_db(any_store)
+    with DAG("d") as dag:
+        BashTask("t", "true")
+    with any_store.session() as session:
+        for run_id in ("r1", "r2"):
+            create_run(session, dag, run_id=run_id)
+            session.execute(insert(TaskInstance), _rows(run_id, INSTANCES))
+
+
+def test_select_instances_reads_exactly_the_wanted_instances_in_key_order(
+    any_store: Store,
+) -> None:
+    _store_with_two_runs(any_store)
+    with any_store.session() as session:
+        for chunk in (1, 2, 400):
+            got = [
+                (ti.run_id, ti.task_id, ti.map_index)
+                for stmt in select_instances("d", "r1", reversed(WANTED), chunk=chunk)
+                for ti in session.scalars(
+                    stmt.order_by(TaskInstance.task_id, TaskInstance.map_index)
+                )
+            ]
+            assert got == [("r1", task, i) for task, i in WANTED], chunk
+        assert list(select_instances("d", "r1", [])) == []
+
+
+def test_load_tis_loads_and_locks_only_the_keys_asked_for(any_store: Store) -> None:
+    _store_with_two_runs(any_store)
+    keys = [TaskInstanceKey("d", task, run, 1, i) for task, i in WANTED for run in ("r1", "r2")]
+    keys.append(TaskInstanceKey("d", "gone", "r1", 1, -1))  # not in the database
+    with any_store.session() as session:
+        for lock in (False, True):
+            found = load_tis(session, keys, lock=lock)
+            assert sorted(found) == sorted(
+                ("d", task, run, i) for task, i in WANTED for run in ("r1", "r2")
+            )
+
+
+def test_a_large_run_start_leaves_postgresql_reading_a_ti_by_its_key(any_store: Store) -> None:
+    """Without statistics for the rows just inserted, PostgreSQL picks ``ix_ti_run_state``
+    for an UPDATE by primary key and reads the whole run for each row."""
+    init_db(any_store, default_pool_slots=8)
+    with DAG("big") as dag:
+        for i in range(ANALYZE_MIN_ROWS * 12):
+            BashTask(f"t{i:05d}", "true")
+    postgres = any_store.engine.dialect.name == "postgresql"
+    with any_store.session() as session:
+        run = create_run(session, dag, run_id="r")
+        assert start_run(session, run, dag) == ANALYZE_MIN_ROWS * 12
+        if postgres:
+            plan = "\n".join(
+                session.scalars(
+                    text(
+                        "EXPLAIN UPDATE task_instance SET state = 'queued' WHERE dag_id = 'big' "
+                        "AND task_id = 't00007' AND run_id = 'r' AND map_index = -1"
+                    )
+                )
+            )
+            assert "task_instance_pkey" in plan, plan
+        # Analyzed just now: an insert of less than a tenth of the table is not worth it.
+        assert not analyze_after_insert(session, "task_instance", ANALYZE_MIN_ROWS - 1)
+        assert not analyze_after_insert(session, "task_instance", ANALYZE_MIN_ROWS)
+        assert analyze_after_insert(session, "task_instance", ANALYZE_MIN_ROWS * 2) is postgres
