@@ -178,6 +178,14 @@ OPTIONS: dict[str, dict[str, Option]] = {
             "Times a stuck-in-queued task instance is rescheduled before it fails.",
             at_least=0,
         ),
+        "executor_start_timeout": Option(
+            float,
+            "120",
+            "How long `airdask scheduler` keeps trying to start an executor whose cluster is "
+            "unreachable (a Dask scheduler that restarts, say) before it gives up; "
+            "`airdask run` gives up at once.",
+            at_least=0,
+        ),
     },
     "celery": {
         "broker_url": Option(
@@ -291,6 +299,7 @@ class SchedulerSettings:
     task_queued_timeout: float
     dashboard_summary_interval: float
     num_stuck_in_queued_retries: int
+    executor_start_timeout: float
 
 
 @dataclass(frozen=True)

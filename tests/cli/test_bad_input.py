@@ -274,7 +274,10 @@ CASES: list[tuple[str, list[str], dict[str, str], str]] = [
     (
         "cluster refused, scheduler",
         ["scheduler", "--cluster", UNREACHABLE],
-        {"AIRDASK__DASK__CONNECT_TIMEOUT": "0.5"},
+        {
+            "AIRDASK__DASK__CONNECT_TIMEOUT": "0.5",
+            "AIRDASK__SCHEDULER__EXECUTOR_START_TIMEOUT": "0",  # a daemon waits 120 s at first
+        },
         "cannot reach the Dask cluster",
     ),
     (

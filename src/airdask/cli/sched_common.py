@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from airdask.config import Config
 from airdask.dag import DAG
 from airdask.dagbag import DagBag
 from airdask.executors import BaseExecutor, ExecutorLoadError
+from airdask.executors.base import ClusterUnreachableError
 from airdask.executors.loader import configured_names, load_executors
 from airdask.executors.names import ExecutorName
 from airdask.masking import redact
@@ -177,10 +179,13 @@ def check_executors(dag: DAG, names: list[ExecutorName]) -> None:
         raise CliError(problems[0] + more)
 
 
-def build_executors(config: Config, name: str | None, cluster: str | None) -> ExecutorSet:
+def build_executors(
+    config: Config, name: str | None, cluster: str | None, *, wait_for_cluster: float = 0.0
+) -> ExecutorSet:
     """The executors ``--executor``/``--cluster`` ask for (``[core] executor`` otherwise),
     built and started; a bad name or an unreachable cluster is a :class:`CliError` (and
-    the executors already started are terminated)."""
+    the executors already started are terminated). An executor whose cluster or broker is
+    unreachable is tried again for up to ``wait_for_cluster`` seconds first."""
     names = executor_names(config, name, cluster)
     kwargs_for: dict[str, dict[str, Any]] = {}
     if cluster:
@@ -197,7 +202,7 @@ def build_executors(config: Config, name: str | None, cluster: str | None) -> Ex
     for _, executor in built:
         _quiet_distributed(executor)
         try:
-            executor.start()
+            _start(executor, wait_for_cluster)
         except Exception as exc:
             for other in (executor, *started):
                 with contextlib.suppress(Exception):
@@ -205,6 +210,29 @@ def build_executors(config: Config, name: str | None, cluster: str | None) -> Ex
             raise CliError(_start_error(type(executor).__name__, cluster, exc)) from None
         started.append(executor)
     return ExecutorSet(built, parallelism=config.core.parallelism)
+
+
+#: Longest pause between two tries to start an executor whose cluster is unreachable.
+START_RETRY_MAX_SECONDS = 10.0
+
+
+def _start(executor: BaseExecutor, wait_for: float) -> None:
+    """``executor.start()``, tried again with a growing pause while its cluster is
+    unreachable, until ``wait_for`` seconds have passed."""
+    deadline = time.monotonic() + wait_for
+    pause = 1.0
+    while True:
+        try:
+            executor.start()
+            return
+        except ClusterUnreachableError as exc:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise
+            pause = min(pause, left)
+            log.warning("%s; trying again in %.0f s (giving up in %.0f s)", exc, pause, left)
+            time.sleep(pause)
+            pause = min(pause * 2, START_RETRY_MAX_SECONDS)
 
 
 def _quiet_distributed(executor: BaseExecutor) -> None:

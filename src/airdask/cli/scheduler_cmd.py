@@ -26,7 +26,8 @@ def scheduler_command(executor_name: str | None, cluster: str | None) -> None:
     ctx = cli_context()
     store = ready_store(ctx)
     refuse_second_sqlite_scheduler(ctx, store)  # before starting an executor for nothing
-    executors = build_executors(ctx.config, executor_name, cluster)
+    wait = ctx.config.scheduler.executor_start_timeout  # a daemon outlives a cluster restart
+    executors = build_executors(ctx.config, executor_name, cluster, wait_for_cluster=wait)
     job = SchedulerJob(store=store, executor=executors, config=ctx.config)
     job.executor_started = True
     job_id = job.register()

@@ -166,6 +166,11 @@ class NotSupportedError(NotImplementedError):
     """An optional executor method this executor cannot provide; the message says why."""
 
 
+class ClusterUnreachableError(RuntimeError):
+    """``start()`` could not reach the executor's cluster or broker: not a mistake in the
+    configuration, so trying again later may succeed (a scheduler daemon waits for it)."""
+
+
 @dataclass
 class RunningRetryAttemptType:
     """Tracks a key that is queued again while the executor still counts it as running.

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 from kombu.exceptions import OperationalError
 
 from airdask.commands import build_spec
-from airdask.executors.base import BaseExecutor, TaskTuple
+from airdask.executors.base import BaseExecutor, ClusterUnreachableError, TaskTuple
 from airdask.executors.celery.app import (
     TASK_NAME,
     WITHDRAWN_STATE,
@@ -80,7 +80,7 @@ PUBLISH_PAUSE_SECONDS = 1.0
 END_POLL_SECONDS = 0.1
 
 
-class CeleryConnectionError(RuntimeError):
+class CeleryConnectionError(ClusterUnreachableError):
     """The broker or the result backend cannot be reached (the message says which)."""
 
 

@@ -8,6 +8,8 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from airdask.executors.base import ClusterUnreachableError
+
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
@@ -18,6 +20,10 @@ log = logging.getLogger(__name__)
 
 class DaskConnectError(RuntimeError):
     """The executor cannot reach, or cannot build, its Dask cluster; the message says why."""
+
+
+class DaskUnreachableError(DaskConnectError, ClusterUnreachableError):
+    """The Dask scheduler did not answer (it may be restarting)."""
 
 
 def security_from_config(config: Config) -> Any | None:
@@ -121,7 +127,9 @@ def connect(
             new._timeout = parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"))
             return DaskConnection(new, None, owns_client=True)
         except Exception as exc:
-            raise DaskConnectError(f"cannot connect to Dask scheduler {address}: {exc}") from exc
+            raise DaskUnreachableError(
+                f"cannot connect to Dask scheduler {address}: {exc}"
+            ) from exc
     current = current_client() if reuse_current_client else None
     if current is not None:
         log.info("reusing this process's Dask client (scheduler %s)", current.scheduler.address)
