@@ -453,3 +453,26 @@ def test_a_private_file_name_with_a_path_is_refused(tmp_path: Path) -> None:
     out = runner.run_task(spec_for(ArgvWithFiles(["true"], files={"../x": "1"}), tmp_path))
     assert out["kind"] == "error" and "not a plain file name" in out["reason"]
     assert not (tmp_path.parent / "x").exists()
+
+
+def test_one_attempt_runs_once_at_a_time_in_a_process(tmp_path: Path) -> None:
+    """Two calls for one key at once (Dask executing a key twice on one worker): the command
+    runs once, and the second call returns the first one's outcome."""
+    ledger = tmp_path / "ledger"
+    release = tmp_path / "release"
+    script = f"echo start >> {ledger}; while [ ! -e {release} ]; do sleep 0.02; done; echo end"
+    spec = build_spec(KEY, ["bash", "-c", script], log_root=None, return_log=True)
+    outcomes: list[runner.Outcome] = []
+    calls = [threading.Thread(target=lambda: outcomes.append(runner.run_task(spec)))
+             for _ in range(2)]  # fmt: skip
+    calls[0].start()
+    wait_for(ledger.exists, timeout=10, what="the first run's start")
+    first = runner._runtime().runs[spec["key"]]
+    calls[1].start()
+    wait_for(lambda: first.waiters == 1, timeout=10, what="the second call waiting")
+    release.touch()
+    for call in calls:
+        call.join(timeout=20)
+    assert ledger.read_text() == "start\n"  # one command, not two
+    assert len(outcomes) == 2 and outcomes[0] is outcomes[1]
+    assert outcomes[0]["kind"] == "success" and "end" in (outcomes[0]["log"] or "")

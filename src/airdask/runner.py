@@ -53,7 +53,7 @@ from airdask.supervision import (
 from airdask.supervision import START_REPORT_DELAY as START_REPORT_DELAY
 from airdask.supervision import STARTED_TOPIC as STARTED_TOPIC
 
-RUNTIME_MODULE = "_airdask_runtime_5"  # bumped when the runtime's shape changes
+RUNTIME_MODULE = "_airdask_runtime_6"  # bumped when the runtime's shape changes
 #: Every outcome is pushed on this topic: it is how the executor learns it (no attempt's
 #: result is ever fetched or held; see executors/dask/keeper.py). The pushed log is at most
 #: PUSH_LOG_MAX characters (the Dask scheduler keeps the last events of a topic, and the
@@ -152,6 +152,7 @@ def _runtime() -> Any:
         rt.unstarted = set()  # keys of argv attempts running but without a process yet
         rt.revoked = {}  # key -> reason
         rt.log_paths = {}  # key -> log path (or in-memory log) of a running attempt
+        rt.runs = {}  # key -> _Run of the attempt running in this process
         rt.kept_logs = collections.OrderedDict()  # key -> log tail too long to push
         rt.kept_chars = 0
         rt.results = {}  # key -> (format, data) of a callable's return value, until reported
@@ -390,9 +391,43 @@ def _call(spec: TaskSpec, rt: Any, log: Any) -> RunResult:
     return "success", "returned", None
 
 
+class _Run:
+    """An attempt running in this process; a second call for its key waits for it."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.outcome: Outcome | None = None
+        self.waiters = 0  # calls waiting for it (a probe for tests)
+
+
 def run_task(spec: TaskSpec) -> Outcome:
-    """Run one attempt and return its outcome. Never raises for the task's own failures."""
+    """Run one attempt and return its outcome. Never raises for the task's own failures.
+
+    One attempt runs at most once at a time per process: a call for a key that is running
+    here already waits for that run and returns its outcome. (Dask should never execute a
+    key twice at once on one worker; the chaos soak once saw it do so, around a worker's
+    death, and an attempt's command must not run twice.)"""
     rt = _runtime()
+    with rt.lock:
+        running = rt.runs.get(spec["key"])
+        if running is None:
+            rt.runs[spec["key"]] = mine = _Run()
+        else:
+            running.waiters += 1
+    if running is not None:
+        running.done.wait()
+        # None: that run raised (it never does for the task's own failures); run it here
+        return running.outcome if running.outcome is not None else run_task(spec)
+    try:
+        mine.outcome = _run_once(spec, rt)
+        return mine.outcome
+    finally:
+        with rt.lock:
+            rt.runs.pop(spec["key"], None)
+        mine.done.set()
+
+
+def _run_once(spec: TaskSpec, rt: Any) -> Outcome:
     worker = _worker()
     started = time.time()
     if worker is not None:
