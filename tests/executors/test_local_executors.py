@@ -56,6 +56,37 @@ def test_local_worker_death_fails_exactly_its_task(config: Config, tmp_path: Pat
     ex.end()
 
 
+def test_a_local_worker_whose_scheduler_died_as_it_started_runs_nothing(tmp_path: Path) -> None:
+    """A scheduler SIGKILLed while its new worker's interpreter starts sends it no death
+    signal; the attempt it already sent must not run (it would end beside its retry)."""
+    import socket
+    import subprocess
+    from multiprocessing.connection import Connection
+
+    from airdask.commands import build_spec
+    from airdask.state import TaskInstanceKey
+
+    marker = tmp_path / "ran"
+    spec = build_spec(TaskInstanceKey("d", "t", "r", 1), ["touch", str(marker)],
+                      log_root=str(tmp_path), return_log=False)  # fmt: skip
+    ours, theirs = socket.socketpair()
+    with theirs:
+        gone = os.getpid() + 1  # the scheduler that spawned it; this test is its parent now
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "airdask.executors.local_worker", str(theirs.fileno()),
+             "1", str(gone)],
+            pass_fds=[theirs.fileno()],
+        )  # fmt: skip
+    conn = Connection(ours.detach())
+    try:
+        conn.send(spec)
+        assert worker.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        worker.kill()
+        conn.close()
+    assert not marker.exists()
+
+
 def test_parallelism_zero_uses_a_process_per_task(config: Config, tmp_path: Path) -> None:
     ex = LocalExecutor(0, config=config)
     ex.start()

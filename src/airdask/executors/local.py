@@ -90,6 +90,7 @@ class LocalExecutor(BaseExecutor):
                     "airdask.executors.local_worker",
                     str(theirs.fileno()),
                     "1" if once else "0",
+                    str(os.getpid()),
                 ],
                 pass_fds=[theirs.fileno()],
                 stdin=subprocess.DEVNULL,
