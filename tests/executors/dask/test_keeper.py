@@ -121,3 +121,22 @@ def test_an_unacknowledged_outcome_waits_in_the_keeper(client: Client, config: C
              timeout=10, what="the acknowledgement")  # fmt: skip
     ex.end()
     assert TaskInstanceKey("keeper", "kept", "run1", 1) == ti.key
+
+
+def test_an_outcome_end_harvests_stays_in_the_keeper(client: Client, config: Config) -> None:
+    """end() acknowledges what was recorded before it, not the outcomes it harvests itself:
+    the caller records those only after end() returns, and a scheduler that dies first (or
+    cannot reach its database) leaves them for its successor to adopt (ADR 0003)."""
+    ex = DaskExecutor(client=client, config=config)
+    ti = make_ti("harvested-by-end", dag_id="keeper", try_number=1)
+    ex.queue_command(ti, PythonCommand(wait_for_event, "end-gate"))
+    ex.heartbeat()  # submitted; it cannot finish before the gate opens
+    name = build_spec(ti.key, ["true"], log_root=None, return_log=True)["key"]
+    try:
+        Event("end-gate", client=client).set()
+        ex.end()  # waits for it and reports it
+        assert ex.get_event_buffer()[ti.key][0] is S.SUCCESS
+        kept = client.sync(client.scheduler.airdask_lookup, keys=[name])[name]
+        assert kept is not None and kept["outcome"]["state"] == "success"
+    finally:
+        client.sync(client.scheduler.airdask_ack, keys=[name])  # as the recording caller

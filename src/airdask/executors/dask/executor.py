@@ -474,8 +474,11 @@ class DaskExecutor(BaseExecutor):
                 self._reconcile(self._track.names(), "unknown to the Dask scheduler")
         self._reporter.started()
         if self._connected():
-            reported = self._reporter.take_reported()
-            acknowledge(self.client, self._recorded + self._unacked + reported, wait=True)
+            # What was recorded before end() (its contract); not what end() harvested: the
+            # caller records that after end() returns, and a caller that dies first leaves
+            # it to its successor's adoption. Those copies expire in the keeper.
+            acknowledge(self.client, self._recorded + self._unacked, wait=True)
+        self._reporter.take_reported()
         self._unacked, self._recorded = [], []
         self._close()
 
