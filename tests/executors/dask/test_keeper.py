@@ -3,6 +3,7 @@ graphs and to nobody else's, what it reports, and what it keeps."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from airdask import PythonCommand, runner
 from airdask.commands import build_spec
 from airdask.config import Config
 from airdask.executors.dask import DaskExecutor
-from airdask.executors.dask.keeper import KEEPER_NAME, Keeper
+from airdask.executors.dask.keeper import KEEPER_NAME, KEEPER_PREFIX, Keeper
 from airdask.state import TaskInstanceKey, TaskInstanceState
 from dask_support import local_cluster
 from executor_support import drain, make_ti
@@ -140,3 +141,36 @@ def test_an_outcome_end_harvests_stays_in_the_keeper(client: Client, config: Con
         assert kept is not None and kept["outcome"]["state"] == "success"
     finally:
         client.sync(client.scheduler.airdask_ack, keys=[name])  # as the recording caller
+
+
+def _seed_old_keeper(dask_scheduler: Any) -> list[str]:
+    old = dask_scheduler.plugins["airdask-keeper-1"]
+    old.kept["old-attempt"] = (time.monotonic(), {"key": "old-attempt", "state": "success"})
+    old.live["old-running"] = "old-client"
+    return sorted(dask_scheduler.plugins)
+
+
+def _keepers(dask_scheduler: Any) -> list[str]:
+    return sorted(name for name in dask_scheduler.plugins if name.startswith(KEEPER_PREFIX))
+
+
+@pytest.mark.timeout(120)
+def test_an_older_keeper_is_taken_over_and_removed(config: Config) -> None:
+    """A long-lived Dask scheduler that an older airdask used keeps its keeper: the new one
+    takes over its copies and its attempts in flight, and removes it (nobody could reach it:
+    its handlers are the new keeper's now)."""
+    with (
+        local_cluster(n_workers=0, threads=1) as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
+        client.register_plugin(Keeper(), name="airdask-keeper-1")
+        assert "airdask-keeper-1" in client.run_on_scheduler(_seed_old_keeper)
+        ex = DaskExecutor(client=client, config=config)
+        ex.start()
+        try:
+            assert client.run_on_scheduler(_keepers) == [KEEPER_NAME]
+            found = client.sync(client.scheduler.airdask_lookup, keys=["old-attempt"])
+            assert found["old-attempt"]["outcome"]["state"] == "success"
+            assert client.sync(client.scheduler.airdask_keeper_info) == {"live": 1, "kept": 1}
+        finally:
+            ex.end()

@@ -33,8 +33,10 @@ from distributed.diagnostics.plugin import SchedulerPlugin
 
 from airdask.runner import FINISHED_TOPIC, OutcomeKind
 
-#: The plugin's name on the scheduler (bumped when its protocol changes).
-KEEPER_NAME = "airdask-keeper-2"
+#: The plugin's name on the scheduler (bumped when its protocol changes; see
+#: :meth:`Keeper.start` for what becomes of an older keeper).
+KEEPER_PREFIX = "airdask-keeper-"
+KEEPER_NAME = KEEPER_PREFIX + "2"
 #: The stream message by which a client acknowledges outcomes (:meth:`Keeper.stream_ack`).
 ACK_OP = "airdask-ack"
 #: The annotation that marks a graph as airdask's (its value names the submitter).
@@ -102,6 +104,7 @@ class Keeper(SchedulerPlugin):
 
     async def start(self, scheduler: Any) -> None:
         self.scheduler = scheduler
+        self._replace_older(scheduler)
         scheduler.handlers.update(
             {
                 "airdask_ack": self.ack,
@@ -112,6 +115,20 @@ class Keeper(SchedulerPlugin):
         )
         # Acknowledgements come on the clients' batched streams (no reply needed).
         scheduler.stream_handlers[ACK_OP] = self.stream_ack
+
+    def _replace_older(self, scheduler: Any) -> None:
+        """Take over what the keeper of an older airdask on this long-lived scheduler holds,
+        and remove it. The handlers below replace its own, so nobody could acknowledge or
+        look up its copies any more: left in place, it would keep one of every outcome
+        (up to ``max_kept``, each with its log tail) and report Dask's errors twice."""
+        for name, old in list(scheduler.plugins.items()):
+            if not name.startswith(KEEPER_PREFIX) or name == KEEPER_NAME:
+                continue
+            self.live.update(getattr(old, "live", {}))
+            self.silent.update(getattr(old, "silent", ()))
+            for key, copy in getattr(old, "kept", {}).items():
+                self.kept.setdefault(key, copy)
+            scheduler.remove_plugin(name=name)
 
     # ---- the scheduler's hooks -----------------------------------------------------
 
