@@ -271,9 +271,14 @@ class BaseExecutor:
     def start(self) -> None:
         """Acquire resources (connections, worker processes, clusters).
 
-        Called once, by the scheduler's thread, before the first ``heartbeat()``. The
-        default does nothing.
+        Called once, by the scheduler's thread, before the first ``heartbeat()`` (again only
+        after it raised :class:`ClusterUnreachableError`). The default does nothing.
 
+        :raises ClusterUnreachableError: the cluster or broker did not answer (it may be
+            restarting): ``airdask scheduler`` calls ``start()`` again, with pauses, for
+            ``[scheduler] executor_start_timeout`` seconds, without ``terminate()`` in
+            between, so a ``start()`` that raises it must leave nothing that a second call
+            trips over.
         :raises Exception: the backend cannot be reached or built; the message says why (the
             CLI shows it as one line). The caller then calls ``terminate()`` (the CLI) or
             ``end()`` (the scheduler's stop) to release what was acquired, so both must
