@@ -198,6 +198,49 @@ def test_a_restarted_dask_scheduler_costs_no_try_and_leaves_no_command(
         ex.end()
 
 
+@pytest.mark.timeout(150)
+def test_a_failed_install_on_a_restarted_dask_scheduler_is_tried_again(
+    config: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first try to install airdask on the new Dask scheduler fails: the next sync()
+    must still take it for a new scheduler (install again, report the attempts that died
+    with the old one, name the new one in external ids), not for the old one come back."""
+    with external_cluster(tmp_path) as cl:
+        cl.start_worker(nthreads=1)
+        ex = DaskExecutor(cl.address, config=config)
+        ex.start()
+        ex.client.wait_for_workers(1, timeout=60)
+        old_id = ex.scheduler_id
+        pid_file = tmp_path / "pids"
+        ti = make_ti("in_flight")
+        ex.queue_command(ti, ["bash", "-c", f"echo $$ >> {pid_file}; sleep 60"])
+        ex.heartbeat()
+        wait_for(pids_file_complete(pid_file, 1), timeout=30, what="the command to start")
+        ex.get_event_buffer()
+        cl.kill_scheduler()
+        wait_for(lambda: not ex._connected(), timeout=30, what="the executor to notice")
+        ex.heartbeat()  # DOWN
+        install = ex._install_runner
+        failures: list[str] = []
+
+        def failing_once() -> None:
+            if not failures:
+                failures.append("install")
+                raise OSError("the new scheduler did not answer in time")
+            install()
+
+        monkeypatch.setattr(ex, "_install_runner", failing_once)
+        cl.restart_scheduler()
+        cl.start_worker(nthreads=1)
+        events = drain(ex, [ti.key], timeout=60)
+        assert failures == ["install"]
+        state, info = events[ti.key]
+        assert state is S.FAILED and info.kind == "connection_lost" and "restarted" in str(info)
+        assert ex.scheduler_id != old_id
+        assert ex.client.sync(ex.client.scheduler.airdask_keeper_info) is not None
+        ex.end()
+
+
 ADOPT_SCRIPT = textwrap.dedent(
     """
     import json, sys, time

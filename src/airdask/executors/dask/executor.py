@@ -270,9 +270,14 @@ class DaskExecutor(BaseExecutor):
             self._unacked, self._recorded = [], []  # that keeper is gone
             try:
                 self._install_runner()
-            except Exception as exc:  # the next reconnect tries again
+            except Exception as exc:  # the next check tries again
                 log.error("could not install airdask on the new Dask scheduler: %s", exc)
+                # Still down, and still on the old scheduler's id: the next check that finds
+                # the client connected says NEW again, not BACK (the same one come back),
+                # which would skip the install and never report the attempts lost with it.
                 self._watch.down_since = time.monotonic()
+                if self.scheduler_id is not None:
+                    self._watch.scheduler_id = self.scheduler_id
                 return False
             self._reporter.lose(self._track.names(), "the Dask scheduler was restarted")
             self.scheduler_id = self._watch.scheduler_id
