@@ -19,7 +19,8 @@ from airdask import PythonCommand
 from airdask.commands import dask_key
 from airdask.config import Config
 from airdask.executors.dask import DaskExecutor
-from airdask.executors.dask.adoption import KeeperError
+from airdask.executors.dask import executor as executor_module
+from airdask.executors.dask.adoption import KeeperError, lookup
 from airdask.state import TaskInstanceState
 from dask_support import external_cluster, local_cluster
 from executor_support import drain, make_ti
@@ -239,6 +240,44 @@ def test_a_failed_install_on_a_restarted_dask_scheduler_is_tried_again(
         assert ex.scheduler_id != old_id
         assert ex.client.sync(ex.client.scheduler.airdask_keeper_info) is not None
         ex.end()
+
+
+@pytest.mark.timeout(120)
+def test_a_failed_lookup_after_a_reconnect_is_asked_again(
+    config: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Back on the same Dask scheduler, the executor asks the keeper about its attempts (an
+    outcome pushed while the link was down never reached it). When that lookup fails, the
+    next sync() must ask again: nothing else would, and a missed outcome would leave its
+    task instance running for ever."""
+    with local_cluster(n_workers=1, threads=1) as cluster:
+        ex = DaskExecutor(cluster.scheduler_address, config=config)
+        ex.start()
+        ti = make_ti("held_over_a_blip")
+        ex.queue_command(ti, ["bash", "-c", f"touch {tmp_path / 'started'}; sleep 60"])
+        ex.heartbeat()
+        wait_for((tmp_path / "started").exists, timeout=30, what="the command to start")
+        asked: list[list[str]] = []
+
+        def failing_once(client: Any, names: list[str]) -> dict[str, Any]:
+            asked.append(list(names))
+            if len(asked) == 1:
+                raise KeeperError("the Dask scheduler did not answer")
+            return lookup(client, names)
+
+        monkeypatch.setattr(executor_module, "lookup", failing_once)
+        comm = ex.client.scheduler_comm
+        ex.client.loop.add_callback(comm.comm.abort)  # the link drops; the client reconnects
+        wait_for(lambda: ex.client.scheduler_comm is not comm and ex._connected(), timeout=30,
+                 what="the client to reconnect")  # fmt: skip
+
+        def asked_twice() -> bool:
+            ex.heartbeat()
+            return len(asked) >= 2
+
+        wait_for(asked_twice, timeout=30, what="the keeper to be asked again")
+        assert asked[1] == [dask_key(ti.key)]
+        ex.terminate()
 
 
 ADOPT_SCRIPT = textwrap.dedent(

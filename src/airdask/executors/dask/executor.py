@@ -157,6 +157,8 @@ class DaskExecutor(BaseExecutor):
         #: recorded outcomes not yet acknowledged to the keeper, and when it was last told
         self._recorded: list[str] = []
         self._acked_at = 0.0
+        #: attempts in flight when the link came back that the keeper could not be asked about
+        self._unreconciled: list[str] = []
         self._reporter = Reporter(
             self._track,
             self._logs,
@@ -257,6 +259,8 @@ class DaskExecutor(BaseExecutor):
             return False
         link = self._watch.check()
         if link is Link.UP:
+            if self._unreconciled:
+                self._reconcile_after_outage()
             return True
         if link is Link.DOWN:
             return False
@@ -280,10 +284,21 @@ class DaskExecutor(BaseExecutor):
                     self._watch.scheduler_id = self.scheduler_id
                 return False
             self._reporter.lose(self._track.names(), "the Dask scheduler was restarted")
+            self._unreconciled = []
             self.scheduler_id = self._watch.scheduler_id
         else:
-            self._reconcile(self._track.names(), "lost while the connection was down")
+            self._unreconciled = self._track.names()
+            self._reconcile_after_outage()
         return True
+
+    def _reconcile_after_outage(self) -> None:
+        """Ask the keeper about the attempts in flight when the link came back (an outcome
+        pushed meanwhile never arrived), at each sync until it answers: nothing else asks
+        about them (END_SWEEP_SECONDS is for end()). Only those: a newer attempt may not
+        have reached the scheduler yet, and would be taken for lost."""
+        names = [name for name in self._unreconciled if self._track.ti_key(name) is not None]
+        if self._reconcile(names, "lost while the connection was down"):
+            self._unreconciled = []
 
     @property
     def slots_available(self) -> int:
@@ -438,17 +453,19 @@ class DaskExecutor(BaseExecutor):
             self._install_runner()
         self._reporter.report(found)
 
-    def _reconcile(self, names: list[str], why: str) -> None:
+    def _reconcile(self, names: list[str], why: str) -> bool:
         """Ask the keeper about ``names``: report the finished, keep the running, and report
-        the ones it does not know as lost (outcome unknown)."""
+        the ones it does not know as lost (outcome unknown). False if it could not be asked
+        (the caller asks again)."""
         try:
             answers = lookup(self.client, names)
         except KeeperError as exc:
             log.warning("%s; will ask again", exc)
-            return
+            return False
         outcomes = {n: a["outcome"] for n, a in answers.items() if a and "outcome" in a}
         self._reporter.outcomes(list(outcomes.items()))
         self._reporter.lose([n for n in names if answers.get(n) is None], why)
+        return True
 
     def _fetch_kept_logs(self, worker: str, names: list[str]) -> dict[str, str | None]:
         if not self._connected():
