@@ -20,6 +20,7 @@ from airdask.config import Config
 from airdask.executors import load_executor
 from airdask.executors.dask import DaskExecutor
 from airdask.executors.dask.adoption import split_external_id
+from airdask.executors.dask.shipping import ShippingError
 from airdask.executors.events import EventInfo
 from airdask.logs import log_path
 from airdask.state import TaskInstanceKey, TaskInstanceState
@@ -632,6 +633,19 @@ def test_runs_on_a_worker_that_cannot_import_airdask(
     assert "python ok" in log_path(config.logging.base_log_folder, py_ti.key).read_text()
 
 
+def forget_runner(client: Any) -> None:
+    """Make the Dask scheduler look restarted to the runner: no module, no plugin."""
+
+    def forget(dask_scheduler: Any) -> None:  # nested: shipped by value
+        import sys
+
+        sys.modules.pop("_airdask_shipped", None)
+        for name in [n for n in dask_scheduler.plugins if n.startswith("airdask-shipped")]:
+            dask_scheduler.remove_plugin(name)
+
+    client.run_on_scheduler(forget)
+
+
 def test_a_scheduler_that_lost_the_runner_gets_it_again(
     subprocess_cluster: ExternalCluster, config: Config
 ) -> None:
@@ -639,15 +653,7 @@ def test_a_scheduler_that_lost_the_runner_gets_it_again(
     reference: no module, no plugin. The attempt fails with that reason and the executor
     installs the runner again, so the retry runs."""
     ex, _ = attached(subprocess_cluster, config, offering="gpu")
-
-    def forget_runner(dask_scheduler: Any) -> None:
-        import sys
-
-        sys.modules.pop("_airdask_shipped", None)
-        for name in [n for n in dask_scheduler.plugins if n.startswith("airdask-shipped")]:
-            dask_scheduler.remove_plugin(name)
-
-    ex.client.run_on_scheduler(forget_runner)
+    forget_runner(ex.client)
     lost = make_ti("lost")
     ex.queue_command(lost, ["true"])
     state, info = drain(ex, [lost.key])[lost.key]
@@ -656,6 +662,36 @@ def test_a_scheduler_that_lost_the_runner_gets_it_again(
     ex.queue_command(retry, ["true"])
     state, info = drain(ex, [retry.key])[retry.key]
     assert state is S.SUCCESS, info
+    ex.end()
+
+
+def test_a_failed_install_of_a_lost_runner_loses_no_outcome(
+    subprocess_cluster: ExternalCluster, config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Installing the runner again may fail too (the Dask scheduler busy, say): sync() still
+    reports the attempt that found no runner (it must not raise: that stops the scheduler,
+    and the outcomes it had taken would be lost), and the next such error installs it."""
+    ex, _ = attached(subprocess_cluster, config, offering="gpu")
+    forget_runner(ex.client)
+    install = ex._install_runner
+    tries: list[str] = []
+
+    def failing_once() -> None:
+        tries.append("install")
+        if len(tries) == 1:
+            raise ShippingError("the Dask cluster refused to install the runner: timeout")
+        install()
+
+    monkeypatch.setattr(ex, "_install_runner", failing_once)
+    for try_number in (1, 2):
+        ti = make_ti("unlucky", try_number=try_number)
+        ex.queue_command(ti, ["true"])
+        state, info = drain(ex, [ti.key])[ti.key]
+        assert state is S.FAILED and "deserialization of the task graph" in info.reason
+    assert tries == ["install", "install"]
+    last = make_ti("unlucky", try_number=3)
+    ex.queue_command(last, ["true"])
+    assert drain(ex, [last.key])[last.key][0] is S.SUCCESS
     ex.end()
 
 

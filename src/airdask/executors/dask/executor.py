@@ -72,7 +72,13 @@ from airdask.executors.dask.ops import (
 )
 from airdask.executors.dask.reporting import Reporter
 from airdask.executors.dask.routing import NoWorkerError, ResourceRouter
-from airdask.executors.dask.shipping import install, reference, register_runner, shipped
+from airdask.executors.dask.shipping import (
+    ShippingError,
+    install,
+    reference,
+    register_runner,
+    shipped,
+)
 from airdask.executors.dask.submit import Pending, chunked_groups
 from airdask.executors.dask.task_logs import LogWriter
 from airdask.executors.dask.tracking import Tracker, resubscribe, subscribe, unsubscribe
@@ -446,12 +452,15 @@ class DaskExecutor(BaseExecutor):
                 self._track.drop_future(name)
             else:
                 found[name] = harvested
+        self._reporter.report(found)  # first: taken from _done, they exist nowhere else
         if any(h.info.kind == "error" and _lost_runner(h.info.reason) for h in found.values()):
             # A restarted Dask scheduler (or worker) lost the plugins: install them again
             # so that the attempts the scheduler retries find the runner.
             log.warning("the Dask cluster lost airdask's runner; installing it again")
-            self._install_runner()
-        self._reporter.report(found)
+            try:
+                self._install_runner()
+            except ShippingError as exc:  # not a reason to stop: the retry's error tries again
+                log.error("could not install airdask's runner again: %s", exc)
 
     def _reconcile(self, names: list[str], why: str) -> bool:
         """Ask the keeper about ``names``: report the finished, keep the running, and report
