@@ -338,7 +338,9 @@ class SchedulerJob:
             raise
         finally:
             try:
-                self.stop(state=state)  # beats go on while end() waits for the attempts
+                # Beats go on while end() waits for the attempts, for STALL_FACTOR thresholds
+                # (300 s) at most: an end() waiting longer lets another scheduler take over.
+                self.stop(state=state)
             finally:
                 if self._heartbeats is not None:
                     self._heartbeats.stop()
