@@ -143,11 +143,15 @@ def test_an_outcome_end_harvests_stays_in_the_keeper(client: Client, config: Con
         client.sync(client.scheduler.airdask_ack, keys=[name])  # as the recording caller
 
 
-def _seed_old_keeper(dask_scheduler: Any) -> list[str]:
+def _seed_old_keeper(dask_scheduler: Any) -> None:
     old = dask_scheduler.plugins["airdask-keeper-1"]
     old.kept["old-attempt"] = (time.monotonic(), {"key": "old-attempt", "state": "success"})
     old.live["old-running"] = "old-client"
-    return sorted(dask_scheduler.plugins)
+
+
+def _old_keeper_holds(dask_scheduler: Any) -> list[int]:
+    old = dask_scheduler.plugins["airdask-keeper-1"]
+    return [len(old.live), len(old.kept)]
 
 
 def _keepers(dask_scheduler: Any) -> list[str]:
@@ -155,22 +159,26 @@ def _keepers(dask_scheduler: Any) -> list[str]:
 
 
 @pytest.mark.timeout(120)
-def test_an_older_keeper_is_taken_over_and_removed(config: Config) -> None:
+def test_an_older_keeper_is_taken_over_and_left_holding_nothing(config: Config) -> None:
     """A long-lived Dask scheduler that an older airdask used keeps its keeper: the new one
-    takes over its copies and its attempts in flight, and removes it (nobody could reach it:
-    its handlers are the new keeper's now)."""
+    takes over its copies and its attempts in flight (nobody could reach them: its handlers
+    are the new keeper's now), and it keeps no copy of any later outcome."""
     with (
-        local_cluster(n_workers=0, threads=1) as cluster,
+        local_cluster(n_workers=1, threads=1) as cluster,
         Client(cluster, set_as_default=False) as client,
     ):
         client.register_plugin(Keeper(), name="airdask-keeper-1")
-        assert "airdask-keeper-1" in client.run_on_scheduler(_seed_old_keeper)
+        client.run_on_scheduler(_seed_old_keeper)
         ex = DaskExecutor(client=client, config=config)
         ex.start()
         try:
-            assert client.run_on_scheduler(_keepers) == [KEEPER_NAME]
+            assert client.run_on_scheduler(_keepers) == ["airdask-keeper-1", KEEPER_NAME]
             found = client.sync(client.scheduler.airdask_lookup, keys=["old-attempt"])
             assert found["old-attempt"]["outcome"]["state"] == "success"
             assert client.sync(client.scheduler.airdask_keeper_info) == {"live": 1, "kept": 1}
+            ti = make_ti("after_the_upgrade", dag_id="keeper")
+            ex.queue_command(ti, ["true"])
+            assert drain(ex, [ti.key])[ti.key][0] is S.SUCCESS
+            assert client.run_on_scheduler(_old_keeper_holds) == [0, 0]
         finally:
             ex.end()

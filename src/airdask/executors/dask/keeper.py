@@ -87,6 +87,15 @@ def erred_outcome(key: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     return synthetic_outcome(key, "error", f"dask error: {text or 'unknown error'}", worker)
 
 
+class _HoldsNothing(OrderedDict[str, Any]):
+    """What a superseded keeper keeps its attempts and copies in (see
+    :meth:`Keeper._take_over_older`): nothing it is given stays, so it keeps no copy and,
+    knowing no attempt, reports none."""
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        return
+
+
 class Keeper(SchedulerPlugin):
     """See the module docstring. ``ttl`` seconds and ``max_kept`` copies bound what is kept
     for executors that never come back."""
@@ -104,7 +113,7 @@ class Keeper(SchedulerPlugin):
 
     async def start(self, scheduler: Any) -> None:
         self.scheduler = scheduler
-        self._replace_older(scheduler)
+        self._take_over_older(scheduler)
         scheduler.handlers.update(
             {
                 "airdask_ack": self.ack,
@@ -116,11 +125,13 @@ class Keeper(SchedulerPlugin):
         # Acknowledgements come on the clients' batched streams (no reply needed).
         scheduler.stream_handlers[ACK_OP] = self.stream_ack
 
-    def _replace_older(self, scheduler: Any) -> None:
+    def _take_over_older(self, scheduler: Any) -> None:
         """Take over what the keeper of an older airdask on this long-lived scheduler holds,
-        and remove it. The handlers below replace its own, so nobody could acknowledge or
-        look up its copies any more: left in place, it would keep one of every outcome
-        (up to ``max_kept``, each with its log tail) and report Dask's errors twice."""
+        and leave it holding nothing. The handlers below replace its own, so nobody could
+        acknowledge or look up its copies any more: as it was, it kept one of every outcome
+        (up to ``max_kept``, each with its log tail) and reported Dask's errors twice. It
+        stays registered: an older airdask that starts later then finds it (its install is
+        a no-op) instead of installing it again and taking the handlers back."""
         for name, old in list(scheduler.plugins.items()):
             if not name.startswith(KEEPER_PREFIX) or name == KEEPER_NAME:
                 continue
@@ -128,7 +139,7 @@ class Keeper(SchedulerPlugin):
             self.silent.update(getattr(old, "silent", ()))
             for key, copy in getattr(old, "kept", {}).items():
                 self.kept.setdefault(key, copy)
-            scheduler.remove_plugin(name=name)
+            old.live, old.kept, old.silent = _HoldsNothing(), _HoldsNothing(), set()
 
     # ---- the scheduler's hooks -----------------------------------------------------
 
