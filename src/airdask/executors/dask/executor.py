@@ -75,7 +75,13 @@ from airdask.executors.dask.routing import NoWorkerError, ResourceRouter
 from airdask.executors.dask.shipping import install, reference, register_runner, shipped
 from airdask.executors.dask.submit import Pending, chunked_groups
 from airdask.executors.dask.task_logs import LogWriter
-from airdask.executors.dask.tracking import Tracker, resubscribe, subscribe, unsubscribe
+from airdask.executors.dask.tracking import (
+    Tracker,
+    confirm_subscribed,
+    resubscribe,
+    subscribe,
+    unsubscribe,
+)
 from airdask.executors.dask.watch import ConnectionWatch, Link
 from airdask.executors.events import EventInfo
 from airdask.logs import read_log
@@ -95,6 +101,8 @@ log = logging.getLogger(__name__)
 #: While end() waits, this long without an outcome makes it ask the keeper about every
 #: attempt in flight (O(in flight), so not on every sync).
 END_SWEEP_SECONDS = 10.0
+#: The topics an executor follows (attempts started, attempts finished).
+TOPICS = [runner.STARTED_TOPIC, runner.FINISHED_TOPIC]
 #: Recorded outcomes are acknowledged to the keeper at most this often: one message per
 #: interval rather than one per sync() (the keeper holds the copies that much longer).
 ACK_INTERVAL = 0.2
@@ -220,6 +228,7 @@ class DaskExecutor(BaseExecutor):
         self._router = ResourceRouter(client, policy=self.pool_policy, ttl=self.resource_ttl)
         subscribe(client, runner.STARTED_TOPIC, self._track.on_started)
         subscribe(client, runner.FINISHED_TOPIC, self._track.on_finished)
+        confirm_subscribed(client, TOPICS, timeout=self.config.dask.connect_timeout)
         log.info(
             "DaskExecutor on %s (dashboard: %s)",
             client.scheduler.address,
@@ -276,7 +285,8 @@ class DaskExecutor(BaseExecutor):
                 return False
             self._reporter.lose(self._track.names(), "the Dask scheduler was restarted")
             self.scheduler_id = self._watch.scheduler_id
-        else:
+        else:  # outcomes pushed before the subscriptions were renewed are in the keeper
+            confirm_subscribed(client, TOPICS, timeout=self.config.dask.connect_timeout)
             self._reconcile(self._track.names(), "lost while the connection was down")
         return True
 
