@@ -3,7 +3,7 @@
 One Dask task per attempt, keyed by :func:`airdask.commands.dask_key` (unique per attempt,
 grouped as ``dag_id.task_id`` on the dashboard, numbered tails left out), submitted with
 ``pure=False``, ``retries=0`` and ``priority=priority_weight``. The function that runs on
-the worker is :func:`airdask.runner.run_task`, shipped by value
+the worker is :func:`airdask.runner.run_pushed` (``run_task`` returning nothing), shipped by value
 (:mod:`airdask.executors.dask.shipping`), so workers need not have airdask.
 
 Outcomes (ADR 0003)
@@ -205,7 +205,7 @@ class DaskExecutor(BaseExecutor):
         if self._conn is not None:
             return
         register_runner()
-        self._heavy_run_task = shipped(runner.run_task)
+        self._heavy_run_task = shipped(runner.run_pushed)
         self._run_task: Callable[..., Any] = self._heavy_run_task
         self._read_live_log = shipped(runner.read_live_log)
         self._take_kept_logs = shipped(runner.take_kept_logs)
