@@ -160,8 +160,8 @@ def _pass_db(
         for i in range(width):
             BashTask(f"t{i:06d}", "true")
     now = utcnow()
-    with store.session() as session:
-        for n in range(history + 1 if scheduled else history):
+    for n in range(history + 1 if scheduled else history):
+        with store.session() as session:  # a transaction per run, as when each started
             current = n == history
             run = create_run(session, dag, run_id="current" if current else f"old{n:02d}")
             run.state, run.start_date = ("running" if current else "success"), now
@@ -185,7 +185,8 @@ def _pass_db(
                 ],
             )
             analyze_after_insert(session, "task_instance", width)  # as start_run does
-        if not scheduled:
+    if not scheduled:
+        with store.session() as session:
             create_run(session, dag, run_id="current")
     return store, config, dag
 

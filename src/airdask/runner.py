@@ -427,6 +427,13 @@ def run_task(spec: TaskSpec) -> Outcome:
         mine.done.set()
 
 
+def run_pushed(spec: TaskSpec) -> None:
+    """:func:`run_task` for an executor that learns outcomes only from what is pushed (the
+    Dask executor: ADR 0003): the Dask task's result is None, so the worker neither stores
+    nor measures (``sizeof``) an outcome dict per attempt that nobody fetches."""
+    run_task(spec)
+
+
 def _run_once(spec: TaskSpec, rt: Any) -> Outcome:
     worker = _worker()
     started = time.time()

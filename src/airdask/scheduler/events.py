@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol, cast
 
-from sqlalchemy import Executable, Table, bindparam, event, insert, inspect
+from sqlalchemy import Executable, Table, bindparam, event, insert, inspect, or_
 from sqlalchemy.orm import Session
 
 from airdask.executors.events import EventInfo, reason_of
@@ -265,6 +265,7 @@ def apply_events(
         task instance (for tools and tests that play the executor)."""
     now = now or utcnow()
     out = Outcomes()
+    events = _record_external_ids(session, events, job_id)
     tis = load_tis(session, events, lock=True)
     detach(session, tis.values())
     changed: list[TaskInstance] = []
@@ -313,6 +314,67 @@ def apply_events(
     store_results(session, out.results)
     logs.flush(session)
     return out
+
+
+#: UPDATE task_instance SET external_executor_id WHERE <primary key> AND the try is the
+#: live one queued by the reporting job (Core, executemany).
+_EXTERNAL_ID = (
+    _TI_TABLE.update()
+    .where(
+        *[_TI_TABLE.c[name] == bindparam(f"pk_{name}") for name in _PK],
+        _TI_TABLE.c.try_number == bindparam("pk_try_number"),
+        or_(*[_TI_TABLE.c.state == live for live in LIVE_VALUES]),  # no IN: executemany
+    )
+    .values(external_executor_id=bindparam("ext"), updated_at=bindparam("now"))
+)
+
+
+def _record_external_ids(
+    session: Session,
+    events: Mapping[TaskInstanceKey, tuple[TaskInstanceState | None, Any]],
+    job_id: int | None,
+) -> Mapping[TaskInstanceKey, tuple[TaskInstanceState | None, Any]]:
+    """Write the external ids of QUEUED events in one conditional executemany, without
+    loading their task instances; return the events still to apply.
+
+    Half of all events are these (one per attempt, as it is handed to the cluster) and all
+    they change is ``external_executor_id``. The WHERE clause is :func:`_apply_progress`'s
+    rule (same try, still live) and the job check of :func:`apply_events`; when fewer rows
+    match than there are events, every one of them goes the ordinary way as well, which
+    writes nothing for those done here (the id is already there) and says why each of the
+    others is not applied."""
+    now = utcnow()
+    done, rows = set(), []
+    for key in sorted(events, key=_lock_order):
+        state, raw_info = events[key]
+        external_id = _info(raw_info).external_executor_id if state == S.QUEUED else None
+        if not external_id:
+            continue
+        done.add(key)
+        rows.append(
+            {
+                "pk_dag_id": key.dag_id,
+                "pk_task_id": key.task_id,
+                "pk_run_id": key.run_id,
+                "pk_map_index": key.map_index,
+                "pk_try_number": key.try_number,
+                "ext": external_id,
+                "now": now,
+            }
+        )
+    if not rows:
+        return events
+    stmt = _EXTERNAL_ID
+    if job_id is not None:
+        stmt = stmt.where(_TI_TABLE.c.queued_by_job_id == job_id)
+    if session.connection().execute(stmt, rows).rowcount != len(rows):
+        return events
+    return {key: event for key, event in events.items() if key not in done}
+
+
+def _lock_order(key: TaskInstanceKey) -> tuple[str, str, str, int]:
+    """The order :func:`load_tis` locks task instances in (run, then task and map index)."""
+    return (key.dag_id, key.run_id, key.task_id, key.map_index)
 
 
 def _ignore(

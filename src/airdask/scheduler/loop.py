@@ -77,6 +77,7 @@ from airdask.scheduler.dagcache import DagCache
 from airdask.scheduler.dagscan import DagFolderScan
 from airdask.scheduler.events import add_ti_log, apply_events, set_state, watch_states
 from airdask.scheduler.executors import ExecutorSet, check_dag_executors
+from airdask.scheduler.heap import HeapFreeze
 from airdask.scheduler.held import Held, merge_events
 from airdask.scheduler.liveness import Heartbeats
 from airdask.scheduler.outage import Outage, patiently
@@ -168,6 +169,8 @@ class SchedulerJob:
         self.dirty: set[RunKey] = set()
         self.readiness = Readiness()
         self.held = Held()
+        #: DAGs out of full garbage collections while the scheduler runs (see :mod:`.heap`)
+        self.heap = HeapFreeze()
         self._stop = threading.Event()
         self._last_heartbeat = 0.0
         #: The heartbeat thread while :meth:`run` runs (see :mod:`.liveness`).
@@ -227,6 +230,7 @@ class SchedulerJob:
 
         self.outage.retry_until_stopped(startup)
         self._back_online()
+        self.heap.settle(self.dags)
 
     def stop(self, *, state: str = "success") -> None:
         """``end()`` each executor (waits for running attempts), persist their outcomes,
@@ -236,6 +240,7 @@ class SchedulerJob:
         from the executor is written. If the database stays out for
         :data:`STOP_DB_PATIENCE` seconds, the executor is left as it is (its attempts keep
         running, adoptable) and the Job row is left for another scheduler to declare dead."""
+        self.heap.release()
         # Before end(): an embedded cluster (and its dashboard) closes with the executor.
         self._publish_summary(force=True)
         deadline = time.monotonic() + STOP_DB_PATIENCE
@@ -410,6 +415,7 @@ class SchedulerJob:
         self._heartbeat_job()
         self._recover()
         self._publish_summary()
+        self.heap.settle(self.dags)  # a DAG loaded or reloaded in this pass
         return result
 
     def _publish_summary(self, *, force: bool = False) -> None:

@@ -76,8 +76,11 @@ def queue_ready(
     if budget.exhausted:
         return []
     now = utcnow()
-    ready = (TaskInstance.state == S.SCHEDULED.value) | (
-        (TaskInstance.state == S.UP_FOR_RETRY.value) & (TaskInstance.next_try_at <= now)
+    # The state IN comes first so that the state indexes bound what is read to the ready
+    # task instances: with the OR alone, SQLite read every task instance of the run (its
+    # successes too) to find them, on every pass.
+    ready = TaskInstance.state.in_([S.SCHEDULED.value, S.UP_FOR_RETRY.value]) & (
+        (TaskInstance.state == S.SCHEDULED.value) | (TaskInstance.next_try_at <= now)
     )
     stmt = (
         select(TaskInstance)

@@ -64,8 +64,10 @@ ANALYZE_MIN_ROWS = 1000
 
 def analyze_after_insert(session: Session, table: str, inserted: int) -> bool:
     """``ANALYZE table`` on PostgreSQL after a bulk insert of ``inserted`` rows (in this
-    transaction; it sees them) that grew the table by a tenth or more of its known size (or
-    that the table was never analyzed); True if it did.
+    transaction; it sees them) when the table was never analyzed, or when these rows and
+    those changed since its last analysis (``n_mod_since_analyze``: other transactions'
+    inserts and updates) are a tenth or more of the rows it had then (autovacuum's rule,
+    applied at once); True if it did.
 
     Why: without statistics for the new rows, PostgreSQL estimates that a run has a row or
     two and reads a task instance by primary key through ``ix_ti_run_state`` instead: every
@@ -76,10 +78,18 @@ def analyze_after_insert(session: Session, table: str, inserted: int) -> bool:
     statistics."""
     if inserted < ANALYZE_MIN_ROWS or session.get_bind().dialect.name != "postgresql":
         return False
-    known = session.scalar(
-        text("SELECT reltuples FROM pg_class WHERE oid = CAST(:name AS regclass)"), {"name": table}
-    )
-    if known is not None and known >= 0 and inserted < known / 10:
+    # A run's inserts one by one are each small beside the table; together they are what
+    # the statistics miss (measured: 100 runs of 1,000 analyzed at 11,000 rows made the
+    # UPDATEs of a pass 5 times slower than fresh statistics).
+    row = session.execute(
+        text(
+            "SELECT c.reltuples, s.n_mod_since_analyze FROM pg_class c "
+            "LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid "
+            "WHERE c.oid = CAST(:name AS regclass)"
+        ),
+        {"name": table},
+    ).one_or_none()
+    if row is not None and row[0] >= 0 and inserted + (row[1] or 0) < row[0] / 10:
         return False
     session.execute(text(f"ANALYZE {table}"))
     return True

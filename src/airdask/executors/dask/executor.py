@@ -3,7 +3,7 @@
 One Dask task per attempt, keyed by :func:`airdask.commands.dask_key` (unique per attempt,
 grouped as ``dag_id.task_id`` on the dashboard, numbered tails left out), submitted with
 ``pure=False``, ``retries=0`` and ``priority=priority_weight``. The function that runs on
-the worker is :func:`airdask.runner.run_task`, shipped by value
+the worker is :func:`airdask.runner.run_pushed` (``run_task`` returning nothing), shipped by value
 (:mod:`airdask.executors.dask.shipping`), so workers need not have airdask.
 
 Outcomes (ADR 0003)
@@ -81,7 +81,13 @@ from airdask.executors.dask.shipping import (
 )
 from airdask.executors.dask.submit import Pending, chunked_groups
 from airdask.executors.dask.task_logs import LogWriter
-from airdask.executors.dask.tracking import Tracker, resubscribe, subscribe, unsubscribe
+from airdask.executors.dask.tracking import (
+    Tracker,
+    confirm_subscribed,
+    resubscribe,
+    subscribe,
+    unsubscribe,
+)
 from airdask.executors.dask.watch import ConnectionWatch, Link
 from airdask.executors.events import EventInfo
 from airdask.logs import read_log
@@ -101,6 +107,8 @@ log = logging.getLogger(__name__)
 #: While end() waits, this long without an outcome makes it ask the keeper about every
 #: attempt in flight (O(in flight), so not on every sync).
 END_SWEEP_SECONDS = 10.0
+#: The topics an executor follows (attempts started, attempts finished).
+TOPICS = [runner.STARTED_TOPIC, runner.FINISHED_TOPIC]
 #: Recorded outcomes are acknowledged to the keeper at most this often: one message per
 #: interval rather than one per sync() (the keeper holds the copies that much longer).
 ACK_INTERVAL = 0.2
@@ -205,7 +213,7 @@ class DaskExecutor(BaseExecutor):
         if self._conn is not None:
             return
         register_runner()
-        self._heavy_run_task = shipped(runner.run_task)
+        self._heavy_run_task = shipped(runner.run_pushed)
         self._run_task: Callable[..., Any] = self._heavy_run_task
         self._read_live_log = shipped(runner.read_live_log)
         self._take_kept_logs = shipped(runner.take_kept_logs)
@@ -228,6 +236,7 @@ class DaskExecutor(BaseExecutor):
         self._router = ResourceRouter(client, policy=self.pool_policy, ttl=self.resource_ttl)
         subscribe(client, runner.STARTED_TOPIC, self._track.on_started)
         subscribe(client, runner.FINISHED_TOPIC, self._track.on_finished)
+        confirm_subscribed(client, TOPICS, timeout=self.config.dask.connect_timeout)
         log.info(
             "DaskExecutor on %s (dashboard: %s)",
             client.scheduler.address,
@@ -292,7 +301,8 @@ class DaskExecutor(BaseExecutor):
             self._reporter.lose(self._track.names(), "the Dask scheduler was restarted")
             self._unreconciled = []
             self.scheduler_id = self._watch.scheduler_id
-        else:
+        else:  # outcomes pushed before the subscriptions were renewed are in the keeper
+            confirm_subscribed(client, TOPICS, timeout=self.config.dask.connect_timeout)
             self._unreconciled = self._track.names()
             self._reconcile_after_outage()
         return True

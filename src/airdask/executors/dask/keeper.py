@@ -120,6 +120,7 @@ class Keeper(SchedulerPlugin):
                 "airdask_lookup": self.lookup,
                 "airdask_cancel": self.cancel,
                 "airdask_keeper_info": self.info,
+                "airdask_subscribed": self.subscribed,
             }
         )
         # Acknowledgements come on the clients' batched streams (no reply needed).
@@ -215,6 +216,14 @@ class Keeper(SchedulerPlugin):
     def stream_ack(self, keys: list[str], client: str | None = None) -> None:
         """:meth:`ack`, as a stream handler (``client`` is the sender, unused)."""
         self.ack(keys)
+
+    def subscribed(self, topics: list[str], subscriber: str) -> bool | None:
+        """Whether the scheduler sends ``subscriber`` (a client id) the events of every one
+        of ``topics``; None where this Dask version does not say (its broker's layout)."""
+        found = getattr(getattr(self.scheduler, "_broker", None), "_topics", None)
+        if not isinstance(found, dict):
+            return None
+        return all(subscriber in getattr(found.get(t), "subscribers", ()) for t in topics)
 
     def lookup(self, keys: list[str]) -> dict[str, Any]:
         """Per key: ``{"outcome": ...}`` if it finished, ``{"state": ...}`` while Dask still

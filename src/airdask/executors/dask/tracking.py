@@ -10,14 +10,18 @@ only for errors Dask reports to the submitting client alone.
 from __future__ import annotations
 
 import contextlib
+import logging
 import queue
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from typing import Any
 
 from airdask.executors.common import drain_queue
 from airdask.state import TaskInstanceKey
+
+log = logging.getLogger(__name__)
 
 
 class Tracker:
@@ -138,6 +142,31 @@ def subscribe(client: Any, topic: str, handler: Callable[[Any], None]) -> None:
             client.subscribe_topic(topic, fanout)
         if handler not in fanout.handlers:
             fanout.handlers.append(handler)
+
+
+def confirm_subscribed(client: Any, topics: list[str], *, timeout: float) -> bool:
+    """Wait until the Dask scheduler has taken ``client``'s subscriptions to ``topics``.
+
+    They travel on the client's batched stream, and a request on another connection (the
+    lookup that adopts a dead executor's attempts, say) can overtake them: an attempt
+    adopted then could finish before the scheduler sends its outcome to this client, and
+    nothing would harvest it. True once confirmed, or when the scheduler cannot say (an
+    older keeper); False after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            done = client.sync(client.scheduler.airdask_subscribed, topics=topics,
+                               subscriber=client.id)  # fmt: skip
+        except Exception as exc:  # a keeper without the question: it cannot say
+            log.debug("cannot confirm the subscriptions to %s: %s", topics, exc)
+            return True
+        if done is None or done:
+            return True
+        if time.monotonic() >= deadline:
+            log.warning("the Dask scheduler did not take the subscriptions to %s within "
+                        "%.0f s", topics, timeout)  # fmt: skip
+            return False
+        time.sleep(0.01)
 
 
 def resubscribe(client: Any) -> None:
