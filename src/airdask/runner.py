@@ -534,7 +534,9 @@ def _push(worker: Any, outcome: Outcome) -> None:
     if finished is not None and len(finished) < PLUGIN_QUEUE_MAX:
         finished[outcome["key"]] = dict(outcome)
         return
-    with contextlib.suppress(Exception):  # the result itself still carries the outcome
+    # Nothing else carries it (the Dask task returns None, and no result is ever fetched):
+    # if this fails, the keeper reports the attempt "outcome unknown" once Dask forgets it.
+    with contextlib.suppress(Exception):
         worker.log_event(FINISHED_TOPIC, dict(outcome))
 
 
