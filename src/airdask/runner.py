@@ -409,15 +409,19 @@ def run_task(spec: TaskSpec) -> Outcome:
     death, and an attempt's command must not run twice.)"""
     rt = _runtime()
     with rt.lock:
-        running = rt.runs.get(spec["key"])
+        running: _Run | None = rt.runs.get(spec["key"])
         if running is None:
             rt.runs[spec["key"]] = mine = _Run()
         else:
             running.waiters += 1
     if running is not None:
         running.done.wait()
-        # None: that run raised (it never does for the task's own failures); run it here
-        return running.outcome if running.outcome is not None else run_task(spec)
+        if running.outcome is None:  # that run raised, perhaps after its command ran
+            raise RuntimeError(
+                f"the first run of {spec['label']} in this process ended without an "
+                "outcome; its command is not run again here"
+            )
+        return running.outcome
     try:
         mine.outcome = _run_once(spec, rt)
         return mine.outcome

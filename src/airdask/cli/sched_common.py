@@ -230,7 +230,7 @@ def _start(executor: BaseExecutor, wait_for: float) -> None:
             if left <= 0:
                 raise
             pause = min(pause, left)
-            log.warning("%s; trying again in %.0f s (giving up in %.0f s)", exc, pause, left)
+            log.warning("%s; trying again in %.1f s (giving up in %.0f s)", exc, pause, left)
             time.sleep(pause)
             pause = min(pause * 2, START_RETRY_MAX_SECONDS)
 

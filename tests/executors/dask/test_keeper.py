@@ -182,3 +182,33 @@ def test_an_older_keeper_is_taken_over_and_left_holding_nothing(config: Config) 
             assert client.run_on_scheduler(_old_keeper_holds) == [0, 0]
         finally:
             ex.end()
+
+
+def test_start_returns_once_the_scheduler_has_the_subscriptions(
+    client: Client, config: Config
+) -> None:
+    """The keeper says whether the scheduler sends a client a topic's events; an executor's
+    start() waits for its own subscriptions (a lookup on another connection could overtake
+    them, and an attempt adopted then finish unseen)."""
+    from airdask.executors.dask.executor import TOPICS
+    from airdask.executors.dask.tracking import confirm_subscribed
+
+    ex = DaskExecutor(client=client, config=config)
+    ex.start()
+    try:
+        ask = client.scheduler.airdask_subscribed
+        assert client.sync(ask, topics=TOPICS, subscriber=client.id) is True
+        assert client.sync(ask, topics=TOPICS, subscriber="nobody") is False
+        assert client.sync(ask, topics=[*TOPICS, "no-such-topic"], subscriber=client.id) is False
+        assert confirm_subscribed(client, TOPICS, timeout=5)
+    finally:
+        ex.end()
+
+
+def test_run_pushed_runs_the_attempt_and_returns_nothing(tmp_path: Path) -> None:
+    """What DaskExecutor ships: run_task, with no outcome left as the Dask task's result."""
+    ledger = tmp_path / "ledger"
+    spec = build_spec(TaskInstanceKey("d", "t", "r"), ["bash", "-c", f"echo ran >> {ledger}"],
+                      log_root=None, return_log=True)  # fmt: skip
+    assert runner.run_pushed(spec) is None
+    assert ledger.read_text() == "ran\n"

@@ -17,12 +17,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from airdask.commands import dask_key
-from airdask.executors.dask.keeper import ACK_OP
 
 if TYPE_CHECKING:
     from airdask.store.models import TaskInstance
 
 log = logging.getLogger(__name__)
+
+#: Longest wait for the keeper's answer to a request (a wedged Dask scheduler must not
+#: hold the scheduler loop, or its stop, for ever).
+KEEPER_REQUEST_TIMEOUT = 30.0
 
 
 class KeeperError(RuntimeError):
@@ -42,7 +45,8 @@ def lookup(client: Any, names: list[str]) -> dict[str, Any]:
     if not names:
         return {}
     try:
-        return dict(client.sync(client.scheduler.airdask_lookup, keys=names))
+        return dict(client.sync(client.scheduler.airdask_lookup, keys=names,
+                                callback_timeout=KEEPER_REQUEST_TIMEOUT))  # fmt: skip
     except Exception as exc:
         raise KeeperError(f"could not ask the Dask scheduler about {len(names)} attempt(s): "
                           f"{type(exc).__name__}: {exc}") from exc  # fmt: skip
@@ -55,27 +59,44 @@ def withdraw(client: Any, names: list[str], reason: str) -> None:
     if not names:
         return
     try:
-        client.sync(client.scheduler.airdask_cancel, keys=names, reason=reason)
+        client.sync(client.scheduler.airdask_cancel, keys=names, reason=reason,
+                    callback_timeout=KEEPER_REQUEST_TIMEOUT)  # fmt: skip
     except Exception as exc:
         raise KeeperError(f"could not withdraw {len(names)} attempt(s): "
                           f"{type(exc).__name__}: {exc}") from exc  # fmt: skip
 
 
 def acknowledge(client: Any, names: list[str], *, wait: bool = False) -> None:
-    """Tell the keeper these outcomes are recorded. By default sent on the client's batched
-    stream to the scheduler: no reply to wait for and no connection of its own, coalesced
-    with the client's other messages (a lost acknowledgement only leaves a copy to expire).
-    ``wait``: as a request, returning once the keeper has forgotten them (for ``end()``,
-    after which the client may close)."""
+    """Tell the keeper these outcomes are recorded (a lost acknowledgement only leaves a
+    copy to expire). By default a request whose answer nobody waits for: sent from the
+    client's event loop, at most once per ``ACK_INTERVAL`` (see ``DaskExecutor.sync``).
+    ``wait``: returning once the keeper has forgotten them, or after
+    :data:`KEEPER_REQUEST_TIMEOUT` (for ``end()``, after which the client may close).
+
+    A request, not a message on the client's batched stream: a stream message reaching a
+    Dask scheduler without the keeper's handler (restarted, not yet given the keeper)
+    would close the client's whole stream, and drop the submissions beside it."""
     if not names:
         return
+    keys = list(names)
+    if wait:
+        try:
+            client.sync(client.scheduler.airdask_ack, keys=keys,
+                        callback_timeout=KEEPER_REQUEST_TIMEOUT)  # fmt: skip
+        except Exception as exc:  # a closed client or a lost scheduler: the copies expire
+            log.info("could not acknowledge %d outcome(s): %s", len(keys), exc)
+        return
+
+    async def send() -> None:
+        try:
+            await client.scheduler.airdask_ack(keys=keys)
+        except Exception as exc:
+            log.info("could not acknowledge %d outcome(s): %s", len(keys), exc)
+
     try:
-        if wait:
-            client.sync(client.scheduler.airdask_ack, keys=list(names))
-        else:
-            client._send_to_scheduler({"op": ACK_OP, "keys": list(names)})
-    except Exception as exc:  # a closed client or a lost scheduler: the copies expire
-        log.info("could not acknowledge %d outcome(s): %s", len(names), exc)
+        client.loop.add_callback(send)
+    except Exception as exc:  # the client's loop is gone: the copies expire
+        log.info("could not acknowledge %d outcome(s): %s", len(keys), exc)
 
 
 @dataclass

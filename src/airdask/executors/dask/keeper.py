@@ -37,8 +37,6 @@ from airdask.runner import FINISHED_TOPIC, OutcomeKind
 #: :meth:`Keeper.start` for what becomes of an older keeper).
 KEEPER_PREFIX = "airdask-keeper-"
 KEEPER_NAME = KEEPER_PREFIX + "2"
-#: The stream message by which a client acknowledges outcomes (:meth:`Keeper.stream_ack`).
-ACK_OP = "airdask-ack"
 #: The annotation that marks a graph as airdask's (its value names the submitter).
 ANNOTATION = "airdask"
 #: A finished attempt whose pushed outcome has not arrived this long after Dask learnt it
@@ -123,8 +121,6 @@ class Keeper(SchedulerPlugin):
                 "airdask_subscribed": self.subscribed,
             }
         )
-        # Acknowledgements come on the clients' batched streams (no reply needed).
-        scheduler.stream_handlers[ACK_OP] = self.stream_ack
 
     def _take_over_older(self, scheduler: Any) -> None:
         """Take over what the keeper of an older airdask on this long-lived scheduler holds,
@@ -212,10 +208,6 @@ class Keeper(SchedulerPlugin):
         """The outcomes of ``keys`` are recorded: forget them."""
         for key in keys:
             self.kept.pop(key, None)
-
-    def stream_ack(self, keys: list[str], client: str | None = None) -> None:
-        """:meth:`ack`, as a stream handler (``client`` is the sender, unused)."""
-        self.ack(keys)
 
     def subscribed(self, topics: list[str], subscriber: str) -> bool | None:
         """Whether the scheduler sends ``subscriber`` (a client id) the events of every one
