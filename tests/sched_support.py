@@ -107,6 +107,18 @@ def cli(
     )
 
 
+def scheduler_process(home: Path, env: Mapping[str, str] | None = None) -> subprocess.Popen[str]:
+    """``airdask scheduler`` as a subprocess with AIRDASK_HOME=home, its stderr piped (to
+    show when a test fails) and its stdout dropped."""
+    return subprocess.Popen(
+        [*AIRDASK, "scheduler"],
+        env=cli_env(home, env),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def cli_env(home: Path, env: Mapping[str, str] | None = None) -> dict[str, str]:
     full = {k: v for k, v in os.environ.items() if not k.startswith("AIRDASK")}
     full.update({"AIRDASK_HOME": str(home), "COLUMNS": "200", **(env or {})})

@@ -157,13 +157,12 @@ def test_celery_attempts_are_adopted_after_a_scheduler_sigkill(
     """The scheduler is SIGKILLed while Celery attempts run; the restarted one adopts them by
     their Celery task ids: every task runs to one success, each command once."""
     import signal
-    import subprocess
     from collections import Counter
 
     from airdask.config import load_config
     from airdask.store import Store
     from proc_support import wait_for
-    from sched_support import AIRDASK, cli_env, log_events, run_state, tis_of
+    from sched_support import log_events, run_state, scheduler_process, tis_of
     from task_funcs import ledger_step_source, read_ledger
 
     home = tmp_path / "home"
@@ -182,25 +181,16 @@ def test_celery_attempts_are_adopted_after_a_scheduler_sigkill(
     assert trig.returncode == 0, trig.stderr
     store = Store.from_config(load_config({"AIRDASK_HOME": str(home)}))
 
-    def scheduler() -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            [*AIRDASK, "scheduler"],
-            env=cli_env(home, env),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-
     def started() -> int:
         return sum(1 for kind, _, _ in read_ledger(str(ledger)) if kind == "start")
 
-    first = scheduler()
+    first = scheduler_process(home, env)
     try:
         wait_for(lambda: started() >= 3, timeout=90, what="the Celery attempts running")
     finally:
         first.send_signal(signal.SIGKILL)
         first.communicate(timeout=30)
-    second = scheduler()
+    second = scheduler_process(home, env)
     try:
         wait_for(lambda: run_state(store, "adopt_celery", "r1") in ("success", "failed"),
                  timeout=150, what="the run to finish under the restarted scheduler")  # fmt: skip

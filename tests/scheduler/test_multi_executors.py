@@ -41,7 +41,16 @@ from celery_support import (
     start_worker,
 )
 from proc_support import wait_for
-from sched_support import AIRDASK, cli, cli_env, log_events, make_store, run_state, tis_of
+from sched_support import (
+    AIRDASK,
+    cli,
+    cli_env,
+    log_events,
+    make_store,
+    run_state,
+    scheduler_process,
+    tis_of,
+)
 from task_funcs import ledger_step_source, ledger_task, max_concurrency, read_ledger
 
 
@@ -410,15 +419,6 @@ def test_adoption_per_executor_after_a_scheduler_sigkill(tmp_path: Path) -> None
         assert trig.returncode == 0, trig.stderr
         store = Store.from_config(load_config({"AIRDASK_HOME": str(home)}))
 
-        def scheduler() -> subprocess.Popen[str]:
-            return subprocess.Popen(
-                [*AIRDASK, "scheduler"],
-                env=cli_env(home, env),
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-
         def in_flight() -> set[str]:
             rows = read_ledger(str(ledger))
             ended = {n for k, n, _ in rows if k == "end"}
@@ -428,7 +428,7 @@ def test_adoption_per_executor_after_a_scheduler_sigkill(tmp_path: Path) -> None
             names = in_flight()
             return any(n[0] == "d" for n in names) and any(n[0] == "l" for n in names)
 
-        first = scheduler()
+        first = scheduler_process(home, env)
         try:
             wait_for(
                 both_in_flight,
@@ -439,7 +439,7 @@ def test_adoption_per_executor_after_a_scheduler_sigkill(tmp_path: Path) -> None
             first.send_signal(signal.SIGKILL)
             first.communicate(timeout=30)
         cut_short = in_flight()
-        second = scheduler()
+        second = scheduler_process(home, env)
         try:
             wait_for(
                 lambda: run_state(store, "adopt", "r1") in ("success", "failed"),

@@ -4,7 +4,6 @@ scheduler process SIGKILLed mid-run then restarted."""
 from __future__ import annotations
 
 import signal
-import subprocess
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -25,7 +24,14 @@ from airdask.scheduler.loop import SchedulerJob
 from airdask.scheduler.runs import create_run, start_run
 from airdask.store import Job, Log, Store, TaskInstance, utcnow
 from proc_support import wait_for
-from sched_support import AIRDASK, cli, cli_env, log_events, make_store, run_state, tis_of
+from sched_support import (
+    cli,
+    log_events,
+    make_store,
+    run_state,
+    scheduler_process,
+    tis_of,
+)
 from task_funcs import ledger_step_source, read_ledger
 
 
@@ -178,16 +184,7 @@ def _sigkill_mid_run_then_restart(
     assert trig.returncode == 0, trig.stderr
     store = Store.from_config(load_config({"AIRDASK_HOME": str(home)}))
 
-    def scheduler() -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            [*AIRDASK, "scheduler"],
-            env=cli_env(home, env),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-
-    first = scheduler()
+    first = scheduler_process(home, env)
     try:
         wait_for(
             lambda: sum(1 for r in read_ledger(str(ledger)) if r[0] == "start") >= 4,
@@ -198,7 +195,7 @@ def _sigkill_mid_run_then_restart(
         first.send_signal(signal.SIGKILL)
         first.communicate(timeout=30)
     killed_at = time.time()
-    second = scheduler()
+    second = scheduler_process(home, env)
     try:
         wait_for(
             lambda: run_state(store, "recover", "r1") in ("success", "failed"),
