@@ -32,12 +32,16 @@ START_REPORT_TICK = 0.025
 #: registered (forked in the last instant before the host was SIGKILLed).
 HOST_ENV = "AIRDASK_RUNNER_HOST"
 
-# The reaper polls rather than blocking on its pipe: a blocked reader is woken by every
-# registration, and on a busy 2-core host those wake-ups cost a third of a fork+exec each.
-# Written bytes stay in the pipe when the host dies, so polling loses nothing; death is
-# noticed within a poll interval (EOF, or a new parent process).
+# The reaper waits on a pidfd of its host, which the kernel makes readable the instant the
+# host exits: a rerun of the host's attempt elsewhere starts milliseconds after the host dies,
+# and must not find the old command still running. It does not wait on its pipe: a reader
+# blocked there is woken by every registration, and on a busy 2-core host those wake-ups
+# cost a third of a fork+exec each. Written bytes stay in the pipe when the host dies, so
+# draining it now and then loses nothing. Without pidfds (not Linux 5.3+) it polls instead.
+# On death it kills the registered groups first and only then scans /proc for unregistered
+# ones, which takes tens of milliseconds on a busy host.
 REAPER_SOURCE = """
-import os, signal, sys, time
+import os, select, signal, sys
 fd = sys.stdin.fileno()
 os.set_blocking(fd, False)
 parent = int(sys.argv[2])  # not getppid(): a reaper slow to start may find its host dead
@@ -58,23 +62,31 @@ def drain():
                 groups.add(int(line[1:]))
             elif line[:1] == b"-":
                 groups.discard(int(line[1:]))
-while drain() and os.getppid() == parent:
-    time.sleep(0.05)
+def kill(pgid):
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except OSError:
+        pass
+watch = select.poll()
+try:
+    watch.register(os.pidfd_open(parent), select.POLLIN)
+    tick = 250
+except (AttributeError, OSError):  # no pidfds: poll() without descriptors only sleeps
+    tick = 50
+while drain() and os.getppid() == parent and not watch.poll(tick):
+    pass
 drain()
+for pgid in groups:
+    kill(pgid)
 mark = ("\\0%s=%d\\0" % (sys.argv[1], parent)).encode()
 for name in os.listdir("/proc"):  # commands forked but not registered when the host died
     if name.isdigit():
         try:
             with open("/proc/%s/environ" % name, "rb") as env:
                 if mark in b"\\0" + env.read():
-                    groups.add(os.getpgid(int(name)))
+                    kill(os.getpgid(int(name)))
         except OSError:
             pass
-for pgid in groups:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except OSError:
-        pass
 """
 
 
