@@ -51,9 +51,11 @@ def test_init_is_idempotent_and_creates_default_pool(store: Store) -> None:
 
 
 def test_init_adds_what_an_older_database_lacks(store: Store) -> None:
-    """A database made by an older airdask: a table and a nullable column missing."""
+    """A database made by an older airdask: a table, a nullable column and an index
+    missing."""
     init_db(store)
     with store.engine.begin() as conn:
+        conn.execute(text("DROP INDEX ix_ti_ready"))
         conn.execute(text("ALTER TABLE task_instance DROP COLUMN reason"))
         conn.execute(text("ALTER TABLE dag_run DROP COLUMN data_interval_end"))
         conn.execute(text("DROP TABLE task_result"))
@@ -62,6 +64,7 @@ def test_init_adds_what_an_older_database_lacks(store: Store) -> None:
     assert "task_result" in inspector.get_table_names()
     assert "reason" in {c["name"] for c in inspector.get_columns("task_instance")}
     assert "data_interval_end" in {c["name"] for c in inspector.get_columns("dag_run")}
+    assert "ix_ti_ready" in {i["name"] for i in inspector.get_indexes("task_instance")}
     assert init_db(store) is False
 
 

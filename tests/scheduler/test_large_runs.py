@@ -7,14 +7,17 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sqlalchemy import insert, text
+from sqlalchemy import event, insert, text
 
 from airdask.dag import DAG, BashTask
+from airdask.scheduler.claims import in_runs
 from airdask.scheduler.events import load_tis
+from airdask.scheduler.ready import evaluate_run, queue_ready
 from airdask.scheduler.runs import create_run, start_run
 from airdask.state import TaskInstanceKey
 from airdask.store import Store, TaskInstance, init_db
 from airdask.store.db import ANALYZE_MIN_ROWS, analyze_after_insert
+from airdask.store.models import utcnow
 from airdask.store.queries import select_instances
 
 
@@ -120,3 +123,69 @@ def test_runs_started_one_by_one_keep_the_statistics_fresh(pg_url: str) -> None:
         assert rows is not None and rows >= 13 * ANALYZE_MIN_ROWS, rows
     finally:
         store.dispose()
+
+
+def _ready_selects(session: Any, run: tuple[str, str], total: int) -> tuple[list[Any], list[str]]:
+    """queue_ready's result and the SELECTs it ran, with their parameters inlined."""
+    statements: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "task_instance" in statement:
+            statements.append(str(context.compiled.statement.compile(
+                dialect=conn.dialect, compile_kwargs={"literal_binds": True}
+            )))  # fmt: skip
+
+    engine = session.get_bind()
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        queued = queue_ready(
+            session,
+            total=total,
+            scope=in_runs([run]),
+            job_id=None,
+            command_for=lambda session, ti, now: ["true"],
+        )
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    return queued, [s for s in statements if "priority_weight" in s]
+
+
+def test_the_ready_query_reads_its_index_in_order_instead_of_sorting(any_store: Store) -> None:
+    """A pass of a 12,000-task fan-out reads the few hundred rows it queues from
+    ``ix_ti_ready``: no sort of every scheduled task instance (10,000 of them, pass after
+    pass, was a per-pass cost that grew with the run). Retries that are due are
+    merged in priority order with the scheduled ones."""
+    init_db(any_store, default_pool_slots=100_000)
+    with DAG("fan") as dag:
+        for i in range(ANALYZE_MIN_ROWS * 12):
+            BashTask(f"t{i:05d}", "true", priority_weight=2 if i % 1000 == 999 else 1)
+    postgres = any_store.engine.dialect.name == "postgresql"
+    with any_store.session() as session:
+        start_run(session, create_run(session, dag, run_id="r"), dag)
+        evaluate_run(session, dag, "r")
+        # two due retries: one outranks every scheduled task, one ranks among the rest
+        for task_id, weight in (("t00005", 3), ("t00006", 1)):
+            ti = session.get(TaskInstance, ("fan", task_id, "r", -1))
+            assert ti is not None
+            ti.state, ti.priority_weight, ti.next_try_at = "up_for_retry", weight, utcnow()
+    with any_store.session() as session:
+        if postgres:
+            session.execute(text("ANALYZE task_instance"))
+    with any_store.session() as session:
+        queued, selects = _ready_selects(session, ("fan", "r"), total=20)
+        assert len(selects) == 2, selects
+        # The retries' query may sort its few rows; the scheduled ones are the fan-out.
+        for sql in [s for s in selects if "next_try_at" not in s]:
+            if postgres:
+                plan = "\n".join(session.scalars(text(f"EXPLAIN {sql}")))
+                assert "ix_ti_ready" in plan and "Sort" not in plan, plan
+            else:
+                plan = "\n".join(
+                    row[3] for row in session.execute(text(f"EXPLAIN QUERY PLAN {sql}"))
+                )
+                assert "ix_ti_ready" in plan and "TEMP B-TREE" not in plan, plan
+    ranked = [ti.task_id for ti, _ in queued]
+    heavy = [f"t{i:05d}" for i in range(999, ANALYZE_MIN_ROWS * 12, 1000)]
+    assert ranked[0] == "t00005"
+    assert ranked[1:13] == heavy
+    assert ranked[13:] == ["t00000", "t00001", "t00002", "t00003", "t00004", "t00006", "t00007"]

@@ -19,13 +19,15 @@ class DatabaseError(RuntimeError):
 def init_db(store: Store, *, default_pool_slots: int = 128) -> bool:
     """Create missing tables, missing nullable columns of existing tables (a database made
     by an older airdask) and ``default_pool``. Idempotent; True if anything was created."""
-    # Every command that opens the database comes here: when the tables are all there, two
-    # catalog queries (the tables, then every table's columns), not two per table.
+    # Every command that opens the database comes here: when the tables are all there, three
+    # catalog queries (the tables, every table's columns, every table's indexes), not three
+    # per table.
     before = set(inspect(store.engine).get_table_names())
     created = not set(Base.metadata.tables) <= before
     if created:
         Base.metadata.create_all(store.engine)
     created = _add_missing_columns(store, before) or created
+    created = _add_missing_indexes(store, before) or created
     with store.session() as session:
         if session.get(Pool, DEFAULT_POOL) is None:
             session.add(
@@ -55,6 +57,25 @@ def _add_missing_columns(store: Store, tables: set[str]) -> bool:
             with store.engine.begin() as conn:
                 conn.execute(text(f'ALTER TABLE {name} ADD COLUMN "{column.name}" {kind}'))
             added = True
+    return added
+
+
+def _add_missing_indexes(store: Store, tables: set[str]) -> bool:
+    """``CREATE INDEX`` for each index a table in ``tables`` lacks (one added by a newer
+    airdask to a database made by an older one)."""
+    names = [name for name in Base.metadata.tables if name in tables]
+    if not names:
+        return False
+    found = inspect(store.engine).get_multi_indexes(filter_names=names)
+    present = {name: {index["name"] for index in indexes} for (_, name), indexes in found.items()}
+    added = False
+    for name in names:
+        if name not in present:
+            continue
+        for index in Base.metadata.tables[name].indexes:
+            if index.name not in present[name]:
+                index.create(store.engine, checkfirst=True)
+                added = True
     return added
 
 

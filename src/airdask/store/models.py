@@ -176,6 +176,17 @@ class TaskInstance(Base):
         return f"<TaskInstance {self.key} state={self.state}>"
 
 
+# The ready query's order (scheduler.ready): walked from its start for one state, a pass
+# reads the rows it queues instead of sorting every scheduled task instance again.
+Index(
+    "ix_ti_ready",
+    TaskInstance.state,
+    TaskInstance.priority_weight.desc(),
+    TaskInstance.task_id,
+    TaskInstance.map_index,
+)
+
+
 class TaskResultRow(Base):
     """A task instance's return value, as its worker encoded it (``runner.encode_result``):
     ``format`` "json" (UTF-8 JSON text) or "pickle" (cloudpickle). Written by the scheduler
