@@ -4,7 +4,9 @@ cluster of the same shape in the same run.
 
 For each N it prints airdask's trigger-to-end wall time (DagRun.queued_at to end_date),
 the raw Dask time (``client.map`` + ``gather`` of the same no-op over N items), their
-ratio (target <= 1.25 at 10,000 and 100,000), the time per task, the peak RSS of the
+ratio (target <= 1.25 at 10,000 and 100,000), the time per task, the CPU seconds of each
+side's whole command (``airdask run`` with its workers; raw Dask's cluster start, map and
+close: on a shared machine they move less than the wall times), the peak RSS of the
 ``airdask run`` process (``VmHWM``; it hosts the embedded Dask scheduler too) and the
 database's size at the end.
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -53,10 +56,19 @@ def noop(i: object = None) -> None:
     return None
 
 
-def raw_dask(n: int) -> float:
-    """Seconds for ``client.map(noop, range(n))`` + gather on a fresh 2x2 LocalCluster."""
+def _cpu_seconds() -> tuple[float, float]:
+    """(this process's CPU seconds, those of its reaped descendants)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime
+
+
+def raw_dask(n: int) -> tuple[float, float]:
+    """Seconds for ``client.map(noop, range(n))`` + gather on a fresh 2x2 LocalCluster, and
+    the CPU seconds of the whole (cluster start and close included, as in airdask's)."""
     from distributed import Client, LocalCluster
 
+    own0, children0 = _cpu_seconds()
     with (
         LocalCluster(
             n_workers=WORKERS, threads_per_worker=THREADS, processes=True, dashboard_address=":0"
@@ -67,7 +79,9 @@ def raw_dask(n: int) -> float:
         t0 = time.perf_counter()
         futures = client.map(noop, range(n), pure=False)
         client.gather(futures)
-        return time.perf_counter() - t0
+        wall = time.perf_counter() - t0
+    own1, children1 = _cpu_seconds()
+    return wall, (own1 - own0) + (children1 - children0)
 
 
 def _peak_rss(pid: int) -> int:
@@ -131,7 +145,9 @@ def airdask_run(n: int, db: str) -> dict[str, float]:
 
             watcher = threading.Thread(target=watch, daemon=True)
             watcher.start()
+            _, children0 = _cpu_seconds()
             _, err = proc.communicate()
+            _, children1 = _cpu_seconds()
             watcher.join()
             if proc.returncode != 0:
                 sys.exit(f"airdask run of {n} tasks failed:\n{err[-3000:]}")
@@ -149,7 +165,12 @@ def airdask_run(n: int, db: str) -> dict[str, float]:
         finally:
             if pg_name is not None:
                 drop_pg(pg_name)
-    return {"wall": wall, "rss": float(peak[0]), "db": float(size or 0)}
+    return {
+        "wall": wall,
+        "cpu": children1 - children0,
+        "rss": float(peak[0]),
+        "db": float(size or 0),
+    }
 
 
 def dask_leftovers(n: int) -> str:
@@ -215,12 +236,13 @@ def main() -> None:
     print(f"start >> N no-op PythonTask >> end; embedded cluster {WORKERS}x{THREADS}, {args.db}")
     per_task = {}
     for n in [int(s) for s in args.sizes.split(",")]:
-        raw = raw_dask(n + 2)
+        raw, raw_cpu = raw_dask(n + 2)
         ours = airdask_run(n, args.db)
         per_task[n] = ours["wall"] / (n + 2) * 1000
         print(
             f"  N={n:>7,d}  airdask {ours['wall']:8.1f} s ({per_task[n]:.2f} ms/task) | "
             f"raw Dask {raw:7.1f} s | ratio {ours['wall'] / raw:5.2f} | "
+            f"CPU {ours['cpu']:6.1f} s / {raw_cpu:6.1f} s | "
             f"peak RSS {ours['rss'] / 2**20:6.0f} MiB | db {ours['db'] / 2**20:6.1f} MiB"
         )
     if args.leftovers:
