@@ -26,8 +26,7 @@ def init_db(store: Store, *, default_pool_slots: int = 128) -> bool:
     created = not set(Base.metadata.tables) <= before
     if created:
         Base.metadata.create_all(store.engine)
-    created = _add_missing_columns(store, before) or created
-    created = _add_missing_indexes(store, before) or created
+    created = _complete_old_tables(store, before) or created
     with store.session() as session:
         if session.get(Pool, DEFAULT_POOL) is None:
             session.add(
@@ -37,43 +36,32 @@ def init_db(store: Store, *, default_pool_slots: int = 128) -> bool:
     return created
 
 
-def _add_missing_columns(store: Store, tables: set[str]) -> bool:
-    """``ALTER TABLE ... ADD COLUMN`` for each nullable column a table in ``tables`` lacks
-    (new columns are nullable, so old rows stay valid)."""
+def _complete_old_tables(store: Store, tables: set[str]) -> bool:
+    """What a table in ``tables`` lacks because an older airdask made it: each nullable
+    column (``ALTER TABLE ... ADD COLUMN``; new columns are nullable, so old rows stay
+    valid) and each index."""
     names = [name for name in Base.metadata.tables if name in tables]
     if not names:
         return False
-    found = inspect(store.engine).get_multi_columns(filter_names=names)
+    inspector = inspect(store.engine)
+    found = inspector.get_multi_columns(filter_names=names)
     columns = {name: {c["name"] for c in cols} for (_, name), cols in found.items()}
+    found_indexes = inspector.get_multi_indexes(filter_names=names)
+    indexes = {name: {i["name"] for i in idx} for (_, name), idx in found_indexes.items()}
     added = False
     for name in names:
-        present = columns.get(name)
-        if present is None:  # dropped meanwhile: nothing to add to
+        if name not in columns:  # dropped meanwhile: nothing to add to
             continue
-        for column in Base.metadata.tables[name].columns:
-            if column.name in present or not column.nullable:
+        table = Base.metadata.tables[name]
+        for column in table.columns:
+            if column.name in columns[name] or not column.nullable:
                 continue
             kind = column.type.compile(dialect=store.engine.dialect)
             with store.engine.begin() as conn:
                 conn.execute(text(f'ALTER TABLE {name} ADD COLUMN "{column.name}" {kind}'))
             added = True
-    return added
-
-
-def _add_missing_indexes(store: Store, tables: set[str]) -> bool:
-    """``CREATE INDEX`` for each index a table in ``tables`` lacks (one added by a newer
-    airdask to a database made by an older one)."""
-    names = [name for name in Base.metadata.tables if name in tables]
-    if not names:
-        return False
-    found = inspect(store.engine).get_multi_indexes(filter_names=names)
-    present = {name: {index["name"] for index in indexes} for (_, name), indexes in found.items()}
-    added = False
-    for name in names:
-        if name not in present:
-            continue
-        for index in Base.metadata.tables[name].indexes:
-            if index.name not in present[name]:
+        for index in table.indexes:
+            if index.name not in indexes.get(name, set()):
                 index.create(store.engine, checkfirst=True)
                 added = True
     return added
