@@ -159,6 +159,10 @@ class AirflowStack:
                     f"http://127.0.0.1:{self.api_port}/execution/"
                 ),
                 "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+                # Airflow's advice for timeouts under high load: the suite shares 2 cores,
+                # and a CI run beside other work saw a task's supervisor fail on the 5 s
+                # default ("ReadTimeout: timed out" talking to the api-server).
+                "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "30",
                 # A killed scheduler's tasks are adopted within seconds, not minutes.
                 "AIRFLOW__SCHEDULER__JOB_HEARTBEAT_SEC": "1",
                 "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD": "8",

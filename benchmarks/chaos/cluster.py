@@ -33,6 +33,8 @@ class DaskCluster:
         self.address = f"tcp://127.0.0.1:{self.port}"
         self.scheduler: subprocess.Popen[bytes] | None = None
         self.workers: list[subprocess.Popen[bytes]] = []
+        self.worker_logs: dict[int, Path] = {}  # pid -> log
+        self.registered: set[int] = set()  # pids whose log says they joined the scheduler
         self.starts = 0
         # A task survives one worker death, then fails with KilledWorker: retries belong
         # to airdask (DESIGN.md, decision 7), as for the test suite's external clusters.
@@ -75,13 +77,37 @@ class DaskCluster:
                 "--host", "127.0.0.1", "--dashboard-address", "127.0.0.1:0",
                 "--death-timeout", "60", "--nanny"]  # fmt: skip
         log_file = self.folder / f"dask-worker-{len(self.procs.started)}.log"
-        self.workers.append(self.procs.spawn(argv, env=self.env, log=log_file))
+        worker = self.procs.spawn(argv, env=self.env, log=log_file)
+        self.workers.append(worker)
+        self.worker_logs[worker.pid] = log_file
 
-    def kill_worker(self, rng: random.Random) -> None:
-        """SIGKILL a worker chosen by ``rng`` (nanny and worker at once) and start another."""
-        victim = self.workers.pop(rng.randrange(len(self.workers)))
+    def _has_registered(self, worker: subprocess.Popen[bytes]) -> bool:
+        if worker.pid not in self.registered:
+            try:
+                text = self.worker_logs[worker.pid].read_text(errors="replace")
+            except OSError:
+                return False
+            if "Registered to:" not in text:
+                return False
+            self.registered.add(worker.pid)
+        return True
+
+    def kill_worker(self, rng: random.Random) -> bool:
+        """SIGKILL a worker chosen by ``rng`` among those that have joined the scheduler
+        (nanny and worker at once) and start another; False if none has joined yet.
+
+        Only joined ones: on a loaded machine a worker can take longer to start than the
+        time between two faults, and killing the replacements as they start leaves the
+        cluster with no worker at all (a CI run saw 36 of 41 killed before they joined,
+        and no worker for 83 s), which measures the harness, not airdask."""
+        joined = [w for w in self.workers if self._has_registered(w)]
+        if not joined:
+            return False
+        victim = joined[rng.randrange(len(joined))]
+        self.workers.remove(victim)
         Processes.kill(victim)
         self.start_worker()
+        return True
 
     def replace_dead_workers(self) -> int:
         """Start a worker for each that exited on its own; how many were replaced."""

@@ -99,10 +99,12 @@ class Driver:
             return
         if not clock.is_due(now, ready_at, completed_at):
             return
+        killed_at = time.time()  # wall clock, as the ledger's times
+        if kind == "worker" and not self.cluster.kill_worker(clock.rng):
+            return  # no worker has joined yet: the fault waits for one
         log.info("%s: %s fault at %.1fs", self.spec.name, kind, now - self.t0)
         if kind == "worker":
-            self.host_deaths.append(time.time())  # wall clock, as the ledger's times
-            self.cluster.kill_worker(clock.rng)
+            self.host_deaths.append(killed_at)
         elif kind == "airdask_scheduler":
             self.home.kill_scheduler()
             self.home.start_scheduler()
