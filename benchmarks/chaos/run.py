@@ -101,7 +101,7 @@ class Driver:
             return
         killed_at = time.time()  # wall clock, as the ledger's times
         if kind == "worker" and not self.cluster.kill_worker(clock.rng):
-            return  # no worker has joined yet: the fault waits for one
+            return  # a replacement has not joined yet: the fault waits for it
         log.info("%s: %s fault at %.1fs", self.spec.name, kind, now - self.t0)
         if kind == "worker":
             self.host_deaths.append(killed_at)
