@@ -14,6 +14,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import select
 import statistics
@@ -30,7 +31,7 @@ rt = types.SimpleNamespace(lock=threading.RLock(), reaper=None)
 supervision.ensure_reaper(rt)
 command = subprocess.Popen(["sleep", "60"], start_new_session=True)
 supervision.reaper_send(rt, "+%d" % command.pid)
-print(command.pid, flush=True)
+print(command.pid, rt.reaper.pid, flush=True)
 threading.Event().wait()
 """
 
@@ -42,11 +43,26 @@ def _exit_waiter(pid: int) -> tuple[int, select.poll]:
     return fd, poller
 
 
+def _wait_for_pidfd(pid: int, timeout: float = 1.0) -> bool:
+    """Whether process ``pid`` (the reaper) came to hold a pidfd, i.e. watches its host,
+    within ``timeout``. A reaper that polls instead (``--src`` of an older airdask) holds
+    none: after ``timeout`` it has long started, and the round goes on."""
+    deadline = time.monotonic() + timeout
+    folder = Path(f"/proc/{pid}/fd")
+    while time.monotonic() < deadline:
+        for fd in folder.iterdir():
+            with contextlib.suppress(OSError):
+                if os.readlink(fd) == "anon_inode:[pidfd]":
+                    return True
+        time.sleep(0.005)  # polling /proc: no event tells another process's descriptors
+    return False
+
+
 def one_round(src: str) -> tuple[float, float]:
     host = subprocess.Popen([sys.executable, "-c", HOST, src], stdout=subprocess.PIPE, text=True)
     assert host.stdout is not None
-    command_pid = int(host.stdout.readline())
-    time.sleep(0.3)  # the reaper has started and read the registration
+    command_pid, reaper_pid = map(int, host.stdout.readline().split())
+    _wait_for_pidfd(reaper_pid)  # measured from here: the reaper watches its host
     command_fd, command_exit = _exit_waiter(command_pid)
     host_fd, host_exit = _exit_waiter(host.pid)
     t0 = time.perf_counter()

@@ -149,6 +149,15 @@ def test_stuck_task_on_a_vanished_resource_is_cleaned_up(config: Config, tmp_pat
         ex.end()
 
 
+def _started_on(cl: Any, config: Config, *, nthreads: int) -> DaskExecutor:
+    """A started DaskExecutor on ``cl`` with one new worker of ``nthreads`` threads."""
+    cl.start_worker(nthreads=nthreads)
+    ex = DaskExecutor(cl.address, config=config)
+    ex.start()
+    ex.client.wait_for_workers(1, timeout=60)
+    return ex
+
+
 @pytest.mark.timeout(150)
 def test_a_restarted_dask_scheduler_costs_no_try_and_leaves_no_command(
     config: Config, tmp_path: Path
@@ -159,10 +168,7 @@ def test_a_restarted_dask_scheduler_costs_no_try_and_leaves_no_command(
     the attempts in flight as outcome unknown, names the new scheduler in external ids, and
     runs what was queued meanwhile."""
     with external_cluster(tmp_path) as cl:
-        cl.start_worker(nthreads=2)
-        ex = DaskExecutor(cl.address, config=config)
-        ex.start()
-        ex.client.wait_for_workers(1, timeout=60)
+        ex = _started_on(cl, config, nthreads=2)
         old_id = ex.scheduler_id
         pids = [tmp_path / f"pids{i}" for i in range(2)]
         tis = [make_ti(f"t{i}") for i in range(2)]
@@ -207,10 +213,7 @@ def test_a_failed_install_on_a_restarted_dask_scheduler_is_tried_again(
     must still take it for a new scheduler (install again, report the attempts that died
     with the old one, name the new one in external ids), not for the old one come back."""
     with external_cluster(tmp_path) as cl:
-        cl.start_worker(nthreads=1)
-        ex = DaskExecutor(cl.address, config=config)
-        ex.start()
-        ex.client.wait_for_workers(1, timeout=60)
+        ex = _started_on(cl, config, nthreads=1)
         old_id = ex.scheduler_id
         pid_file = tmp_path / "pids"
         ti = make_ti("in_flight")
