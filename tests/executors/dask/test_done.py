@@ -16,6 +16,10 @@ from dask_support import local_cluster
 
 
 def wait_then(name: str, value: int) -> int:
+    # Setting "started" first makes the worker's client before the test cancels a key:
+    # Dask broadcasts "cancelled-keys" to every client, and a client registering in the
+    # same 2 ms batch gets two messages where it asserts one (distributed 2026.8).
+    Event(f"{name}-started").set()
     Event(name).wait(timeout=60)
     return value
 
@@ -67,6 +71,7 @@ def test_each_outcome_is_reported_once(
 
     first = collect(done, 3)
     assert sorted(first) == sorted([f"early-{hook}", f"ok-{hook}", f"erred-{hook}"])
+    assert Event(f"{gate.name}-started", client=client).wait(timeout=30)
     assert blocked.status == "pending"  # not reported before it ends
     cancelled.cancel(reason="test")
     assert collect(done, 1) == [f"cancel-{hook}"]
