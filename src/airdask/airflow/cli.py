@@ -29,15 +29,15 @@ def check(args: Any) -> None:
     import dask
     from airflow import __version__ as here
     from airflow.configuration import conf
-    from distributed import Client
 
     from airdask.airflow.settings import Settings
+    from airdask.executors.dask.connect import attach_client
 
     settings = Settings.read(conf)
     timeout = f"{settings.connect_timeout}s"
     try:
         with dask.config.set({"distributed.comm.timeouts.connect": timeout}):
-            client = Client(settings.cluster_address, set_as_default=False, timeout=timeout)  # type: ignore[no-untyped-call]
+            client = attach_client(settings.cluster_address, timeout=timeout)
     except Exception as exc:
         print(f"cannot reach the Dask scheduler at {settings.cluster_address}: {exc}")
         sys.exit(1)

@@ -76,16 +76,16 @@ class LiveLogReader:
                 except Exception:
                     log.debug("closing a stale Dask client", exc_info=True)
             import cloudpickle
-            from distributed import Client
 
             from airdask.airflow import live_logs
+            from airdask.executors.dask.connect import attach_client
 
             cloudpickle.register_pickle_by_value(live_logs)
-            kwargs: dict[str, Any] = {"timeout": self.connect_timeout, "set_as_default": False}
+            kwargs: dict[str, Any] = {"timeout": self.connect_timeout}
             if self.security is not None:
                 kwargs["security"] = self.security
             try:
-                self._client = Client(self.address, **kwargs)  # type: ignore[no-untyped-call]
+                self._client = attach_client(self.address, **kwargs)
             except Exception as exc:
                 log.warning("cannot reach the Dask scheduler at %s for a task's live log: %s",
                             self.address, exc)  # fmt: skip

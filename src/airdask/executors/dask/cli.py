@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from airdask.config import Config
-from airdask.executors.dask.connect import security_from_config
+from airdask.executors.dask.connect import attach_client, security_from_config
 from airdask.store.queries import pool_resources_of
 
 
@@ -102,12 +102,10 @@ def dask_worker(
 @click.argument("address", required=False)
 def dask_info(address: str | None) -> None:
     """Scheduler address, dashboard link, and each worker with its resources."""
-    from distributed import Client
-
     config = _config()
     target = _address(config, address)
     try:
-        client = Client(target, security=security_from_config(config), timeout=10)  # type: ignore[no-untyped-call]
+        client = attach_client(target, security=security_from_config(config), timeout=10)
     except Exception as exc:
         raise click.ClickException(f"cannot connect to Dask scheduler {target}: {exc}") from None
     try:
@@ -126,4 +124,4 @@ def dask_info(address: str | None) -> None:
             )
         console.print(table)
     finally:
-        client.close()  # type: ignore[no-untyped-call]
+        client.close()
