@@ -350,18 +350,24 @@ def lead(path: str, server: str) -> int:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise _Stop
 
+    # SIGTERM waits until the try below. Handled during the fork, its _Stop would be raised
+    # inside an at-fork callback (logging's _releaseLock), where Python swallows it; the
+    # leader then ignored SIGTERM and waited for its workload for ever (seen in CI).
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     signal.signal(signal.SIGTERM, stop)
     workload = os.fork()
     if workload == 0:
 
         def run() -> int:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
             _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
             return run_workload(path, server)
 
         _exit_with(run)
     code = EXIT_SUPERVISOR_ERROR
     try:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
         while True:
             pid, status = os.waitpid(-1, 0)
             if pid == workload:
