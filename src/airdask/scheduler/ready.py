@@ -24,6 +24,8 @@ from airdask.store.models import DagRun, TaskInstance, utcnow
 from airdask.store.queries import pool_usage
 
 S = TaskInstanceState
+#: Rows of the second page of a pass whose first page had rows that did not fit.
+HEADROOM = 64
 #: ``command_for(session, ti, now)``: the command, or None after failing the TI with a reason.
 CommandFor = Callable[[Session, TaskInstance, datetime], Command | None]
 #: ``executor_for(session, ti, now)``: the id of the executor the TI goes to, or None after
@@ -70,48 +72,89 @@ def queue_ready(
     if total <= 0:
         return []
     pool_open = open_pool_slots(session, lock_pools(session))
-    # No more rows than the open slots could take (with room for some that do not fit).
+    # No more rows than the open slots could take.
     total = min(total, sum(max(n, 0) for n in pool_open.values()))
     budget = SlotBudget(pool_open, total=total, executor_open=executor_slots)
     if budget.exhausted:
         return []
     now = utcnow()
     full = budget.full_pools()
-    # Room for some that do not fit their pool now, not 4x the budget: every row is an ORM
-    # object loaded, locked and dropped, and full pools are left out already.
-    limit = budget.total + 64
     # One query per state, each in the order of ix_ti_ready, so that each reads its first
-    # `limit` rows from that index instead of sorting every ready task instance (all N of a
-    # fan-out's, on every pass); the two are merged here in the same order.
-    candidates = [
-        *_ready_in_state(session, S.SCHEDULED, scope=scope, full=full, limit=limit),
-        *_ready_in_state(session, S.UP_FOR_RETRY, scope=scope, full=full, limit=limit, now=now),
-    ]
-    candidates.sort(key=lambda ti: (-ti.priority_weight, ti.task_id, ti.map_index))
+    # rows from that index instead of sorting every ready task instance (all N of a
+    # fan-out's, on every pass); the two are merged here in the same order. A first page
+    # holds only what the budget can take: every row is an ORM object loaded and locked,
+    # and at scale most passes take every row they read. Only rows that did not fit (an
+    # executor full, a pool's last slots too few) make a second page, of HEADROOM more.
     queued: list[tuple[TaskInstance, Command]] = []
-    for ti in candidates[:limit]:
-        if budget.exhausted:
+    seen: set[tuple[str, str, str, int]] = set()
+    offset, page = 0, budget.total
+    for _ in range(2):
+        pages = [
+            _ready_in_state(
+                session, S.SCHEDULED, scope=scope, full=full, limit=page, offset=offset
+            ),
+            _ready_in_state(
+                session, S.UP_FOR_RETRY, scope=scope, full=full, limit=page, offset=offset,
+                now=now,
+            ),
+        ]  # fmt: skip
+        # (another scheduler's commit between the pages may shift a row into both)
+        candidates = sorted(
+            (ti for rows in pages for ti in rows if _identity(ti) not in seen),
+            key=lambda ti: (-ti.priority_weight, ti.task_id, ti.map_index),
+        )
+        left_out = 0
+        for ti in candidates:
+            seen.add(_identity(ti))
+            if budget.exhausted or not _queue_one(
+                session, ti, now, queued, budget=budget, job_id=job_id,
+                command_for=command_for, executor_for=executor_for,
+            ):  # fmt: skip
+                left_out += 1
+        more = any(len(rows) == page for rows in pages)
+        if budget.exhausted or not left_out or not more:
             break
-        executor = executor_for(session, ti, now) if executor_for is not None else ti.executor
-        if executor_for is not None and executor is None:
-            continue
-        if budget.take(ti.pool, ti.pool_slots, executor) is not None:
-            continue
-        command = command_for(session, ti, now)
-        if command is None:
-            continue
-        session.expunge(ti)  # written back in one executemany below
-        ti.executor = executor
-        set_state(ti, S.QUEUED)
-        ti.try_number += 1
-        ti.queued_dttm = now
-        ti.queued_by_job_id = job_id
-        if ti.start_date is not None or ti.hostname is not None:  # a retry
-            ti.start_date = ti.end_date = ti.duration = ti.next_try_at = None
-            ti.external_executor_id = ti.hostname = None
-        queued.append((ti, command))
+        offset, page = offset + page, HEADROOM
     write_back(session, (ti for ti, _ in queued))
     return queued
+
+
+def _identity(ti: TaskInstance) -> tuple[str, str, str, int]:
+    return ti.dag_id, ti.run_id, ti.task_id, ti.map_index
+
+
+def _queue_one(
+    session: Session,
+    ti: TaskInstance,
+    now: datetime,
+    queued: list[tuple[TaskInstance, Command]],
+    *,
+    budget: SlotBudget,
+    job_id: int | None,
+    command_for: CommandFor,
+    executor_for: ExecutorFor | None,
+) -> bool:
+    """Mark ``ti`` QUEUED and add it to ``queued`` if its pool and executor have room and
+    its command builds (False otherwise: it stays for a later pass, or failed)."""
+    executor = executor_for(session, ti, now) if executor_for is not None else ti.executor
+    if executor_for is not None and executor is None:
+        return False
+    if budget.take(ti.pool, ti.pool_slots, executor) is not None:
+        return False
+    command = command_for(session, ti, now)
+    if command is None:
+        return False
+    session.expunge(ti)  # written back in one executemany below
+    ti.executor = executor
+    set_state(ti, S.QUEUED)
+    ti.try_number += 1
+    ti.queued_dttm = now
+    ti.queued_by_job_id = job_id
+    if ti.start_date is not None or ti.hostname is not None:  # a retry
+        ti.start_date = ti.end_date = ti.duration = ti.next_try_at = None
+        ti.external_executor_id = ti.hostname = None
+    queued.append((ti, command))
+    return True
 
 
 def _ready_in_state(
@@ -121,11 +164,12 @@ def _ready_in_state(
     scope: ColumnElement[bool],
     full: set[str],
     limit: int,
+    offset: int = 0,
     now: datetime | None = None,
 ) -> list[TaskInstance]:
-    """The first ``limit`` task instances in ``state`` (due by ``now``, if given) of running
-    runs in ``scope`` and pools not in ``full``, highest priority first, each locked
-    ``SKIP LOCKED``."""
+    """``limit`` task instances from the ``offset``-th on, in ``state`` (due by ``now``, if
+    given), of running runs in ``scope`` and pools not in ``full``, highest priority first,
+    each locked ``SKIP LOCKED``."""
     where = [TaskInstance.state == state.value, DagRun.state == DagRunState.RUNNING.value, scope]
     if now is not None:
         where.append(TaskInstance.next_try_at <= now)
@@ -140,6 +184,7 @@ def _ready_in_state(
         .where(*where)
         .order_by(TaskInstance.priority_weight.desc(), TaskInstance.task_id, TaskInstance.map_index)
         .limit(limit)
+        .offset(offset)
         .with_for_update(of=TaskInstance, skip_locked=True, key_share=True)
     )
     return list(session.scalars(stmt))
