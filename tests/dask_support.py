@@ -53,7 +53,9 @@ class ExternalCluster:
         return ["--tls-ca-file", self.tls["ca"], "--tls-cert", self.tls["cert"],
                 "--tls-key", self.tls["key"]]  # fmt: skip
 
-    def start_scheduler(self, *, allowed_failures: int = 1, port: int = 0) -> str:
+    def start_scheduler(
+        self, *, allowed_failures: int = 1, port: int = 0, extra: Sequence[str] = ()
+    ) -> str:
         sched_file = self.folder / f"scheduler-{len(self.workers)}-{os.getpid()}-{port}.json"
         sched_file.unlink(missing_ok=True)
         env = dict(os.environ)
@@ -62,7 +64,7 @@ class ExternalCluster:
         self.scheduler = subprocess.Popen(
             [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
              "--dashboard-address", "127.0.0.1:0", "--scheduler-file", str(sched_file),
-             *protocol, *self._tls_args()],
+             *protocol, *self._tls_args(), *extra],
             env=env, stdout=subprocess.DEVNULL, stderr=self._log("scheduler"),
         )  # fmt: skip
         wait_for(sched_file.exists, timeout=30, what="dask scheduler to write its file")
@@ -108,12 +110,12 @@ class ExternalCluster:
             self.scheduler.kill()
             self.scheduler.wait(10)
 
-    def restart_scheduler(self, *, allowed_failures: int = 1) -> str:
+    def restart_scheduler(self, *, allowed_failures: int = 1, extra: Sequence[str] = ()) -> str:
         """SIGKILL the scheduler and start a new one on the same address. A ``dask worker``
         ends with its scheduler (nanny included): start new workers, as a supervisor would."""
         port = int(self.address.rsplit(":", 1)[1])
         self.kill_scheduler()
-        return self.start_scheduler(allowed_failures=allowed_failures, port=port)
+        return self.start_scheduler(allowed_failures=allowed_failures, port=port, extra=extra)
 
     def stop(self) -> None:
         for proc in self.workers:

@@ -12,6 +12,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import dask
 import pytest
 from distributed import Client
 
@@ -202,6 +203,32 @@ def test_a_restarted_dask_scheduler_costs_no_try_and_leaves_no_command(
         assert events[during.key][0] is S.SUCCESS, events[during.key]
         assert ex.scheduler_id != old_id
         assert events[during.key][1].external_executor_id.startswith(f"{ex.scheduler_id}/")
+        ex.end()
+
+
+@pytest.mark.timeout(120)
+def test_a_client_whose_own_reconnect_stalls_is_replaced(config: Config, tmp_path: Path) -> None:
+    """Dask's client reconnects by itself, but tries again only on ``OSError``: a handshake
+    that loses the cancelled-keys race (another client cancelled at that moment; the new
+    scheduler's preload makes it happen) ends its reconnect with the client ``connecting``
+    for good. Once that client's reconnect window is over, the executor connects anew, and
+    what was queued meanwhile runs."""
+    preload = ["--preload", str(Path(__file__).with_name("stall_first_client.py"))]
+    with (
+        dask.config.set({"distributed.comm.timeouts.connect": "3s"}),
+        external_cluster(tmp_path) as cl,
+    ):
+        ex = _started_on(cl, config, nthreads=1)
+        stalled = ex.client
+        cl.restart_scheduler(extra=preload)
+        cl.start_worker(nthreads=1)
+        ti = make_ti("after")
+        ex.queue_command(ti, ["true"])
+        events = drain(ex, [ti.key], timeout=60)
+        assert events[ti.key][0] is S.SUCCESS, events[ti.key]
+        assert ex.client is not stalled  # replaced: Dask's own reconnect did not get through
+        wait_for(lambda: stalled.status in ("closing", "closed"), timeout=30,
+                 what="the stalled client to be closed")  # fmt: skip
         ex.end()
 
 

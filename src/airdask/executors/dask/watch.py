@@ -8,7 +8,10 @@ attempts died with the old one; the runner and the keeper must be installed agai
 
 Dask's Client reconnects by itself for a while and then closes; a closed client of an
 address is replaced by a new one, made on a background thread so that the scheduler loop
-never waits on a connection attempt.
+never waits on a connection attempt. So is a client whose own reconnect stalled: Dask's
+``Client._reconnect`` tries again only on ``OSError``, so a handshake that loses the
+cancelled-keys race (see :func:`~airdask.executors.dask.connect.attach_client`) ends it
+with the client ``connecting`` for ever, neither connected nor closed.
 """
 
 from __future__ import annotations
@@ -27,6 +30,9 @@ log = logging.getLogger(__name__)
 
 #: Seconds between attempts to replace a closed client.
 RETRY_SECONDS = 1.0
+#: Seconds past its own reconnect window (``Client._timeout``) after which a client still
+#: ``connecting`` is taken for one whose reconnect stalled, and replaced.
+STALLED_GRACE_SECONDS = 5.0
 
 
 class Link(enum.Enum):
@@ -69,7 +75,9 @@ class ConnectionWatch:
                 self.down_since = time.monotonic()
                 log.warning("lost the Dask scheduler (client %s): submitting nothing until it "
                             "is back", client.status)  # fmt: skip
-            if client.status in ("closed", "closing") and self._reconnect is not None:
+            if self._reconnect is not None and (
+                client.status in ("closed", "closing") or self._stalled(client)
+            ):
                 self._start_reconnecting()
             return Link.DOWN
         comm = client.scheduler_comm
@@ -90,16 +98,32 @@ class ConnectionWatch:
                     "the same one" if same else f"a new one, {new_id}")  # fmt: skip
         return Link.BACK if same else Link.NEW
 
+    def _stalled(self, client: Any) -> bool:
+        """Whether ``client`` has been ``connecting`` for longer than its own reconnect
+        could take (then Dask's reconnect ended without closing it)."""
+        if client.status != "connecting" or self.down_since is None:
+            return False
+        window = float(getattr(client, "_timeout", 0) or 0) + STALLED_GRACE_SECONDS
+        down = time.monotonic() - self.down_since
+        if down <= window:
+            return False
+        if self._thread is None or not self._thread.is_alive():
+            log.warning("the Dask client's own reconnect stalled (still connecting after "
+                        "%.0fs): connecting anew", down)  # fmt: skip
+        return True
+
     def _take_replacement(self) -> None:
         with self._lock:
             new, self._replacement = self._replacement, None
         if new is None:
             return
         old, self.conn.client = self.conn.client, new
-        try:
-            old.close()
-        except Exception as exc:  # it was closed already, most likely
-            log.debug("closing the old client: %s", exc)
+        if old.status in ("closed", "closing"):
+            _close_quietly(old)
+        else:  # a stalled client: its close must not hold up the scheduler loop
+            threading.Thread(
+                target=_close_quietly, args=(old,), name="airdask-close-stalled", daemon=True
+            ).start()
 
     def _start_reconnecting(self) -> None:
         if self._thread is not None and self._thread.is_alive():
@@ -131,3 +155,10 @@ class ConnectionWatch:
         with self._lock:
             self._stop.set()
         self._take_replacement()
+
+
+def _close_quietly(client: Any) -> None:
+    try:
+        client.close()
+    except Exception as exc:  # it was closed already, most likely
+        log.debug("closing the old client: %s", exc)
