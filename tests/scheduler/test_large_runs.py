@@ -14,6 +14,7 @@ from airdask.scheduler.claims import in_runs
 from airdask.scheduler.events import load_tis
 from airdask.scheduler.ready import evaluate_run, queue_ready
 from airdask.scheduler.runs import create_run, start_run
+from airdask.scheduler.single_run import PROGRESS_SHARE, next_progress
 from airdask.state import TaskInstanceKey
 from airdask.store import Store, TaskInstance, init_db
 from airdask.store.db import ANALYZE_MIN_ROWS, analyze_after_insert
@@ -223,3 +224,13 @@ def test_a_pass_whose_rows_all_fit_reads_one_page(any_store: Store) -> None:
         queued, selects = _ready_selects(session, ("plain", "p"), total=4)
     assert [ti.task_id for ti, _ in queued] == ["t0", "t1", "t2", "t3"]
     assert len(selects) == 2 and all(" LIMIT 4" in s for s in selects), selects
+
+
+def test_the_progress_of_a_large_run_is_counted_less_often() -> None:
+    """``airdask run`` counts the run by state for its progress bar: every 0.5 s while that
+    is cheap, and never for more than 5% of the time once the run is large enough for the
+    count (a read of every task instance) to cost."""
+    assert next_progress(100.0, 0.002, every=0.5) == 100.5
+    assert next_progress(100.0, 0.018, every=0.5) == 100.5  # 100,000 TIs on SQLite
+    assert next_progress(100.0, 0.2, every=0.5) == pytest.approx(104.0)
+    assert next_progress(100.0, 0.2, every=0.5) - 100.0 >= 0.2 / PROGRESS_SHARE
