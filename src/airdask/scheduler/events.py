@@ -41,6 +41,7 @@ from airdask.executors.events import EventInfo, reason_of
 from airdask.scheduler.results import store_results
 from airdask.scheduler.rules import should_retry
 from airdask.state import LIVE_VALUES, TaskInstanceKey, TaskInstanceState, check_transition
+from airdask.store.bulk import execute_many
 from airdask.store.models import Log, TaskInstance, utcnow
 from airdask.store.queries import select_instances
 
@@ -203,7 +204,7 @@ def write_back(session: Session, tis: Iterable[TaskInstance]) -> None:
         groups[columns].append(row)
     connection = session.connection()
     for columns, rows in groups.items():
-        connection.execute(_write_back_stmt(columns), rows)
+        execute_many(connection, _write_back_stmt(columns), rows)
 
 
 @dataclass
@@ -222,6 +223,13 @@ def _info(value: Any) -> EventInfo:
     if isinstance(value, EventInfo):
         return value
     return EventInfo(reason_of(value) or "", kind="unknown")
+
+
+#: What :class:`LogRows` inserts: every column it gives, as a parameter of that name.
+_LOG_INSERT = insert(_LOG_TABLE).values(
+    {name: bindparam(name) for name in
+     ("dttm", "event", "dag_id", "task_id", "run_id", "map_index", "try_number", "extra")}
+)  # fmt: skip
 
 
 class LogRows:
@@ -245,8 +253,8 @@ class LogRows:
         )
 
     def flush(self, session: Session) -> None:
-        if self.rows:  # Core, not the ORM's bulk insert: no ORM work per row
-            session.connection().execute(insert(_LOG_TABLE), self.rows)
+        if self.rows:  # not the ORM's bulk insert: no ORM work per row
+            execute_many(session.connection(), _LOG_INSERT, self.rows)
             self.rows = []
 
 
