@@ -4,19 +4,21 @@ How fast they are is measured by ``benchmarks/dag_run.py``, not here."""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from sqlalchemy import event, insert, text
+from sqlalchemy import event, insert, select, text
 
 from airdask.dag import DAG, BashTask
 from airdask.scheduler.claims import in_runs
-from airdask.scheduler.events import load_tis
+from airdask.scheduler.events import _EXTERNAL_ID, _write_back_stmt, load_tis
 from airdask.scheduler.ready import evaluate_run, queue_ready
 from airdask.scheduler.runs import create_run, start_run
 from airdask.scheduler.single_run import PROGRESS_SHARE, next_progress
 from airdask.state import TaskInstanceKey
 from airdask.store import Store, TaskInstance, init_db
+from airdask.store.bulk import execute_many
 from airdask.store.db import ANALYZE_MIN_ROWS, analyze_after_insert
 from airdask.store.models import utcnow
 from airdask.store.queries import select_instances
@@ -234,3 +236,32 @@ def test_the_progress_of_a_large_run_is_counted_less_often() -> None:
     assert next_progress(100.0, 0.018, every=0.5) == 100.5  # 100,000 TIs on SQLite
     assert next_progress(100.0, 0.2, every=0.5) == pytest.approx(104.0)
     assert next_progress(100.0, 0.2, every=0.5) - 100.0 >= 0.2 / PROGRESS_SHARE
+
+
+def test_execute_many_writes_what_the_orm_reads_back(any_store: Store) -> None:
+    """The write-back's executemany goes to the driver with its parameters processed once
+    per statement: datetimes read back as the same aware UTC values, the statement's own
+    literals (the live states of the WHERE clause) apply, and the matched rows are counted."""
+    init_db(any_store, default_pool_slots=8)
+    with DAG("bulk") as dag:
+        for i in range(3):
+            BashTask(f"t{i}", "true")
+    with any_store.session() as session:
+        start_run(session, create_run(session, dag, run_id="r"), dag)
+    when = datetime(2026, 1, 2, 3, 4, 5, 600, tzinfo=timezone(timedelta(hours=2)))
+    key = {"pk_dag_id": "bulk", "pk_run_id": "r", "pk_map_index": -1}
+    rows = [{**key, "pk_task_id": f"t{i}", "state": "queued", "queued_dttm": when,
+             "updated_at": when} for i in range(3)]  # fmt: skip
+    with any_store.session() as session:
+        stmt = _write_back_stmt(("state", "queued_dttm"))
+        assert execute_many(session.connection(), stmt, rows[:2]) == 2
+    with any_store.session() as session:
+        got = {
+            ti.task_id: (ti.state, ti.queued_dttm) for ti in session.scalars(select(TaskInstance))
+        }
+    assert got["t0"] == got["t1"] == ("queued", when) and got["t2"][0] is None
+    assert got["t0"][1] is not None and got["t0"][1].tzinfo is not None
+    ext = [{**key, "pk_task_id": f"t{i}", "pk_try_number": 0, "ext": f"x{i}", "now": when}
+           for i in range(3)]  # fmt: skip
+    with any_store.session() as session:  # only the two queued ones are live
+        assert execute_many(session.connection(), _EXTERNAL_ID, ext) == 2

@@ -335,6 +335,7 @@ _EXTERNAL_ID = (
     )
     .values(external_executor_id=bindparam("ext"), updated_at=bindparam("now"))
 )
+_EXTERNAL_ID_OF_JOB = _EXTERNAL_ID.where(_TI_TABLE.c.queued_by_job_id == bindparam("job"))
 
 
 def _record_external_ids(
@@ -374,8 +375,10 @@ def _record_external_ids(
         return events
     stmt = _EXTERNAL_ID
     if job_id is not None:
-        stmt = stmt.where(_TI_TABLE.c.queued_by_job_id == job_id)
-    if session.connection().execute(stmt, rows).rowcount != len(rows):
+        stmt = _EXTERNAL_ID_OF_JOB
+        for row in rows:
+            row["job"] = job_id
+    if execute_many(session.connection(), stmt, rows) != len(rows):
         return events
     return {key: event for key, event in events.items() if key not in done}
 
