@@ -194,6 +194,12 @@ def test_the_ready_query_reads_its_index_in_order_instead_of_sorting(any_store: 
     assert ranked[13:] == ["t00000", "t00001", "t00002", "t00003", "t00004", "t00006", "t00007"]
 
 
+def _start_and_evaluate(store: Store, dag: DAG, run_id: str) -> None:
+    with store.session() as session:
+        start_run(session, create_run(session, dag, run_id=run_id), dag)
+        evaluate_run(session, dag, run_id)
+
+
 def test_a_pass_reads_only_what_it_can_take_unless_rows_do_not_fit(any_store: Store) -> None:
     """The ready query's first page is the budget: at scale nearly every pass queues every
     row it reads. Rows that do not fit (here the two-slot tasks, with one slot left) make
@@ -204,9 +210,7 @@ def test_a_pass_reads_only_what_it_can_take_unless_rows_do_not_fit(any_store: St
             BashTask(f"big{i}", "true", pool_slots=2, priority_weight=10)
         for i in range(5):
             BashTask(f"small{i}", "true")
-    with any_store.session() as session:
-        start_run(session, create_run(session, dag, run_id="r"), dag)
-        evaluate_run(session, dag, "r")
+    _start_and_evaluate(any_store, dag, "r")
     with any_store.session() as session:
         queued, selects = _ready_selects(session, ("fit", "r"), total=3)
     assert [ti.task_id for ti, _ in queued] == ["big0", "small0"]
@@ -219,9 +223,7 @@ def test_a_pass_whose_rows_all_fit_reads_one_page(any_store: Store) -> None:
     with DAG("plain") as plain:
         for i in range(10):
             BashTask(f"t{i}", "true")
-    with any_store.session() as session:
-        start_run(session, create_run(session, plain, run_id="p"), plain)
-        evaluate_run(session, plain, "p")
+    _start_and_evaluate(any_store, plain, "p")
     with any_store.session() as session:
         queued, selects = _ready_selects(session, ("plain", "p"), total=4)
     assert [ti.task_id for ti, _ in queued] == ["t0", "t1", "t2", "t3"]
