@@ -81,11 +81,10 @@ class LiveLogReader:
             from airdask.executors.dask.connect import attach_client
 
             cloudpickle.register_pickle_by_value(live_logs)
-            kwargs: dict[str, Any] = {"timeout": self.connect_timeout}
-            if self.security is not None:
-                kwargs["security"] = self.security
             try:
-                self._client = attach_client(self.address, **kwargs)
+                self._client = attach_client(
+                    self.address, security=self.security, timeout=self.connect_timeout
+                )
             except Exception as exc:
                 log.warning("cannot reach the Dask scheduler at %s for a task's live log: %s",
                             self.address, exc)  # fmt: skip

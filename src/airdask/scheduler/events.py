@@ -225,11 +225,10 @@ def _info(value: Any) -> EventInfo:
     return EventInfo(reason_of(value) or "", kind="unknown")
 
 
-#: What :class:`LogRows` inserts: every column it gives, as a parameter of that name.
+#: What :class:`LogRows` inserts: every column but the id, each a parameter of its name.
 _LOG_INSERT = insert(_LOG_TABLE).values(
-    {name: bindparam(name) for name in
-     ("dttm", "event", "dag_id", "task_id", "run_id", "map_index", "try_number", "extra")}
-)  # fmt: skip
+    {c.name: bindparam(c.name) for c in _LOG_TABLE.columns if not c.primary_key}
+)
 
 
 class LogRows:
@@ -369,15 +368,12 @@ def _record_external_ids(
                 "pk_try_number": key.try_number,
                 "ext": external_id,
                 "now": now,
+                "job": job_id,  # read by _EXTERNAL_ID_OF_JOB only
             }
         )
     if not rows:
         return events
-    stmt = _EXTERNAL_ID
-    if job_id is not None:
-        stmt = _EXTERNAL_ID_OF_JOB
-        for row in rows:
-            row["job"] = job_id
+    stmt = _EXTERNAL_ID if job_id is None else _EXTERNAL_ID_OF_JOB
     if execute_many(session.connection(), stmt, rows) != len(rows):
         return events
     return {key: event for key, event in events.items() if key not in done}

@@ -11,17 +11,16 @@ dictionaries in the statement's own parameter order.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Dialect
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import Executable
 
 Processor = Callable[[Any], Any]
-#: Statements are module-level constants or built by a cached function: a few dozen.
-_CACHE_MAX = 256
 
 
 @dataclass(frozen=True)
@@ -32,15 +31,9 @@ class _Prepared:
     constants: dict[str, Any]  # the statement's own literal values, processed
 
 
-_CACHE: dict[tuple[int, str], tuple[Executable, _Prepared]] = {}
-
-
-def _prepare(stmt: Executable, connection: Connection) -> _Prepared:
-    dialect = connection.dialect
-    key = (id(stmt), dialect.name)
-    hit = _CACHE.get(key)
-    if hit is not None and hit[0] is stmt:  # the statement is kept alive: no id reuse
-        return hit[1]
+# Statements are module-level constants or made by a cached function: a few dozen at most.
+@functools.lru_cache(maxsize=256)
+def _prepare(stmt: Executable, dialect: Dialect) -> _Prepared:
     compiled = stmt.compile(dialect=dialect)  # type: ignore[attr-defined]
     assert isinstance(compiled, SQLCompiler)
     processors: dict[str, Processor] = {}
@@ -53,11 +46,7 @@ def _prepare(stmt: Executable, connection: Connection) -> _Prepared:
         elif processor is not None:
             processors[name] = processor
     order = tuple(compiled.positiontup or ()) if compiled.positional else None
-    prepared = _Prepared(compiled.string, order, processors, constants)
-    if len(_CACHE) >= _CACHE_MAX:
-        _CACHE.clear()
-    _CACHE[key] = (stmt, prepared)
-    return prepared
+    return _Prepared(compiled.string, order, processors, constants)
 
 
 def execute_many(
@@ -68,7 +57,7 @@ def execute_many(
     of the statement that has no value of its own."""
     if not rows:
         return 0
-    prep = _prepare(stmt, connection)
+    prep = _prepare(stmt, connection.dialect)
     params: list[Any]
     if prep.order is not None:
         constants = prep.constants
