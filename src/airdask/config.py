@@ -126,11 +126,18 @@ OPTIONS: dict[str, dict[str, Option]] = {
             "strict (fail the task) or off (never constrain by pool).",
             ("auto", "strict", "off"),
         ),
-        "n_workers": Option(int, "2", "Workers of the embedded LocalCluster.", at_least=1),
+        "n_workers": Option(int, "2", "Workers of the embedded cluster.", at_least=1),
         "threads_per_worker": Option(
-            int, "2", "Threads per worker of the embedded LocalCluster.", at_least=1
+            int, "2", "Threads per worker of the embedded cluster.", at_least=1
         ),
         "dashboard_address": Option(str, ":8787", "Dashboard address of the embedded cluster."),
+        "scheduler_process": Option(
+            bool,
+            "true",
+            "Run the embedded cluster's Dask scheduler in a process of its own (false: in "
+            "airdask's process, which starts about a second sooner, but then the two "
+            "schedulers share one GIL and large runs go slower).",
+        ),
         "allowed_failures": Option(
             int,
             "1",
@@ -284,6 +291,7 @@ class DaskSettings:
     n_workers: int
     threads_per_worker: int
     dashboard_address: str
+    scheduler_process: bool
     allowed_failures: int
     log_max_bytes: int
 

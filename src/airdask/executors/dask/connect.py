@@ -1,6 +1,6 @@
 """Connecting DaskExecutor to a cluster: an address, a passed-in Client, or an embedded
-LocalCluster whose workers offer the resources the caller passes in (the pools table);
-mutual TLS from config."""
+cluster (:mod:`.embedded`) whose workers offer the resources the caller passes in (the pools
+table); mutual TLS from config."""
 
 from __future__ import annotations
 
@@ -65,24 +65,6 @@ class DaskConnection:
                 self.cluster.close()
             except Exception as exc:
                 log.warning("error closing the embedded Dask cluster: %s", exc)
-
-
-def embedded_cluster(config: Config, *, resources: Mapping[str, float] | None = None) -> Any:
-    """A LocalCluster of process workers configured from ``[dask]``, offering
-    ``resources`` (the pools table, read by the caller) on each worker."""
-    import dask
-    from distributed import LocalCluster
-
-    with dask.config.set({"distributed.scheduler.allowed-failures": config.dask.allowed_failures}):
-        return LocalCluster(  # type: ignore[no-untyped-call]
-            n_workers=config.dask.n_workers,
-            threads_per_worker=config.dask.threads_per_worker,
-            processes=True,
-            dashboard_address=config.dask.dashboard_address or None,
-            resources=dict(resources) if resources else None,
-            # A string, not an import: importing the preload loads Bokeh and adds the page.
-            scheduler_kwargs={"preload": ["airdask.dashboard.preload"]},
-        )
 
 
 def current_client() -> Any | None:
@@ -157,6 +139,8 @@ def connect(
     if current is not None:
         log.info("reusing this process's Dask client (scheduler %s)", current.scheduler.address)
         return DaskConnection(current, None, owns_client=False)
+    from airdask.executors.dask.embedded import embedded_cluster
+
     cluster = embedded_cluster(config, resources=worker_resources)
     try:
         new = Client(cluster, set_as_default=False)  # type: ignore[no-untyped-call]
