@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import random
 
-from sqlalchemy import update
+import pytest
+from sqlalchemy import event, update
 
 from airdask.config import Config
 from airdask.dag import DAG, BashTask, PythonTask
 from airdask.executors import load_executor
-from airdask.scheduler import jobs
+from airdask.scheduler import jobs, loop
 from airdask.scheduler.events import set_state, watch_states
 from airdask.scheduler.loop import SchedulerJob
 from airdask.scheduler.readiness import Readiness, RunReadiness, topological_index
@@ -263,3 +264,51 @@ def test_every_state_change_reaches_readiness_by_itself(config: Config) -> None:
     with watch_states(readiness):
         ti.state = None  # back to waiting (a reset): the run is read again when evaluated
     assert ("heard", run_id) not in readiness.runs
+
+
+def test_a_run_readiness_proves_unfinished_is_not_read_to_finish_it(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Finishing reads a run's end only when readiness cannot prove work is left, and reads
+    every running run's end at least every FINISH_RECHECK_SECONDS, so that counts gone wrong
+    delay a run's end and never keep it running."""
+    store = make_store(config)
+    with DAG("ends") as dag:
+        BashTask("a", "true") >> BashTask("b", "true")
+    job, run_id = _job(store, config, dag)
+    key = ("ends", run_id)
+    reads: list[str] = []
+
+    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if "FROM dag_run" in statement:
+            reads.append(statement)
+
+    event.listen(store.engine, "before_cursor_execute", count)
+    job._finish_checked = loop.time.monotonic()  # the recheck is not due
+    assert job.readiness.surely_unfinished(key)
+    with store.session() as session:
+        assert job._finish_runs(session, {key}) == {}
+    assert reads == []
+    # Another writer finishes both (readiness does not hear it): the run ends at the recheck.
+    _write_state(job, run_id, "a", "success")
+    _write_state(job, run_id, "b", "success")
+    assert job.readiness.surely_unfinished(key)
+    with store.session() as session:
+        assert job._finish_runs(session, {key}) == {}
+    monkeypatch.setattr(loop, "FINISH_RECHECK_SECONDS", 0.0)
+    with store.session() as session:
+        assert job._finish_runs(session, {key}) == {key: "success"}
+    assert reads
+    event.remove(store.engine, "before_cursor_execute", count)
+    job.stop()
+
+
+def test_a_run_whose_last_instance_finished_is_not_proven_unfinished() -> None:
+    with DAG("last") as dag:
+        BashTask("a", "true") >> BashTask("b", "true")
+    run = RunReadiness(
+        dag, "r", [("a", -1, "success"), ("b", -1, "running")], topological_index(dag)
+    )
+    assert run.unfinished()
+    run.note("b", -1, "failed")
+    assert not run.unfinished()

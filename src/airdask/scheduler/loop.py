@@ -94,6 +94,8 @@ log = logging.getLogger(__name__)
 S = TaskInstanceState
 #: Most task instances handed to the executor in one pass (Airflow's max_tis_per_query).
 MAX_TIS_PER_PASS = 512
+#: Most seconds between two reads of every running run's end, whatever its readiness says.
+FINISH_RECHECK_SECONDS = 5.0
 #: Longest :meth:`SchedulerJob.stop` keeps trying to reach the database to record the end.
 STOP_DB_PATIENCE = 30.0
 
@@ -168,6 +170,7 @@ class SchedulerJob:
         self.executor_started = False
         self.dirty: set[RunKey] = set()
         self.readiness = Readiness()
+        self._finish_checked = 0.0  # monotonic time of the last read of every run's end
         self.held = Held()
         #: DAGs out of full garbage collections while the scheduler runs (see :mod:`.heap`)
         self.heap = HeapFreeze()
@@ -500,6 +503,15 @@ class SchedulerJob:
         return changed
 
     def _finish_runs(self, session: Session, runs: set[RunKey]) -> dict[RunKey, str]:
+        """Finish the runs among ``runs`` whose task instances are all finished. A run its
+        readiness proves unfinished is not read (two queries a pass, whatever changed),
+        except every FINISH_RECHECK_SECONDS, so that a count gone wrong delays a run's end
+        and never keeps it running."""
+        now = time.monotonic()
+        if now - self._finish_checked < FINISH_RECHECK_SECONDS:
+            runs = {key for key in runs if not self.readiness.surely_unfinished(key)}
+        else:
+            self._finish_checked = now
         claimed, busy = claim_running_runs(session, runs)
         self.dirty |= busy
         finished = finish_runs(session, claimed.values(), self.dags)

@@ -159,6 +159,11 @@ class RunReadiness:
                 counts[slot] += 1
                 self.candidates.add(down)
 
+    def unfinished(self) -> bool:
+        """Whether a task instance of the run is surely not finished: more instances than
+        finished ones. (False may still be a run with work left: its end is then read.)"""
+        return sum(self.instances.values()) > len(self.finished)
+
     def _expanded(self, task_id: str, made: int) -> None:
         """A placeholder (counted as one instance) became ``made`` instances."""
         self.instances[task_id] = made
@@ -358,6 +363,12 @@ class Readiness:
             del self.runs[key]
         else:
             self.runs[key].note(ti.task_id, ti.map_index, new)
+
+    def surely_unfinished(self, key: RunKey) -> bool:
+        """Whether what is kept of run ``key`` proves it has work left, so that finishing it
+        needs no read of the database (False when nothing trusted is kept of it)."""
+        tracker = self.runs.get(key)
+        return self.trusted and tracker is not None and not tracker.stale and tracker.unfinished()
 
     def invalidate(self, runs: Iterable[RunKey]) -> None:
         """These runs changed in ways not noted: read them again when next evaluated."""
