@@ -9,8 +9,9 @@ several rounds (medians are printed; the ratio is the median of the per-round ra
   (executor >= 0.8x of it) is measured against this;
 * "raw Dask mapping the runner" maps airdask's runner over the very specs the executor
   builds (same supervision and log capture), so that ratio is the executor's own overhead;
-* CPU per attempt: the CPU time of the client (with the LocalCluster's scheduler), the
-  workers and their commands, per attempt; steadier than rates on a shared machine, and on
+* CPU per attempt: the CPU time of the client, the Dask scheduler (in this process on a
+  LocalCluster, in its own on the embedded cluster: ``--cluster embedded``), the workers
+  and their commands, per attempt; steadier than rates on a shared machine, and on
   a saturated one its ratio predicts the throughput ratio. For the executor it counts from
   its first queue_command to the end of ``end()`` (which writes the last logs): building
   the task instances and starting the executor happen once in a scheduler's life.
@@ -18,7 +19,8 @@ several rounds (medians are printed; the ratio is the median of the per-round ra
 sync(): the cost of one ``sync()`` with 10k, 50k and 100k attempts really submitted to a
 Dask scheduler that has no worker (so none can finish), measured as the median of many calls.
 
-Run: ``python benchmarks/executor_throughput.py [--tasks N] [--rounds R] [--skip-sync]``.
+Run: ``python benchmarks/executor_throughput.py [--tasks N] [--rounds R] [--skip-sync]
+[--cluster local|embedded]``.
 """
 
 from __future__ import annotations
@@ -45,6 +47,10 @@ TERMINAL = (TaskInstanceState.SUCCESS, TaskInstanceState.FAILED)
 
 def noop() -> None:
     return None
+
+
+def own_pid() -> int:
+    return os.getpid()
 
 
 def bare_true(_: int) -> int:
@@ -192,6 +198,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=5, help="medians over this many rounds")
     parser.add_argument("--skip-sync", action="store_true")
+    parser.add_argument(
+        "--cluster", choices=("local", "embedded"), default="local",
+        help="a LocalCluster (its Dask scheduler in this process), or airdask's embedded "
+        "cluster (its Dask scheduler in a process of its own, ADR 0013); both sides share it",
+    )  # fmt: skip
     args = parser.parse_args()
     os.environ.setdefault("AIRDASK_HOME", tempfile.mkdtemp(prefix="airdask-bench-"))
     config = load_config()
@@ -199,21 +210,29 @@ def main() -> None:
 
     from distributed import Client, LocalCluster
 
+    from airdask.executors.dask.embedded import embedded_cluster
+
     n = args.tasks
     print(
-        f"LocalCluster: {args.workers} process workers x {args.threads} threads, {n} tasks, "
-        f"medians of {args.rounds} rounds"
+        f"{args.cluster} cluster: {args.workers} process workers x {args.threads} threads, "
+        f"{n} tasks, medians of {args.rounds} rounds"
     )
-    with (
-        LocalCluster(
+    if args.cluster == "embedded":
+        shape = {("dask", "n_workers"): args.workers, ("dask", "threads_per_worker"): args.threads}
+        cluster = embedded_cluster(
+            config.with_overrides({**shape, ("dask", "dashboard_address"): ""})
+        )
+    else:
+        cluster = LocalCluster(
             n_workers=args.workers,
             threads_per_worker=args.threads,
             processes=True,
             dashboard_address=None,
-        ) as cluster,
-        Client(cluster, set_as_default=False) as client,
-    ):
-        pids = [os.getpid(), *client.run(os.getpid).values()]  # client+scheduler, workers
+        )
+    with cluster, Client(cluster, set_as_default=False) as client:
+        # the client (and a LocalCluster's Dask scheduler), the Dask scheduler, the workers
+        pids = list({os.getpid(), client.run_on_scheduler(own_pid)})
+        pids += client.run(os.getpid).values()
         # warm up imports and the by-value runner on every worker
         raw_same_work(client, "warm", 50, ["true"])
         for label, command, bare in (

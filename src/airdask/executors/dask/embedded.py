@@ -65,7 +65,7 @@ def embedded_cluster(config: Config, *, resources: Mapping[str, float] | None = 
         "dashboard": dashboard is not None,
         "dashboard_address": dashboard,
         "allowed_failures": config.dask.allowed_failures,
-        "preload": [DASHBOARD_PRELOAD],
+        "preload": [DASHBOARD_PRELOAD] if dashboard else [],  # no dashboard: no page
     }
     if not config.dask.scheduler_process:
         return LocalCluster(  # type: ignore[no-untyped-call]
