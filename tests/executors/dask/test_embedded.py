@@ -88,8 +88,14 @@ def test_a_scheduler_that_cannot_start_says_so() -> None:
     async def start() -> None:
         await SchedulerProcess(options={"no_such_option": 1}).start()
 
-    with pytest.raises(RuntimeError, match="exited with code 1 before it listened"):
-        asyncio.run(start())
+    # Not asyncio.run(): it leaves this thread without a current event loop, which later
+    # tests in the same process (tornado's synchronous websocket client) need.
+    loop = asyncio.new_event_loop()
+    try:
+        with pytest.raises(RuntimeError, match="exited with code 1 before it listened"):
+            loop.run_until_complete(start())
+    finally:
+        loop.close()
 
 
 PARENT = textwrap.dedent(
@@ -123,3 +129,35 @@ def test_the_scheduler_process_dies_with_its_parent(home: Path) -> None:
             if parent.poll() is None:
                 parent.kill()
     wait_for(lambda: not pid_alive(pid), timeout=30, what="the orphaned Dask scheduler to exit")
+
+
+def test_a_dead_embedded_scheduler_is_replaced_and_its_attempts_reported_lost(
+    config: Config, tmp_path: Path
+) -> None:
+    """The Dask scheduler process can die alone (the OOM killer's pick): the executor
+    starts a new embedded cluster at once, reports the attempts in flight as outcome
+    unknown (so the scheduler retries them without charging a try), and runs on."""
+    cfg = config.with_overrides({("dask", "dashboard_address"): "", ("dask", "n_workers"): 1})
+    ex = DaskExecutor(config=cfg)
+    ex.start()
+    try:
+        started = tmp_path / "started"
+        slow = make_ti("slow")
+        ex.queue_command(slow, ["sh", "-c", f"touch {started}; exec sleep 120"])
+
+        def running() -> bool:
+            ex.heartbeat()
+            return started.exists()
+
+        wait_for(running, timeout=60, what="the attempt to start")
+        old = ex.client.run_on_scheduler(_scheduler_pid)
+        os.kill(old, signal.SIGKILL)
+        state, info = drain(ex, [slow.key], timeout=60)[slow.key]
+        assert state.value == "failed" and info.kind == "connection_lost", info
+        new = ex.client.run_on_scheduler(_scheduler_pid)
+        assert new != old and pid_alive(new)
+        after = make_ti("after")
+        ex.queue_command(after, ["true"])
+        assert drain(ex, [after.key])[after.key][0].value == "success"
+    finally:
+        ex.end()

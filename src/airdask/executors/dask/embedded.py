@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import dask.config
+from distributed.core import Status
 from distributed.deploy.spec import ProcessInterface
 
 if TYPE_CHECKING:
@@ -112,6 +113,7 @@ class SchedulerProcess(ProcessInterface):
         self.options = dict(options)
         self.start_timeout = start_timeout
         self.process: asyncio.subprocess.Process | None = None
+        self._exit_watch: asyncio.Future[None] | None = None
         # The parent's Dask settings (dask.config.set in a test or a notebook) hold in the
         # child too, as they do in Dask's own spawned workers.
         self.env = dict(os.environ)
@@ -145,6 +147,20 @@ class SchedulerProcess(ProcessInterface):
         self.address = json.loads(line)["address"]
         log.debug("embedded Dask scheduler pid %d at %s", self.process.pid, self.address)
         await super().start()  # type: ignore[no-untyped-call]
+        self._exit_watch = asyncio.ensure_future(self._watch_exit(self.process))
+
+    async def _watch_exit(self, proc: asyncio.subprocess.Process) -> None:
+        """Its death unasked-for (OOM killer, a signal) is a failure: the cluster's close
+        then skips asking it to retire the workers, which could only time out."""
+        code = await proc.wait()
+        if self.process is proc:  # not stopped by close()
+            log.error("the embedded Dask scheduler (pid %d) exited with code %d", proc.pid, code)
+            self.status = Status.failed
+
+    @property
+    def exit_code(self) -> int | None:
+        """The child's exit code once it has exited unasked-for; None while it runs."""
+        return self.process.returncode if self.process is not None else None
 
     async def close(self) -> None:
         await self._stop(grace=CLOSE_GRACE_SECONDS)
@@ -167,6 +183,21 @@ class SchedulerProcess(ProcessInterface):
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await proc.wait()
+
+
+def scheduler_exited(cluster: Any) -> int | None:
+    """The exit code of ``cluster``'s Dask scheduler process if it died (None while it runs,
+    and for a cluster whose scheduler is not a :class:`SchedulerProcess`)."""
+    scheduler = getattr(cluster, "scheduler", None)
+    return scheduler.exit_code if isinstance(scheduler, SchedulerProcess) else None
+
+
+def close_quietly(cluster: Any) -> None:
+    """Close ``cluster``, logging (not raising) what goes wrong: a dead one's close can."""
+    try:
+        cluster.close()
+    except Exception as exc:
+        log.warning("closing the old embedded Dask cluster: %s", exc)
 
 
 def serve(spec: dict[str, Any]) -> None:

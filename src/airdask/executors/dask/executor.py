@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -227,7 +228,9 @@ class DaskExecutor(BaseExecutor):
         )
         try:
             self._install_runner()
-            self._watch = ConnectionWatch(self._conn, reconnect=self._reconnector())
+            self._watch = ConnectionWatch(
+                self._conn, reconnect=self._reconnector(), dead=self._embedded_scheduler_died
+            )
         except BaseException:
             self._close()
             raise
@@ -244,11 +247,18 @@ class DaskExecutor(BaseExecutor):
         )
 
     def _reconnector(self) -> Callable[[], Any] | None:
-        """How to replace a client that closed: only one this executor made for an address
-        (a passed-in client and an embedded cluster's are not ours to replace)."""
+        """How to replace a client that closed: one this executor made for an address, or
+        for an embedded cluster whose Dask scheduler runs in a process of its own (a whole
+        new cluster then: see :meth:`_restart_embedded`). A passed-in client, and an
+        in-process cluster's, are not ours to replace."""
         conn = self._conn
-        if conn is None or not conn.owns_client or conn.cluster is not None:
+        if conn is None or not conn.owns_client:
             return None
+        if conn.cluster is not None:
+            from airdask.executors.dask.embedded import SchedulerProcess
+
+            separate = isinstance(getattr(conn.cluster, "scheduler", None), SchedulerProcess)
+            return self._restart_embedded if separate else None
         address = self.cluster_address
 
         def reconnect() -> Any:
@@ -256,6 +266,37 @@ class DaskExecutor(BaseExecutor):
                            reuse_current_client=False).client  # fmt: skip
 
         return reconnect if address else None
+
+    def _embedded_scheduler_died(self) -> bool:
+        if self._conn is None or self._conn.cluster is None:
+            return False
+        from airdask.executors.dask.embedded import scheduler_exited
+
+        return scheduler_exited(self._conn.cluster) is not None
+
+    def _restart_embedded(self) -> Any:
+        """A new embedded cluster in place of one whose Dask scheduler process died (the OOM
+        killer's pick, say), and its client; the attempts in flight died with it and are
+        reported so once the new client is in (Link.NEW). The old cluster closes on a
+        thread of its own: its close may wait out a connect timeout on the dead address."""
+        from distributed import Client
+
+        from airdask.executors.dask.embedded import close_quietly, embedded_cluster
+
+        assert self._conn is not None
+        old = self._conn.cluster
+        cluster = embedded_cluster(self.config, resources=self.worker_resources)
+        try:
+            client = Client(cluster, set_as_default=False)  # type: ignore[no-untyped-call]
+        except BaseException:
+            cluster.close()
+            raise
+        self._conn.cluster = cluster
+        log.warning("started a new embedded Dask cluster (dashboard: %s)", client.dashboard_link)
+        threading.Thread(
+            target=close_quietly, args=(old,), name="airdask-close-dead-cluster", daemon=True
+        ).start()
+        return client
 
     def _install_runner(self) -> None:
         """Put the runner and the keeper on the cluster (see ``shipping``)."""

@@ -52,11 +52,21 @@ class ConnectionWatch:
     :param conn: the executor's connection; its client is swapped for a new one when the
         old one closed and ``reconnect`` made another.
     :param reconnect: makes a new client when the old one has closed (None: wait for the
-        client to come back by itself, e.g. a notebook's or an embedded cluster's).
+        client to come back by itself, e.g. a notebook's or an in-process cluster's).
+    :param dead: whether the scheduler is known gone for good (an embedded cluster's Dask
+        scheduler process that exited): then ``reconnect`` is called at once, without
+        waiting for the client's own reconnect window to end.
     """
 
-    def __init__(self, conn: DaskConnection, *, reconnect: Callable[[], Any] | None) -> None:
+    def __init__(
+        self,
+        conn: DaskConnection,
+        *,
+        reconnect: Callable[[], Any] | None,
+        dead: Callable[[], bool] | None = None,
+    ) -> None:
         self.conn = conn
+        self._dead = dead
         client = conn.client
         self.scheduler_id = scheduler_id(client)
         self._reconnect = reconnect
@@ -76,7 +86,9 @@ class ConnectionWatch:
                 log.warning("lost the Dask scheduler (client %s): submitting nothing until it "
                             "is back", client.status)  # fmt: skip
             if self._reconnect is not None and (
-                client.status in ("closed", "closing") or self._stalled(client)
+                client.status in ("closed", "closing")
+                or self._stalled(client)
+                or (self._dead is not None and self._dead())
             ):
                 self._start_reconnecting()
             return Link.DOWN
