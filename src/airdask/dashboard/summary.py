@@ -186,6 +186,10 @@ def dask_client_of(executor: Any) -> Any | None:
     return None
 
 
+class _ClientDown(ConnectionError):
+    """The Dask client is not connected: an outage the executor reports, not a fault here."""
+
+
 class SummaryPublisher:
     """Publishes a fresh summary at most every ``interval`` seconds; for a scheduler loop.
 
@@ -230,15 +234,20 @@ class SummaryPublisher:
             try:
                 status = getattr(client, "status", "running")
                 if status != "running":  # a round trip to a lost scheduler would stall us
-                    raise ConnectionError(f"the Dask client is {status}")
+                    raise _ClientDown(f"the Dask client is {status}")
                 with session_factory() as session:
                     summary = build_summary(session, max_events=self.max_events)
                 summary["seq"] = self.seq + 1
                 publish_summary(client, summary)
             except Exception as exc:
                 # Logged once per streak of failures: a dead cluster would flood the log.
+                # A lost scheduler is said in a line; only the unexpected get their stack.
                 if not self._failing:
-                    log.warning("cannot publish the dashboard summary: %s", exc, exc_info=True)
+                    log.warning(
+                        "cannot publish the dashboard summary: %s",
+                        exc,
+                        exc_info=not isinstance(exc, _ClientDown),
+                    )
                 self._failing = True
                 return False
             self.seq += 1
