@@ -4,6 +4,7 @@ full read of the run, at the cost of what changed."""
 from __future__ import annotations
 
 import random
+import time
 
 import pytest
 from sqlalchemy import event, update
@@ -132,9 +133,11 @@ def test_instances_made_from_a_result_are_counted_downstream() -> None:
         ("each", "scheduled", 4, True)
     ]
     assert run.totals["end"] == 4
+    assert run.instance_count == 1 + 4 + 1  # the placeholder became 4
     for i in range(4):
         run.note("each", i, "success")
     assert decide(run) == [("end", "scheduled")]
+    assert run.unfinished()  # end has not run
 
 
 def _random_dag(rng: random.Random, n: int) -> DAG:
@@ -284,7 +287,7 @@ def test_a_run_readiness_proves_unfinished_is_not_read_to_finish_it(
             reads.append(statement)
 
     event.listen(store.engine, "before_cursor_execute", count)
-    job._finish_checked = loop.time.monotonic()  # the recheck is not due
+    job._finish_checked = time.monotonic()  # the recheck is not due
     assert job.readiness.surely_unfinished(key)
     with store.session() as session:
         assert job._finish_runs(session, {key}) == {}

@@ -114,6 +114,8 @@ class RunReadiness:
                 self.finished[(task_id, map_index)] = state
                 if map_index >= 0:
                     mapped_done.setdefault(task_id, [0] * 5)[_SLOT[state]] += 1
+        #: sum(instances.values()), kept so that unfinished() costs nothing per pass
+        self.instance_count = sum(self.instances.values())
         self.slots: dict[str, list[int]] = {}
         self.totals: dict[str, int] = {}
         for task_id in self.waiting:
@@ -162,10 +164,11 @@ class RunReadiness:
     def unfinished(self) -> bool:
         """Whether a task instance of the run is surely not finished: more instances than
         finished ones. (False may still be a run with work left: its end is then read.)"""
-        return sum(self.instances.values()) > len(self.finished)
+        return self.instance_count > len(self.finished)
 
     def _expanded(self, task_id: str, made: int) -> None:
         """A placeholder (counted as one instance) became ``made`` instances."""
+        self.instance_count += made - self.instances.get(task_id, 0)
         self.instances[task_id] = made
         for down in self.dag.get_task(task_id).downstream_task_ids:
             if down in self.totals:

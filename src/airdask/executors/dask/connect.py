@@ -50,7 +50,7 @@ def security_from_config(config: Config) -> Any | None:
 @dataclass
 class DaskConnection:
     client: Any
-    cluster: Any | None  # the embedded LocalCluster we own, if any
+    cluster: Any | None  # the embedded cluster we own, if any
     owns_client: bool
 
     def close(self) -> None:
@@ -61,10 +61,16 @@ class DaskConnection:
             except Exception as exc:  # closing must not hide the caller's own error
                 log.warning("error closing the Dask client: %s", exc)
         if self.cluster is not None:
-            try:
-                self.cluster.close()
-            except Exception as exc:
-                log.warning("error closing the embedded Dask cluster: %s", exc)
+            close_cluster(self.cluster)
+
+
+def close_cluster(cluster: Any) -> None:
+    """Close an embedded cluster, logging (not raising) what goes wrong: closing must not
+    hide the caller's own error, and a cluster whose scheduler died can fail to close."""
+    try:
+        cluster.close()
+    except Exception as exc:
+        log.warning("error closing the embedded Dask cluster: %s", exc)
 
 
 def current_client() -> Any | None:

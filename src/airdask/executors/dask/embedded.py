@@ -147,6 +147,7 @@ class SchedulerProcess(ProcessInterface):
         self.address = json.loads(line)["address"]
         log.debug("embedded Dask scheduler pid %d at %s", self.process.pid, self.address)
         await super().start()  # type: ignore[no-untyped-call]
+        # Kept: the loop holds only a weak reference to a task.
         self._exit_watch = asyncio.ensure_future(self._watch_exit(self.process))
 
     async def _watch_exit(self, proc: asyncio.subprocess.Process) -> None:
@@ -185,19 +186,10 @@ class SchedulerProcess(ProcessInterface):
             await proc.wait()
 
 
-def scheduler_exited(cluster: Any) -> int | None:
-    """The exit code of ``cluster``'s Dask scheduler process if it died (None while it runs,
-    and for a cluster whose scheduler is not a :class:`SchedulerProcess`)."""
+def scheduler_process_of(cluster: Any) -> SchedulerProcess | None:
+    """``cluster``'s Dask scheduler if it runs in a process of its own (else None)."""
     scheduler = getattr(cluster, "scheduler", None)
-    return scheduler.exit_code if isinstance(scheduler, SchedulerProcess) else None
-
-
-def close_quietly(cluster: Any) -> None:
-    """Close ``cluster``, logging (not raising) what goes wrong: a dead one's close can."""
-    try:
-        cluster.close()
-    except Exception as exc:
-        log.warning("closing the old embedded Dask cluster: %s", exc)
+    return scheduler if isinstance(scheduler, SchedulerProcess) else None
 
 
 def serve(spec: dict[str, Any]) -> None:

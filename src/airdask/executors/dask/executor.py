@@ -61,7 +61,12 @@ from airdask.executors.dask.adoption import (
     lookup,
     withdraw,
 )
-from airdask.executors.dask.connect import DaskConnection, connect, security_from_config
+from airdask.executors.dask.connect import (
+    DaskConnection,
+    close_cluster,
+    connect,
+    security_from_config,
+)
 from airdask.executors.dask.done import DoneQueue, DoneWatcher
 from airdask.executors.dask.harvest import Harvested, from_future
 from airdask.executors.dask.keeper import ANNOTATION
@@ -255,9 +260,9 @@ class DaskExecutor(BaseExecutor):
         if conn is None or not conn.owns_client:
             return None
         if conn.cluster is not None:
-            from airdask.executors.dask.embedded import SchedulerProcess
+            from airdask.executors.dask.embedded import scheduler_process_of
 
-            separate = isinstance(getattr(conn.cluster, "scheduler", None), SchedulerProcess)
+            separate = scheduler_process_of(conn.cluster) is not None
             return self._restart_embedded if separate else None
         address = self.cluster_address
 
@@ -270,33 +275,33 @@ class DaskExecutor(BaseExecutor):
     def _embedded_scheduler_died(self) -> bool:
         if self._conn is None or self._conn.cluster is None:
             return False
-        from airdask.executors.dask.embedded import scheduler_exited
+        from airdask.executors.dask.embedded import scheduler_process_of
 
-        return scheduler_exited(self._conn.cluster) is not None
+        process = scheduler_process_of(self._conn.cluster)
+        return process is not None and process.exit_code is not None
 
     def _restart_embedded(self) -> Any:
         """A new embedded cluster in place of one whose Dask scheduler process died (the OOM
         killer's pick, say), and its client; the attempts in flight died with it and are
         reported so once the new client is in (Link.NEW). The old cluster closes on a
         thread of its own: its close may wait out a connect timeout on the dead address."""
-        from distributed import Client
-
-        from airdask.executors.dask.embedded import close_quietly, embedded_cluster
-
         assert self._conn is not None
         old = self._conn.cluster
-        cluster = embedded_cluster(self.config, resources=self.worker_resources)
-        try:
-            client = Client(cluster, set_as_default=False)  # type: ignore[no-untyped-call]
-        except BaseException:
-            cluster.close()
-            raise
-        self._conn.cluster = cluster
-        log.warning("started a new embedded Dask cluster (dashboard: %s)", client.dashboard_link)
+        new = connect(
+            self.config,
+            address=None,
+            client=None,
+            security=None,
+            reuse_current_client=False,
+            worker_resources=self.worker_resources,
+        )
+        self._conn.cluster = new.cluster
+        log.warning("started a new embedded Dask cluster (dashboard: %s)",
+                    new.client.dashboard_link)  # fmt: skip
         threading.Thread(
-            target=close_quietly, args=(old,), name="airdask-close-dead-cluster", daemon=True
+            target=close_cluster, args=(old,), name="airdask-close-dead-cluster", daemon=True
         ).start()
-        return client
+        return new.client
 
     def _install_runner(self) -> None:
         """Put the runner and the keeper on the cluster (see ``shipping``)."""
