@@ -9,12 +9,13 @@ side's whole command (``airdask run`` with its workers; raw Dask's cluster start
 close: on a shared machine they move less than the wall times), the peak RSS (``VmHWM``)
 of the ``airdask run`` process and of its embedded Dask scheduler's process, and the
 database's size at the end. Raw Dask runs on a ``LocalCluster`` (its scheduler in the
-benchmark's process), as a user of raw Dask gets it; on airdask's embedded cluster shape
-it measured the same (12.4 vs 12.2 s and 13.7 vs 14.4 s at 10,000).
+benchmark's process), as a user of raw Dask gets it; ``--raw-cluster embedded`` runs it on
+airdask's embedded cluster instead (its Dask scheduler in a process of its own).
 
 Usage::
 
     python benchmarks/dag_scale.py [--sizes 1000,10000,100000] [--db sqlite|postgres | --postgres]
+        [--raw-cluster local|embedded]
 """
 
 from __future__ import annotations
@@ -67,18 +68,28 @@ def _cpu_seconds() -> tuple[float, float]:
     return own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime
 
 
-def raw_dask(n: int) -> tuple[float, float]:
-    """Seconds for ``client.map(noop, range(n))`` + gather on a fresh 2x2 LocalCluster, and
-    the CPU seconds of the whole (cluster start and close included, as in airdask's)."""
-    from distributed import Client, LocalCluster
+def raw_cluster(shape: str) -> Any:
+    """A fresh 2x2 cluster for raw Dask: a ``LocalCluster`` (``local``), or airdask's
+    embedded cluster, its Dask scheduler in a process of its own (``embedded``)."""
+    from distributed import LocalCluster
+
+    from airdask.executors.dask.embedded import embedded_cluster
+
+    if shape == "embedded":
+        return embedded_cluster(load_config({"AIRDASK__DASK__DASHBOARD_ADDRESS": ":0"}))
+    return LocalCluster(  # type: ignore[no-untyped-call]
+        n_workers=WORKERS, threads_per_worker=THREADS, processes=True, dashboard_address=":0"
+    )
+
+
+def raw_dask(n: int, shape: str = "local") -> tuple[float, float]:
+    """Seconds for ``client.map(noop, range(n))`` + gather on a fresh cluster
+    (:func:`raw_cluster`), and the CPU seconds of the whole (cluster start and close
+    included, as in airdask's)."""
+    from distributed import Client
 
     own0, children0 = _cpu_seconds()
-    with (
-        LocalCluster(
-            n_workers=WORKERS, threads_per_worker=THREADS, processes=True, dashboard_address=":0"
-        ) as cluster,
-        Client(cluster) as client,
-    ):
+    with raw_cluster(shape) as cluster, Client(cluster) as client:
         client.submit(noop, pure=False).result()  # the workers are warm, as airdask's are
         t0 = time.perf_counter()
         futures = client.map(noop, range(n), pure=False)
@@ -249,6 +260,10 @@ def main() -> None:
     parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument("--postgres", action="store_true", help="the same as --db postgres")
     parser.add_argument(
+        "--raw-cluster", choices=("local", "embedded"), default="local",
+        help="the cluster raw Dask runs on (airdask always runs on its embedded cluster)",
+    )  # fmt: skip
+    parser.add_argument(
         "--leftovers", type=int, default=0, metavar="N",
         help="also run N tasks on a cluster that stays up and print what is left on it",
     )  # fmt: skip
@@ -258,7 +273,7 @@ def main() -> None:
     print(f"start >> N no-op PythonTask >> end; embedded cluster {WORKERS}x{THREADS}, {args.db}")
     per_task = {}
     for n in [int(s) for s in args.sizes.split(",")]:
-        raw, raw_cpu = raw_dask(n + 2)
+        raw, raw_cpu = raw_dask(n + 2, args.raw_cluster)
         ours = airdask_run(n, args.db)
         per_task[n] = ours["wall"] / (n + 2) * 1000
         print(
