@@ -150,7 +150,18 @@ OPTIONS: dict[str, dict[str, Option]] = {
     },
     "scheduler": {
         "loop_interval": Option(
-            float, "0.05", "Seconds the scheduler idles when nothing moved.", at_least=0
+            float,
+            "0.05",
+            "Most seconds the scheduler idles when nothing moved (a Dask outcome ends the wait).",
+            at_least=0,
+        ),
+        "batch_wait": Option(
+            float,
+            "0.05",
+            "Most seconds a pass that took in few outcomes waits for more while attempts "
+            "run, so that a pass's fixed cost is spread over a batch; the Dask executor ends the "
+            "wait once the batch is in (0: pass again at once).",
+            at_least=0,
         ),
         "job_heartbeat_sec": Option(
             float, "5", "Seconds between scheduler job heartbeats.", more_than=0
@@ -301,6 +312,7 @@ class SchedulerSettings:
     """``[scheduler]`` (durations in float seconds)."""
 
     loop_interval: float
+    batch_wait: float
     job_heartbeat_sec: float
     scheduler_health_check_threshold: float
     orphaned_tasks_check_interval: float

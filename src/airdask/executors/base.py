@@ -57,6 +57,14 @@ and the scheduler then does not count a failure against the task), and where kno
 host, worker, start and end times, exit code and external id. A plain string is accepted
 too (it becomes the reason), as Airflow allows anything there.
 
+**Waking the scheduler (optional).** Between passes the scheduler waits on
+:attr:`BaseExecutor.arrivals` (an :class:`~airdask.executors.arrivals.Arrivals`), for as many
+outcomes as make its next pass worth running, up to a short pause. An executor that learns of
+outcomes on a thread of its own calls ``self.arrivals.add()`` there for each one, and the
+scheduler wakes as soon as they are in; one that learns of them only in ``sync()`` need do
+nothing, and the scheduler waits its whole pause (``[scheduler] batch_wait`` while attempts
+run, ``loop_interval`` when nothing moved).
+
 Leave these alone (the scheduler relies on their exact behaviour): ``heartbeat``,
 ``queue_command``, ``get_event_buffer``, ``has_task``, ``send_callback``, ``trigger_tasks``,
 ``change_state``/``success``/``fail``/``queued``/``running_state``. The one hook meant for
@@ -136,6 +144,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from airdask.executors.arrivals import Arrivals
 from airdask.executors.events import EventInfo
 from airdask.state import TaskInstanceKey, TaskInstanceState
 
@@ -238,6 +247,20 @@ class BaseExecutor:
         self.running: set[TaskInstanceKey] = set()
         self.event_buffer: dict[TaskInstanceKey, EventBufferValueType] = {}
         self.attempts: dict[TaskInstanceKey, RunningRetryAttemptType] = {}
+
+    @property
+    def arrivals(self) -> Arrivals:
+        """Where this executor counts the outcomes it learns of outside ``sync()`` (see
+        "Waking the scheduler"); an :class:`~airdask.scheduler.executors.ExecutorSet` hands
+        one counter to all its executors."""
+        found: Arrivals | None = self.__dict__.get("_arrivals")
+        if found is None:  # also for a subclass that never called __init__
+            found = self.__dict__["_arrivals"] = Arrivals()
+        return found
+
+    @arrivals.setter
+    def arrivals(self, value: Arrivals) -> None:
+        self.__dict__["_arrivals"] = value
 
     def __repr__(self) -> str:
         return (

@@ -29,6 +29,7 @@ import sys
 from collections.abc import Iterator, Sequence
 
 from airdask.dag import DAG
+from airdask.executors.arrivals import Arrivals
 from airdask.executors.base import BaseExecutor, EventBufferValueType
 from airdask.executors.names import ExecutorName, UnknownExecutorError, describe, resolve
 from airdask.state import TaskInstanceKey
@@ -67,6 +68,10 @@ class ExecutorSet:
         if len(self.by_id) != len(executors):
             raise ValueError(f"executor ids must be unique: {describe(self.names)}")
         self.parallelism = parallelism
+        #: One count of arrived outcomes for them all: the loop waits on it between passes.
+        self.arrivals = Arrivals()
+        for _, executor in executors:
+            executor.arrivals = self.arrivals
 
     @classmethod
     def single(cls, executor: BaseExecutor, *, parallelism: int) -> ExecutorSet:
@@ -198,6 +203,8 @@ class ExecutorSet:
             started.append(executor)
 
     def heartbeat(self) -> None:
+        """Heartbeat each executor; what arrives from now on counts for the next pass."""
+        self.arrivals.take()
         for executor in self:
             executor.heartbeat()
 

@@ -81,6 +81,7 @@ from airdask.scheduler.heap import HeapFreeze
 from airdask.scheduler.held import Held, merge_events
 from airdask.scheduler.liveness import Heartbeats
 from airdask.scheduler.outage import Outage, patiently
+from airdask.scheduler.pacing import pause_after
 from airdask.scheduler.readiness import Readiness
 from airdask.scheduler.ready import queue_ready
 from airdask.scheduler.runs import fail_run, finish_runs, start_run
@@ -187,6 +188,7 @@ class SchedulerJob:
         self.queued_timeout = config.scheduler.task_queued_timeout
         self.stuck_retries = config.scheduler.num_stuck_in_queued_retries
         self.loop_interval = config.scheduler.loop_interval
+        self.batch_wait = config.scheduler.batch_wait
         self.summary_publisher = SummaryPublisher(
             interval=config.scheduler.dashboard_summary_interval
         )
@@ -284,6 +286,7 @@ class SchedulerJob:
         """Ask :meth:`run` to stop after its current pass; safe from any thread (what
         SIGTERM/SIGINT do)."""
         self._stop.set()
+        self.executors.arrivals.wake()  # a loop waiting between passes stops now
 
     @property
     def stopping(self) -> bool:
@@ -339,8 +342,7 @@ class SchedulerJob:
                         raise
                     self._lost_database(exc)
                     continue
-                if not result.busy:
-                    self._stop.wait(self.loop_interval)
+                self._pause(result)
         except BaseException:
             state = "failed"
             raise
@@ -354,6 +356,18 @@ class SchedulerJob:
                     self._heartbeats.stop()
                     self._heartbeats = None
                 undo()
+
+    def _pause(self, result: PassResult) -> None:
+        """Wait before the next pass as :mod:`.pacing` says: for outcomes, briefly."""
+        pause = pause_after(
+            result,
+            in_flight=self.executors.slots_occupied,
+            full_budget=MAX_TIS_PER_PASS,
+            loop_interval=self.loop_interval,
+            batch_wait=self.batch_wait,
+        )
+        if pause is not None and not self._stop.is_set():
+            self.executors.arrivals.wait(pause.outcomes, pause.seconds)
 
     def _lost_database(self, exc: BaseException) -> None:
         self.outage.wait_out(exc, kept=len(self.held.events))

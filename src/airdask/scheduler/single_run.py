@@ -25,6 +25,9 @@ from airdask.store import DagRun, TaskInstance
 _FINISHED_RUN = (DagRunState.SUCCESS.value, DagRunState.FAILED.value)
 #: The largest share of the scheduler's time that counting the run for its progress takes.
 PROGRESS_SHARE = 0.05
+#: Most seconds between two reads of the run's state when no pass of the job finished it
+#: (another process may end it: ``airdask tasks`` marking it, say).
+STATE_RECHECK_SECONDS = 1.0
 
 
 @dataclass
@@ -90,7 +93,8 @@ def drive_run(
         on_trigger(run_id)
     started = time.monotonic()
     deadline = None if timeout is None else started + timeout
-    seen: dict[str, Any] = {"link": None, "timed_out": False, "state": None, "next": 0.0}
+    seen: dict[str, Any] = {"link": None, "timed_out": False, "state": None, "next": 0.0,
+                            "ended": False, "read_at": float("-inf")}  # fmt: skip
 
     def report(force: bool = False) -> None:
         now = time.monotonic()
@@ -103,12 +107,20 @@ def drive_run(
     def on_pass(result: PassResult) -> None:
         # The link is gone once end() closed the connection: remember it while running.
         seen["link"] = seen["link"] or job.executors.dashboard_link
+        # A run that cannot start is failed by the pass that starts it (started_runs).
+        seen["ended"] = bool(result.started_runs) or (dag.dag_id, run_id) in (
+            result.finished_runs or {}
+        )
         report()
 
     def finished() -> bool:
-        seen["state"] = _run_state(job, dag.dag_id, run_id)
-        if seen["state"] in _FINISHED_RUN:
-            return True
+        # Not a query a pass: the pass that ends the run says so (PassResult.finished_runs).
+        now = time.monotonic()
+        if seen["ended"] or now - seen["read_at"] >= STATE_RECHECK_SECONDS:
+            seen["read_at"] = now
+            seen["state"] = _run_state(job, dag.dag_id, run_id)
+            if seen["state"] in _FINISHED_RUN:
+                return True
         if deadline is not None and time.monotonic() > deadline:
             seen["timed_out"] = True
             job.executors.terminate()

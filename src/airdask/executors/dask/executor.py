@@ -243,13 +243,18 @@ class DaskExecutor(BaseExecutor):
         self.scheduler_id = self._watch.scheduler_id
         self._router = ResourceRouter(client, policy=self.pool_policy, ttl=self.resource_ttl)
         subscribe(client, runner.STARTED_TOPIC, self._track.on_started)
-        subscribe(client, runner.FINISHED_TOPIC, self._track.on_finished)
+        subscribe(client, runner.FINISHED_TOPIC, self._on_finished)
         confirm_subscribed(client, TOPICS, timeout=self.config.dask.connect_timeout)
         log.info(
             "DaskExecutor on %s (dashboard: %s)",
             client.scheduler.address,
             self.dashboard_link or "none",
         )
+
+    def _on_finished(self, event: Any) -> None:
+        """On Dask's event loop: an outcome arrived; it may wake a waiting scheduler."""
+        self._track.on_finished(event)
+        self.arrivals.add()
 
     def _reconnector(self) -> Callable[[], Any] | None:
         """How to replace a client that closed: one this executor made for an address, or
@@ -327,7 +332,7 @@ class DaskExecutor(BaseExecutor):
             return False
         client = self.client
         for topic, handler in ((runner.STARTED_TOPIC, self._track.on_started),
-                               (runner.FINISHED_TOPIC, self._track.on_finished)):  # fmt: skip
+                               (runner.FINISHED_TOPIC, self._on_finished)):  # fmt: skip
             subscribe(client, topic, handler)  # a replaced client subscribes anew
         resubscribe(client)
         self._router = ResourceRouter(client, policy=self.pool_policy, ttl=self.resource_ttl)
@@ -596,7 +601,7 @@ class DaskExecutor(BaseExecutor):
             return
         try:
             unsubscribe(conn.client, runner.STARTED_TOPIC, self._track.on_started)
-            unsubscribe(conn.client, runner.FINISHED_TOPIC, self._track.on_finished)
+            unsubscribe(conn.client, runner.FINISHED_TOPIC, self._on_finished)
         except Exception:
             log.debug("could not unsubscribe", exc_info=True)
         conn.close()
