@@ -117,6 +117,17 @@ def test_an_executor_set_hands_one_counter_to_its_executors(config: Config) -> N
     assert executors.arrivals.count == 0
 
 
+def test_a_local_dask_executor_hands_the_counter_to_its_dask_side(config: Config) -> None:
+    from airdask.executors.local_dask import LocalDaskExecutor
+    from airdask.executors.names import ExecutorName
+
+    both = LocalDaskExecutor("tcp://127.0.0.1:1", config=config)  # never started
+    executors = ExecutorSet([(ExecutorName("LocalDaskExecutor"), both)], parallelism=0)
+    assert both.dask_executor.arrivals is executors.arrivals
+    assert both.local_executor.arrivals is executors.arrivals
+    assert both.arrivals is executors.arrivals
+
+
 # ---- a real loop on a real Dask cluster -------------------------------------------------
 
 
@@ -137,7 +148,6 @@ def _noop() -> None:
     return None
 
 
-@pytest.mark.slow
 def test_outcomes_wake_a_waiting_loop(store: Store, config: Config, cluster: Any) -> None:
     """Waits of 30 s between passes, and a chain of four tasks still finishes within 20 s:
     each outcome ends the wait it arrives in (the Dask executor counts it)."""

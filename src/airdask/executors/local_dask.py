@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from airdask.executors.arrivals import Arrivals
 from airdask.executors.base import BaseExecutor, QueuedTaskInstanceType, TaskTuple
 from airdask.executors.dask import DaskExecutor
 from airdask.executors.local import LocalExecutor
@@ -63,6 +64,16 @@ class LocalDaskExecutor(BaseExecutor):
     @property
     def children(self) -> tuple[BaseExecutor, BaseExecutor]:
         return (self.local_executor, self.dask_executor)
+
+    @property
+    def arrivals(self) -> Arrivals:
+        """The Dask side's counter: it is the side that learns of outcomes on its own."""
+        return self.dask_executor.arrivals
+
+    @arrivals.setter
+    def arrivals(self, value: Arrivals) -> None:
+        for child in self.children:
+            child.arrivals = value
 
     def _child_for(self, queue: str | None) -> BaseExecutor:
         return self.local_executor if queue == self.local_queue else self.dask_executor
