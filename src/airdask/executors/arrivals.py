@@ -11,7 +11,6 @@ and the loop then waits the whole pause, as it slept before this existed.
 from __future__ import annotations
 
 import threading
-import time
 
 
 class Arrivals:
@@ -49,11 +48,6 @@ class Arrivals:
     def wait(self, count: int, timeout: float) -> int:
         """Block until ``count`` outcomes arrived since the last :meth:`take`, :meth:`wake`
         was called, or ``timeout`` seconds passed; the count then."""
-        deadline = time.monotonic() + timeout
         with self._cond:
-            while self._count < count and not self._woken:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self._cond.wait(left)
+            self._cond.wait_for(lambda: self._count >= count or self._woken, timeout)
             return self._count

@@ -247,20 +247,18 @@ class BaseExecutor:
         self.running: set[TaskInstanceKey] = set()
         self.event_buffer: dict[TaskInstanceKey, EventBufferValueType] = {}
         self.attempts: dict[TaskInstanceKey, RunningRetryAttemptType] = {}
+        self._arrivals = Arrivals()
 
     @property
     def arrivals(self) -> Arrivals:
         """Where this executor counts the outcomes it learns of outside ``sync()`` (see
         "Waking the scheduler"); an :class:`~airdask.scheduler.executors.ExecutorSet` hands
         one counter to all its executors."""
-        found: Arrivals | None = self.__dict__.get("_arrivals")
-        if found is None:  # also for a subclass that never called __init__
-            found = self.__dict__["_arrivals"] = Arrivals()
-        return found
+        return self._arrivals
 
     @arrivals.setter
     def arrivals(self, value: Arrivals) -> None:
-        self.__dict__["_arrivals"] = value
+        self._arrivals = value
 
     def __repr__(self) -> str:
         return (

@@ -94,7 +94,7 @@ def drive_run(
     started = time.monotonic()
     deadline = None if timeout is None else started + timeout
     seen: dict[str, Any] = {"link": None, "timed_out": False, "state": None, "next": 0.0,
-                            "ended": False, "read_at": float("-inf")}  # fmt: skip
+                            "read": False, "read_at": float("-inf")}  # fmt: skip
 
     def report(force: bool = False) -> None:
         now = time.monotonic()
@@ -107,8 +107,9 @@ def drive_run(
     def on_pass(result: PassResult) -> None:
         # The link is gone once end() closed the connection: remember it while running.
         seen["link"] = seen["link"] or job.executors.dashboard_link
-        # A run that cannot start is failed by the pass that starts it (started_runs).
-        seen["ended"] = bool(result.started_runs) or (dag.dag_id, run_id) in (
+        # The passes that can end the run: one that finished it, or one that started runs
+        # (a run that cannot start is failed there).
+        seen["read"] = bool(result.started_runs) or (dag.dag_id, run_id) in (
             result.finished_runs or {}
         )
         report()
@@ -116,12 +117,12 @@ def drive_run(
     def finished() -> bool:
         # Not a query a pass: the pass that ends the run says so (PassResult.finished_runs).
         now = time.monotonic()
-        if seen["ended"] or now - seen["read_at"] >= STATE_RECHECK_SECONDS:
+        if seen["read"] or now - seen["read_at"] >= STATE_RECHECK_SECONDS:
             seen["read_at"] = now
             seen["state"] = _run_state(job, dag.dag_id, run_id)
             if seen["state"] in _FINISHED_RUN:
                 return True
-        if deadline is not None and time.monotonic() > deadline:
+        if deadline is not None and now > deadline:
             seen["timed_out"] = True
             job.executors.terminate()
             return True
