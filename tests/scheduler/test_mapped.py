@@ -4,6 +4,7 @@ and shown on its own; trigger rules count every instance; 10,000 instances are c
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,8 +13,9 @@ from sqlalchemy import event, select
 from airdask.commands import PythonCommand
 from airdask.config import Config
 from airdask.dag import DAG, BashTask, CommandTask, DagDefinitionError, PythonTask
+from airdask.scheduler import runs as runs_module
 from airdask.scheduler.ready import evaluate_run
-from airdask.scheduler.runs import create_run, start_run
+from airdask.scheduler.runs import INSERT_CHUNK, create_run, start_run
 from airdask.store import Store, TaskInstance
 from sched_support import make_store, run_dag
 from task_funcs import fail_on, record_item
@@ -155,7 +157,9 @@ def test_ten_thousand_instances_are_a_bulk_operation(store: Store) -> None:
     assert changed == n  # every instance of "wide" scheduled; "end" waits for them
     inserts = [s for s in statements if s.lstrip().upper().startswith("INSERT INTO TASK_INSTANCE")]
     updates = [s for s in statements if s.lstrip().upper().startswith("UPDATE TASK_INSTANCE")]
-    assert len(inserts) <= 2 and len(updates) <= 2, (len(inserts), len(updates))
+    # one INSERT per INSERT_CHUNK rows (so that a run's rows are never all built at once)
+    most_inserts = -(-(n + 2) // INSERT_CHUNK)
+    assert len(inserts) <= most_inserts and len(updates) <= 2, (len(inserts), len(updates))
     with store.session() as session:
         states = session.execute(
             select(TaskInstance.state).where(TaskInstance.task_id == "wide").distinct()
@@ -165,6 +169,38 @@ def test_ten_thousand_instances_are_a_bulk_operation(store: Store) -> None:
         f"\n10,000 mapped instances: start_run {started - began:.3f}s, "
         f"evaluate_run {evaluated - started:.3f}s, {len(statements)} statements in all"
     )
+
+
+def test_a_run_s_rows_are_made_as_they_are_inserted(store: Store) -> None:
+    """A 12,000-instance run is inserted INSERT_CHUNK rows at a time, each chunk made just
+    before its statement: never the whole run's rows in memory at once."""
+    n = 12_000
+    with DAG("rows") as dag:
+        BashTask("wide", 'echo "$1"').expand(args=list(range(n)))
+    made = 0
+    real_iter = runs_module._task_instance_rows
+
+    def counted(*args: object) -> Iterator[dict[str, object]]:
+        nonlocal made
+        for row in real_iter(*args):  # type: ignore[arg-type]
+            made += 1
+            yield row
+
+    made_at_insert: list[int] = []
+
+    def count(conn: object, cursor: object, stmt: str, *args: object) -> None:
+        if stmt.lstrip().upper().startswith("INSERT INTO TASK_INSTANCE"):
+            made_at_insert.append(made)
+
+    event.listen(store.engine, "before_cursor_execute", count)
+    runs_module._task_instance_rows = counted  # type: ignore[assignment]
+    try:
+        with store.session() as session:
+            assert start_run(session, create_run(session, dag), dag) == n
+    finally:
+        runs_module._task_instance_rows = real_iter  # type: ignore[assignment]
+        event.remove(store.engine, "before_cursor_execute", count)
+    assert made_at_insert == [INSERT_CHUNK, 2 * INSERT_CHUNK, n], made_at_insert
 
 
 def test_the_example_runs(store: Store, config: Config) -> None:

@@ -7,8 +7,9 @@ typo leaves nothing half-written; :func:`create_run` adds the run in the caller'
 
 from __future__ import annotations
 
+import itertools
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -130,20 +131,28 @@ def start_run(session: Session, run: DagRun, dag: DAG) -> int:
     """Create the run's task instances (no state yet) and mark it running.
 
     A task mapped over a literal list gets one task instance per element (``map_index``
-    0..n-1), all in one bulk insert; one mapped over an empty list gets a single
+    0..n-1), inserted in bulk; one mapped over an empty list gets a single
     instance (``map_index`` -1) that is skipped at once, as in Airflow.
 
     The caller holds the run's lock (:func:`.claims.claim_queued_runs`); the run's owner is
     left as it is (``airdask run`` owns its runs; a run of ``airdask scheduler`` has none,
     so every scheduler works on it)."""
-    weights = dag.priority_weights()
     now = utcnow()
-    rows: list[dict[str, Any]] = []
+    count = insert_task_instances(session, _task_instance_rows(dag, run.run_id, now))
+    run.state = DagRunState.RUNNING.value
+    run.start_date = now
+    return count
+
+
+def _task_instance_rows(dag: DAG, run_id: str, now: datetime) -> Iterator[dict[str, Any]]:
+    """The rows of a new run's task instances, made as they are inserted (a list of them
+    all was the scheduler's peak memory at 100,000 tasks)."""
+    weights = dag.priority_weights()
     for task in dag.tasks:
         row = {
             "dag_id": dag.dag_id,
             "task_id": task.task_id,
-            "run_id": run.run_id,
+            "run_id": run_id,
             "map_index": -1,
             "try_number": 0,
             "max_tries": task.retries,
@@ -159,22 +168,20 @@ def start_run(session: Session, run: DagRun, dag: DAG) -> int:
             "reason": None,
         }
         if task.map_over is None:
-            rows.append(row)
+            yield row
         elif not task.map_over:
             skipped = {"state": S.SKIPPED.value, "end_date": now, "reason": EMPTY_MAP_REASON}
-            rows.append({**row, **skipped})
+            yield {**row, **skipped}
         else:
-            rows.extend({**row, "map_index": i} for i in range(len(task.map_over)))
-    insert_task_instances(session, rows)
-    run.state = DagRunState.RUNNING.value
-    run.start_date = now
-    return len(rows)
+            for i in range(len(task.map_over)):
+                yield {**row, "map_index": i}
 
 
-def insert_task_instances(session: Session, rows: list[dict[str, Any]]) -> None:
-    """Insert task instances in one bulk statement; on PostgreSQL, ``ANALYZE`` the table
+def insert_task_instances(session: Session, rows: Iterable[dict[str, Any]]) -> int:
+    """Insert task instances in bulk statements of at most :data:`INSERT_CHUNK` rows (so
+    that only that many rows are ever built at once); on PostgreSQL, ``ANALYZE`` the table
     after a large insert, in the same transaction (its own new rows count; see
-    :func:`airdask.store.db.analyze_after_insert` for when).
+    :func:`airdask.store.db.analyze_after_insert` for when). The number of rows inserted.
 
     Why: until the planner knows that a run has many rows, it costs a lookup by primary
     key ``(dag_id, task_id, run_id, map_index)`` the same as a scan of the run's rows
@@ -183,10 +190,18 @@ def insert_task_instances(session: Session, rows: list[dict[str, Any]]) -> None:
     rows read per UPDATE in a fresh run of 1,002; a run of 10,000 took 243 s, most of it
     in those UPDATEs). Autovacuum analyzes the table only a minute or more later, and a
     second run of the same DAG is as unknown to the statistics as the first."""
-    if not rows:
-        return
-    session.execute(insert(TaskInstance), rows)
-    analyze_after_insert(session, TaskInstance.__tablename__, len(rows))
+    count = 0
+    it = iter(rows)
+    while chunk := list(itertools.islice(it, INSERT_CHUNK)):
+        session.execute(insert(TaskInstance), chunk)
+        count += len(chunk)
+    if count:
+        analyze_after_insert(session, TaskInstance.__tablename__, count)
+    return count
+
+
+#: The most task instances one INSERT carries (and the scheduler holds as rows at once).
+INSERT_CHUNK = 5_000
 
 
 #: Why a task mapped over an empty list did not run.
