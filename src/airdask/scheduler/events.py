@@ -120,7 +120,7 @@ def load_tis(
     # By (task_id, map_index), not task_id alone: an event batch about a few instances of a
     # task mapped 10,000 times must not load (and lock) the other instances. The plain
     # ``task_id IN`` beside it is what lets SQLite search the primary key: with the row-value
-    # IN alone it reads every row of the run through ix_ti_run_ready (O(run) per batch).
+    # IN alone it reads every row of the run through ix_ti_run_state (O(run) per batch).
     by_run: dict[tuple[str, str], set[tuple[str, int]]] = defaultdict(set)
     for key in keys:
         by_run[(key.dag_id, key.run_id)].add((key.task_id, key.map_index))

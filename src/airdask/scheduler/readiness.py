@@ -50,6 +50,7 @@ from airdask.dag import DAG, BaseTask
 from airdask.scheduler.mapping import expand_from_result
 from airdask.scheduler.rules import Decision, UpstreamCounts, decision_state, evaluate
 from airdask.state import TaskInstanceState, check_transition
+from airdask.store.db import analyze_after_insert
 from airdask.store.models import TaskInstance, utcnow
 
 S = TaskInstanceState
@@ -285,6 +286,12 @@ def write_decisions(session: Session, dag_id: str, run_id: str, decided: Iterabl
         )
     if rows:
         session.connection().execute(_DECIDE, rows)
+        # A fan-out's first decisions turn thousands of rows 'scheduled' at once, after
+        # start_run analyzed them without a state: planned on those statistics, the ready
+        # query read and sorted every scheduled row of the run on every pass (PostgreSQL,
+        # 10,000 tasks: 5.5 ms a query, 2.6 s of a 16 s run), where fresh ones make it
+        # read ix_ti_ready in order up to its LIMIT.
+        analyze_after_insert(session, TaskInstance.__tablename__, len(rows))
     return len(rows)
 
 

@@ -185,7 +185,7 @@ def insert_task_instances(session: Session, rows: Iterable[dict[str, Any]]) -> i
 
     Why: until the planner knows that a run has many rows, it costs a lookup by primary
     key ``(dag_id, task_id, run_id, map_index)`` the same as a scan of the run's rows
-    through ``ix_ti_run_ready`` (``dag_id, run_id, state, ...``), and may take that
+    through ``ix_ti_run_state`` (``dag_id, run_id, state``), and may take the smaller
     index: then every UPDATE of one task instance reads all of its run's (measured: 1,001
     rows read per UPDATE in a fresh run of 1,002; a run of 10,000 took 243 s, most of it
     in those UPDATEs). Autovacuum analyzes the table only a minute or more later, and a

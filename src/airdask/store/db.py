@@ -8,7 +8,7 @@ from sqlalchemy import inspect, select, text
 from sqlalchemy.orm import Session
 
 from airdask.state import DEFAULT_POOL as DEFAULT_POOL
-from airdask.store.models import SUPERSEDED_INDEXES, Base, Pool
+from airdask.store.models import Base, Pool
 from airdask.store.session import Store
 
 
@@ -39,7 +39,7 @@ def init_db(store: Store, *, default_pool_slots: int = 128) -> bool:
 def _complete_old_tables(store: Store, tables: set[str]) -> bool:
     """What a table in ``tables`` lacks because an older airdask made it: each nullable
     column (``ALTER TABLE ... ADD COLUMN``; new columns are nullable, so old rows stay
-    valid) and each index; and what it has that a newer index replaced (dropped)."""
+    valid) and each index."""
     names = [name for name in Base.metadata.tables if name in tables]
     if not names:
         return False
@@ -64,11 +64,6 @@ def _complete_old_tables(store: Store, tables: set[str]) -> bool:
             if index.name not in indexes.get(name, set()):
                 index.create(store.engine, checkfirst=True)
                 added = True
-        for old in SUPERSEDED_INDEXES.get(name, ()):
-            if old in indexes.get(name, set()):
-                with store.engine.begin() as conn:
-                    conn.execute(text(f'DROP INDEX "{old}"'))
-                added = True
     return added
 
 
@@ -84,7 +79,7 @@ def analyze_after_insert(session: Session, table: str, inserted: int) -> bool:
     applied at once); True if it did.
 
     Why: without statistics for the new rows, PostgreSQL estimates that a run has a row or
-    two and reads a task instance by primary key through ``ix_ti_run_ready`` instead: every
+    two and reads a task instance by primary key through ``ix_ti_run_state`` instead: every
     row-by-row UPDATE of a 100,000-task run then reads the whole run (measured: 23 ms per
     row, 12 s for the 512 a pass writes; 0.1 ms once analyzed). Autovacuum would analyze
     the table too, but only within a minute or so of the insert; the scheduler writes the

@@ -116,6 +116,7 @@ class TaskInstance(Base):
         ),
         Index("ix_ti_state", "state"),
         Index("ix_ti_pool_state", "pool", "state"),
+        Index("ix_ti_run_state", "dag_id", "run_id", "state"),
     )
 
     dag_id: Mapped[str] = mapped_column(String(250), primary_key=True)
@@ -184,23 +185,6 @@ Index(
     TaskInstance.task_id,
     TaskInstance.map_index,
 )
-# A run's task instances in a state (trigger rules, a run's end), and the ready query of
-# one run (``airdask run``) in the same order as ix_ti_ready: PostgreSQL plans that query
-# with the statistics of the run's insert, when no row was scheduled yet; with the run's
-# rows in this order it reads the few it takes, where through (dag_id, run_id, state)
-# alone it read and sorted every scheduled row of the run on every pass (measured: 11.8
-# against 0.5 ms per query in a 10,000-task fan-out, 2.6 s of its 16 s run).
-Index(
-    "ix_ti_run_ready",
-    TaskInstance.dag_id,
-    TaskInstance.run_id,
-    TaskInstance.state,
-    TaskInstance.priority_weight.desc(),
-    TaskInstance.task_id,
-    TaskInstance.map_index,
-)
-#: Indexes an older airdask made that a newer one replaced: ``init_db`` drops them.
-SUPERSEDED_INDEXES = {"task_instance": ("ix_ti_run_state",)}  # by ix_ti_run_ready
 
 
 class TaskResultRow(Base):
