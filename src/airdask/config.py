@@ -138,6 +138,15 @@ OPTIONS: dict[str, dict[str, Option]] = {
             "airdask's process, which starts about a second sooner, but then the two "
             "schedulers share one GIL and large runs go slower).",
         ),
+        "dispatch": Option(
+            str,
+            "assign",
+            "How attempts reach Dask's workers: assign (each goes to a worker as it is "
+            "submitted, so a worker starts its next attempt without a round trip to the "
+            "scheduler) or queue (a large fan-out waits in Dask's scheduler queue like other "
+            "clients' tasks: fairer on a cluster shared with other Dask work). ADR 0015.",
+            ("assign", "queue"),
+        ),
         "allowed_failures": Option(
             int,
             "1",
@@ -303,6 +312,7 @@ class DaskSettings:
     threads_per_worker: int
     dashboard_address: str
     scheduler_process: bool
+    dispatch: str
     allowed_failures: int
     log_max_bytes: int
 

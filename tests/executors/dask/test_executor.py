@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from distributed import Event
+from distributed import Client, Event
 
 from airdask import PythonCommand
 from airdask.commands import dask_key, task_group
@@ -579,6 +579,8 @@ def subprocess_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ext
     with external_cluster(tmp_path_factory.mktemp("ext")) as cl:
         cl.start_worker(resources="gpu=1", nthreads=1)
         cl.start_worker(resources="noairdask=2", nthreads=2, block_airdask=True)
+        with Client(cl.address, set_as_default=False) as client:  # the tests list them
+            client.wait_for_workers(2, timeout=60)
         yield cl
 
 

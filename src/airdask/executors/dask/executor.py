@@ -69,7 +69,7 @@ from airdask.executors.dask.connect import (
 )
 from airdask.executors.dask.done import DoneQueue, DoneWatcher
 from airdask.executors.dask.harvest import Harvested, from_future
-from airdask.executors.dask.keeper import ANNOTATION
+from airdask.executors.dask.keeper import ANNOTATION, QUEUE_ANNOTATION
 from airdask.executors.dask.ops import (
     OUR_CANCEL_PREFIX,
     cluster_summary,
@@ -160,6 +160,10 @@ class DaskExecutor(BaseExecutor):
         self.resource_ttl = resource_ttl
         self.pool_policy = self.config.dask.pool_resources
         self.log_max_bytes = self.config.dask.log_max_bytes
+        # the keeper's marks on each graph: whose it is, and whether it waits in Dask's queue
+        self._marks: dict[str, Any] = (
+            {QUEUE_ANNOTATION: True} if self.config.dask.dispatch == "queue" else {}
+        )
         self.base_log_folder = self.config.logging.base_log_folder
         self._given_client = client
         self._conn: DaskConnection | None = None
@@ -448,7 +452,7 @@ class DaskExecutor(BaseExecutor):
         submitted: list[tuple[str, Any]] = []
         for priority, resources, items in chunked_groups(pending):
             try:
-                with annotate(**{ANNOTATION: self.client.id}):  # the keeper's mark
+                with annotate(**{ANNOTATION: self.client.id, **self._marks}):
                     futures = self.client.map(
                         self._run_task,
                         [item.spec for item in items],

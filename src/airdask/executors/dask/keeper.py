@@ -17,6 +17,13 @@ command that already succeeded. So nothing wants an airdask attempt once it has 
 * what the runner cannot report, the keeper does on the same topic: a task that erred in
   Dask (``KilledWorker`` after worker deaths, a task graph that could not be loaded) or
   that Dask dropped before it finished.
+* airdask's attempts skip Dask's queue of root-ish tasks: each goes to a worker as soon as
+  it arrives, so a worker starts its next attempt without a round trip to the scheduler
+  (ADR 0015). Dask counts a worker's death against every task assigned to that worker,
+  started or not; the keeper takes the count back for an attempt that never began executing
+  there (the worker plugin says when one begins, ``airdask-executing``), at most
+  ``FORGIVEN_DEATHS`` times, so a waiting attempt is not failed with ``KilledWorker`` for
+  its neighbours' deaths.
 
 Stdlib and ``distributed`` only, and shipped by value like :mod:`airdask.runner`: the
 Dask scheduler need not have airdask installed.
@@ -36,12 +43,21 @@ from airdask.runner import FINISHED_TOPIC, OutcomeKind
 #: The plugin's name on the scheduler (bumped when its protocol changes; see
 #: :meth:`Keeper.start` for what becomes of an older keeper).
 KEEPER_PREFIX = "airdask-keeper-"
-KEEPER_NAME = KEEPER_PREFIX + "2"
+KEEPER_NAME = KEEPER_PREFIX + "3"
 #: The annotation that marks a graph as airdask's (its value names the submitter).
 ANNOTATION = "airdask"
+#: Present on a graph whose attempts wait in Dask's queue (``[dask] dispatch = queue``).
+QUEUE_ANNOTATION = "airdask_queue"
 #: A finished attempt whose pushed outcome has not arrived this long after Dask learnt it
 #: finished is reported as finished without an outcome.
 LATE_OUTCOME_SECONDS = 5.0
+#: The worker plugin's message when an attempt begins executing (a scheduler stream op).
+EXECUTING_OP = "airdask-executing"
+#: Most worker deaths taken back for one attempt that was assigned to the dying worker but
+#: had not said it began there. Bounded because the message can be lost with a worker that
+#: dies within milliseconds of starting an attempt: a task that kills its worker at once is
+#: then failed with ``KilledWorker`` after ``allowed_failures + 1 + FORGIVEN_DEATHS`` deaths.
+FORGIVEN_DEATHS = 3
 
 
 def synthetic_outcome(
@@ -107,6 +123,10 @@ class Keeper(SchedulerPlugin):
         self.live: dict[str, str] = {}  # key -> submitting client, until forgotten
         self.kept: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
         self.silent: set[str] = set()  # cancelled by airdask: no outcome to report
+        self.executing: set[str] = set()  # began executing on the worker processing it
+        self.counted: dict[str, int] = {}  # key -> Dask's death count the keeper let stand
+        self.forgiven: dict[str, int] = {}  # key -> deaths taken back
+        self.deaths_taken_back = 0  # in all, since the keeper started (for the curious)
         self.scheduler: Any = None
 
     async def start(self, scheduler: Any) -> None:
@@ -121,6 +141,7 @@ class Keeper(SchedulerPlugin):
                 "airdask_subscribed": self.subscribed,
             }
         )
+        scheduler.stream_handlers[EXECUTING_OP] = self.began
 
     def _take_over_older(self, scheduler: Any) -> None:
         """Take over what the keeper of an older airdask on this long-lived scheduler holds,
@@ -153,8 +174,16 @@ class Keeper(SchedulerPlugin):
         if not ours:
             return
         mine = [key for key in keys if key in ours]
+        # With allowed_failures 0 a death is fatal at once, before a count can be taken
+        # back: there, attempts wait in Dask's queue as other tasks do.
+        assign = getattr(scheduler, "allowed_failures", 0) >= 1
+        queued = annotations.get(QUEUE_ANNOTATION) or {}
+        tasks = scheduler.tasks
         for key in mine:
             self.live[key] = client
+            ts = tasks.get(key)
+            if assign and key not in queued and ts is not None and hasattr(ts, "_queueable"):
+                ts._queueable = False  # Dask's own shuffle sets it so, for the same reason
         # Before the scheduler acts on the graph: no moment in which only the client
         # wants these keys (it may die any time), nor one in which it wants a result.
         scheduler.client_desires_keys(keys=mine, client="fire-and-forget")
@@ -174,10 +203,17 @@ class Keeper(SchedulerPlugin):
     ) -> None:
         if key not in self.live:
             return
+        if start == "processing":
+            began = key in self.executing
+            self.executing.discard(key)
+            if finish == "released":
+                self._take_back_death(key, began)
         if finish == "erred" and key not in self.kept:
             self._report(erred_outcome(key, kwargs))
         elif finish == "forgotten":
             del self.live[key]
+            self.counted.pop(key, None)
+            self.forgiven.pop(key, None)
             if key in self.silent:
                 self.silent.discard(key)
             elif key in self.kept:
@@ -187,6 +223,26 @@ class Keeper(SchedulerPlugin):
             else:
                 reason = f"dropped by Dask before it finished ({stimulus_id})"
                 self._report(synthetic_outcome(key, "killed", reason, None))
+
+    def began(self, key: str, worker: str | None = None) -> None:
+        """Stream handler: the attempt ``key`` began executing on ``worker``."""
+        if key in self.live:
+            self.executing.add(key)
+
+    def _take_back_death(self, key: str, began: bool) -> None:
+        """Dask released ``key`` from its worker: if that was the worker's death (Dask's
+        count of deaths rose) and the attempt had not begun there, undo the count."""
+        ts = self.scheduler.tasks.get(key)
+        if ts is None or ts.suspicious <= self.counted.get(key, 0):
+            return  # released for another reason than a death
+        taken = self.forgiven.get(key, 0)
+        if began or taken >= FORGIVEN_DEATHS:
+            self.counted[key] = ts.suspicious
+            return
+        self.forgiven[key] = taken + 1
+        self.deaths_taken_back += 1
+        ts.suspicious -= 1
+        ts.prefix.suspicious -= 1
 
     def _late(self, key: str) -> None:
         if key not in self.kept:

@@ -27,6 +27,7 @@ with plain pickle before cloudpickle.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import logging
@@ -38,6 +39,8 @@ from airdask.executors.dask import keeper
 from airdask.runner import FINISHED_TOPIC, SHIPPED_MODULE, kill_all, kill_task
 
 log = logging.getLogger(__name__)
+#: Bumped when what the worker plugin tells the keeper changes (2: ``airdask-executing``).
+PLUGIN_PROTOCOL = "2"
 
 #: Scheduler metadata key under which blobs are kept: ``[METADATA_KEY, digest]``.
 METADATA_KEY = "airdask-shipped"
@@ -144,6 +147,7 @@ def _worker_plugin(blobs: dict[str, bytes]) -> Any:
     from distributed.diagnostics.plugin import WorkerPlugin
 
     cached = _CACHED
+    began = _began_reporter()
 
     class AirdaskShipped(WorkerPlugin):  # local: shipped by value like the loaders
         idempotent = True  # the name carries the digests: same name, same functions
@@ -161,17 +165,21 @@ def _worker_plugin(blobs: dict[str, bytes]) -> Any:
             self.finished = sys.modules[SHIPPED_MODULE].__dict__.setdefault("finished", {})
 
         def transition(self, key: Any, start: str, finish: str, **kwargs: Any) -> None:
-            if start == "executing":
-                outcome = self.finished.pop(key, None)
-                if finish == "memory":
-                    if outcome is not None:
-                        self.worker.log_event(FINISHED_TOPIC, outcome)
-                elif finish in ("cancelled", "released"):
-                    # Dask let go of an attempt that still runs (it was cancelled, or its
-                    # submitter is gone): its command must not outlive it.
-                    kill_task(str(key), "cancelled by Dask")
+            if finish == "executing":
+                began(self.worker, key)
+            elif start == "executing":
+                self._left(key, finish)
             elif finish == "forgotten":  # a cancelled attempt's late outcome
                 self.finished.pop(key, None)
+
+        def _left(self, key: Any, finish: str) -> None:
+            outcome = self.finished.pop(key, None)
+            if finish == "memory" and outcome is not None:
+                self.worker.log_event(FINISHED_TOPIC, outcome)
+            elif finish in ("cancelled", "released"):
+                # Dask let go of an attempt that still runs (it was cancelled, or its
+                # submitter is gone): its command must not outlive it.
+                kill_task(str(key), "cancelled by Dask")
 
         def teardown(self, worker: Any) -> None:
             status = getattr(getattr(worker, "status", None), "name", "")
@@ -179,6 +187,21 @@ def _worker_plugin(blobs: dict[str, bytes]) -> Any:
                 kill_all("its Dask worker closed")
 
     return AirdaskShipped(blobs)
+
+
+def _began_reporter() -> Callable[[Any, Any], None]:
+    """``began(worker, key)``: tell the keeper that an airdask attempt began executing, so
+    that it counts this worker's death against it (keeper.py). A closure, so that it ships
+    by value with the worker plugin."""
+    op, annotation = keeper.EXECUTING_OP, keeper.ANNOTATION
+
+    def began(worker: Any, key: Any) -> None:
+        ts = worker.state.tasks.get(key)
+        if annotation in (getattr(ts, "annotations", None) or ()):
+            with contextlib.suppress(Exception):  # a closed stream: the worker is going
+                worker.batched_send({"op": op, "key": key})
+
+    return began
 
 
 def _scheduler_plugin(blobs: dict[str, bytes]) -> Any:
@@ -204,7 +227,10 @@ def install(client: Any, functions: list[functools.partial[Any]]) -> None:
     future, and on the scheduler, and install the keeper; :class:`ShippingError` if the
     cluster refuses any of it (airdask cannot run there: ADR 0003)."""
     blobs = {f.args[0]: f.args[1] for f in functions}
-    name = "airdask-shipped-" + hashlib.sha256("".join(sorted(blobs)).encode()).hexdigest()
+    # The plugins' own protocol is part of the name, as the blobs are: a long-lived cluster
+    # that holds an older worker plugin with the same runner installs this one too.
+    digest = hashlib.sha256((PLUGIN_PROTOCOL + "".join(sorted(blobs))).encode()).hexdigest()
+    name = "airdask-shipped-" + digest
     on_workers, on_scheduler = _make_plugins(blobs)
     steps: list[tuple[str, Callable[[], Any]]] = [
         *(
