@@ -4,6 +4,7 @@ table); mutual TLS from config."""
 
 from __future__ import annotations
 
+import gc
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -109,6 +110,11 @@ def attach_client(address: str, *, security: Any | None = None, timeout: float |
             return attempt()
         except AssertionError:
             log.debug("Dask handshake with %s crossed another message; again", address)
+            # The half-made Client is left in a reference cycle with the traceback. Were it
+            # collected later, its __del__ would close it from inside whatever runs then;
+            # inside the next Client's start that deadlocks on Dask's class-wide loop lock
+            # (seen: the race test hung in LoopRunner.stop under LoopRunner.start).
+            gc.collect()
     return attempt()
 
 
