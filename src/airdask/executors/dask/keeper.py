@@ -212,6 +212,7 @@ class Keeper(SchedulerPlugin):
             self._report(erred_outcome(key, kwargs))
         elif finish == "forgotten":
             del self.live[key]
+            self.executing.discard(key)
             self.counted.pop(key, None)
             self.forgiven.pop(key, None)
             if key in self.silent:
