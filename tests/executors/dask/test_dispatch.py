@@ -77,10 +77,6 @@ def test_mapped_attempts_go_to_the_workers_unless_told_to_queue_as_raw_tasks_do(
         ex.end()
 
 
-def _worker_pid() -> int:
-    return os.getpid()
-
-
 def _run_then_wait(ledger: str, gate: str) -> None:
     append_line(ledger, "run")
     wait_for_event(gate)
@@ -96,8 +92,10 @@ def test_a_worker_s_death_counts_against_its_running_attempt_not_the_waiting_one
     With ``allowed_failures = 1``, the second death fails ``running`` with KilledWorker, as
     Dask would; the waiting attempts, which never began, survive both and then succeed."""
     ledger = tmp_path / "runs"
-    with local_cluster(n_workers=1, threads=1, allowed_failures=1) as cluster:
-        client = Client(cluster)
+    with (
+        local_cluster(n_workers=1, threads=1, allowed_failures=1) as cluster,
+        Client(cluster) as client,
+    ):
         ex = DaskExecutor(client=client, config=config)
         running = make_ti("running", dag_id="deaths", priority_weight=10)
         waiting = [make_ti("waiting", dag_id="deaths", map_index=i) for i in range(3)]
@@ -112,7 +110,7 @@ def test_a_worker_s_death_counts_against_its_running_attempt_not_the_waiting_one
             # Synchronise on the keeper, not on time: it knows the attempt began.
             wait_for(lambda: name in _keeper(client, "executing"), timeout=30,
                      what="the keeper to learn that the attempt began")  # fmt: skip
-            worker_pid = next(iter(client.run(_worker_pid).values()))
+            worker_pid = next(iter(client.run(os.getpid).values()))
             os.kill(worker_pid, signal.SIGKILL)
             if death == 1:
                 client.wait_for_workers(1, timeout=60)
@@ -124,4 +122,3 @@ def test_a_worker_s_death_counts_against_its_running_attempt_not_the_waiting_one
         events = drain(ex, [ti.key for ti in waiting], timeout=90)
         assert {state for state, _ in events.values()} == {S.SUCCESS}, events
         ex.end()
-        client.close()
