@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from airdask.logs.packs import packed_logs
 from airflow_stack import WORKLOAD_WRITER, AirflowStack, WorkerSpec, leftover_processes
 from airflow_venv import VenvError, ensure_venv
 from conftest import skip_or_fail
@@ -110,8 +111,9 @@ def supervisor_lags(stack: AirflowStack, dag_id: str, run_id: str) -> list[float
     for task_log in root.glob(f"dag_id={dag_id}/run_id={run_id}/task_id=*/attempt=1.log"):
         task = task_log.parent.name
         ended = stamp(task_log.read_text().strip().splitlines()[-1])
-        for console in root.glob(f"airdask/dag_id={dag_id}/run_id={run_id}~*/{task}/attempt=1.log"):
-            done = [line for line in console.read_text().splitlines()
+        for run_logs in root.glob(f"airdask/dag_id={dag_id}/run_id={run_id}~*"):
+            console = packed_logs(str(run_logs)).get(f"{task}/attempt=1.log", "")
+            done = [line for line in console.splitlines()
                     if '"event":"Workload finished"' in line]  # fmt: skip
             if done:
                 lags.append(stamp(done[0]) - ended)

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 import airdask
+from airdask.logs.packs import packed_logs
 
 pytestmark = pytest.mark.slow
 
@@ -184,5 +185,6 @@ def test_a_one_task_run_on_the_embedded_cluster_serves_the_airdask_page(
     found = json.loads(seen.read_text())
     assert found["status"] == 200 and found["bokeh"], found
     assert Path(found["airdask"]).is_relative_to(installed.venv), found
-    logs = list((installed.root / "home" / "logs").rglob("attempt=1.log"))
-    assert len(logs) == 1 and "page read" in logs[0].read_text()
+    [run_logs] = [p.parent for p in (installed.root / "home" / "logs").rglob("attempts.log")]
+    logs = packed_logs(str(run_logs))
+    assert len(logs) == 1 and "page read" in next(iter(logs.values()))

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from airdask.logs.packs import packed_logs
 from airdask.store import DagRun, TaskInstance
 from celery_support import (
     REDIS_DB,
@@ -84,8 +85,8 @@ def test_a_dag_runs_on_celery_workers(tmp_path: Path, worker: Worker) -> None:
     assert tis["flaky"].try_number == 2
     assert all(ti.hostname and len(ti.external_executor_id or "") == 36 for ti in tis.values())
     logs = home / "logs" / "dag_id=on_celery"
-    py_log = next(logs.glob("run_id=*/task_id=py/attempt=1.log"))
-    assert "sum 5" in py_log.read_text()
+    [run_logs] = logs.glob("run_id=*")  # harvested logs are packed per run
+    assert "sum 5" in packed_logs(str(run_logs))["task_id=py/attempt=1.log"]
 
 
 @pytest.mark.timeout(180)

@@ -14,7 +14,7 @@ from airdask import PythonCommand
 from airdask.config import Config
 from airdask.executors import BaseExecutor, EventInfo
 from airdask.executors.sequential import SequentialExecutor
-from airdask.logs import log_path
+from airdask.logs import read_log
 from airdask.state import TaskInstanceState
 from airdask.testing import drain, make_ti
 from executor_support import FACTORIES
@@ -231,8 +231,8 @@ def test_logs_via_get_task_log_and_on_disk(make_executor: MakeExecutor, config: 
     assert "from-argv" in lines and "to-stderr" in lines
     _, lines = ex.get_task_log(py_ti, 1)
     assert "from-python" in lines
-    on_disk = log_path(config.logging.base_log_folder, argv_ti.key)
-    assert on_disk.name == "attempt=2.log" and "from-argv" in on_disk.read_text()
+    messages, lines = read_log(config.logging.base_log_folder, argv_ti.key)  # on disk
+    assert "attempt=2.log" in messages[0] and "from-argv" in lines
     messages, lines = ex.get_task_log(py_ti, 7)
     assert lines == [] and messages
 

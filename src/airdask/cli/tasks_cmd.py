@@ -14,7 +14,7 @@ from airdask.cli.common import CliError, Group, cli_context
 from airdask.cli.sched_common import ready_store, resolve_dag
 from airdask.cli.ti_report import MAX_ROWS, run_report
 from airdask.config import Config
-from airdask.logs import log_path, read_log
+from airdask.logs import log_exists, read_log
 from airdask.store import DagRun, TaskInstance
 
 
@@ -103,7 +103,7 @@ def tasks_logs(
     folder = ctx.config.logging.base_log_folder
     key = ti.key.with_try_number(number)
     messages, lines = read_log(folder, key)
-    if not lines and not log_path(folder, key).exists() and ti.state in ("queued", "running"):
+    if not lines and not log_exists(folder, key) and ti.state in ("queued", "running"):
         messages, lines = _live_log(ctx.config, ti, number) or (messages, lines)
     for message in messages:
         click.echo(f"# {message}", err=True)

@@ -22,7 +22,7 @@ from airdask.executors.dask import DaskExecutor
 from airdask.executors.dask.adoption import split_external_id
 from airdask.executors.dask.shipping import ShippingError
 from airdask.executors.events import EventInfo
-from airdask.logs import log_path
+from airdask.logs import read_log
 from airdask.state import TaskInstanceKey, TaskInstanceState
 from airdask.store import Pool, Store, init_db
 from airdask.store.queries import pool_resources_of
@@ -366,8 +366,9 @@ def test_no_result_is_fetched_and_a_long_log_is_taken_from_its_worker(
     assert events[small.key][0] is S.SUCCESS and events[large.key][0] is S.SUCCESS
     ex.end()
     folder = config.logging.base_log_folder
-    assert "short" in log_path(folder, small.key).read_text()
-    assert big_text in log_path(folder, large.key).read_text()  # all of it, not the tail
+    assert "short" in read_log(folder, small.key)[1]
+    large_log = "\n".join(read_log(folder, large.key)[1]) + "\n"
+    assert big_text in large_log  # all of it, not the tail
     assert gathered == []
 
 
@@ -632,7 +633,7 @@ def test_runs_on_a_worker_that_cannot_import_airdask(
         assert state is S.SUCCESS, info
         assert info.worker == blocked
     ex.end()  # logs are filed on a background thread; end() waits for them
-    assert "python ok" in log_path(config.logging.base_log_folder, py_ti.key).read_text()
+    assert "python ok" in read_log(config.logging.base_log_folder, py_ti.key)[1]
 
 
 def forget_runner(client: Any) -> None:

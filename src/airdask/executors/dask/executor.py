@@ -35,9 +35,10 @@ Outcomes (``EventInfo.kind``)
 
 Logs
     Each outcome brings the tail of its attempt's log (``[dask] log_max_bytes``; beyond
-    16 KiB its worker keeps the rest until the log writer takes it). Logs are written to
-    ``[logging] base_log_folder`` on a background thread, so a file appears shortly after
-    its event; ``get_task_log`` waits for it, and ``end()``/``terminate()`` flush them all.
+    16 KiB its worker keeps the rest until the log writer takes it). Logs are appended to
+    their run's pack under ``[logging] base_log_folder`` (ADR 0016) on a background thread,
+    so a log is there shortly after its event; ``get_task_log`` waits for it, and
+    ``end()``/``terminate()`` flush them all.
 """
 
 from __future__ import annotations

@@ -1,13 +1,13 @@
-"""Writing harvested task logs off the thread that harvests them."""
+"""Writing harvested task logs off the thread that harvests them, packed per run
+(:mod:`airdask.logs.packs`)."""
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Callable
 
-from airdask.logs import log_relpath
+from airdask.logs.packs import append_logs
 from airdask.state import TaskInstanceKey
 
 log = logging.getLogger(__name__)
@@ -20,8 +20,9 @@ FetchKept = Callable[[str, list[str]], dict[str, str | None]]
 
 
 class LogWriter:
-    """Writes harvested task logs to ``[logging] base_log_folder`` on one background thread,
-    so that a slow disk does not stall ``sync()`` (and with it the scheduler loop).
+    """Writes harvested task logs to their runs' packs in ``[logging] base_log_folder`` on
+    one background thread, so that a slow disk does not stall ``sync()`` (and with it the
+    scheduler loop).
 
     Logs are queued, not submitted to a pool one by one: at hundreds of attempts a second,
     a future and a pool hand-off per log cost more than the write itself. A log whose tail
@@ -62,11 +63,13 @@ class LogWriter:
                 if not batch:  # closing, and nothing left
                     return
             texts = self._take_kept(batch)
-            for (key, _, _), text in zip(batch, texts, strict=True):
-                try:
-                    self._write(key, text)
-                except Exception:  # the thread must live on, or wait() would hang
-                    log.exception("could not write the log of %s", key)
+            try:
+                append_logs(
+                    self.folder,
+                    [(key, text) for (key, _, _), text in zip(batch, texts, strict=True)],
+                )
+            except Exception:  # the thread must live on, or wait() would hang
+                log.exception("could not write %d task log(s) to %s", len(batch), self.folder)
             with self._cond:
                 for key, _, _ in batch:
                     left = self._pending[key] - 1
@@ -98,24 +101,6 @@ class LogWriter:
                        f"no longer has the rest)\n{text}"  # fmt: skip
             texts.append(full if full is not None else text)
         return texts
-
-    def _write(self, key: TaskInstanceKey, text: str) -> None:
-        path = os.path.join(self.folder, log_relpath(key))
-        data = text.encode("utf-8", errors="replace")
-        try:
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            except FileNotFoundError:  # the first log in this folder
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-            finally:
-                os.close(fd)
-        except OSError as exc:
-            log.warning("could not write the log of %s: %s", key, exc)
 
     def wait(self, key: TaskInstanceKey) -> None:
         """Return once the log of ``key`` (if one is being written) is on disk."""
