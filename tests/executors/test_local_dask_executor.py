@@ -97,7 +97,7 @@ def test_adopts_dask_attempts_and_returns_local_ones(
     from distributed import Client, Event
 
     ledger, gate_name = tmp_path / "ledger", f"gate-{tmp_path.name}"
-    first = DaskExecutor(cluster.scheduler_address, config=config)
+    first = DaskExecutor(cluster.scheduler_address, config=config, queued_report_seconds=0)
     first.start()
     remote = make_ti("remote")
     first.queue_command(remote, PythonCommand(where_am_i, str(ledger), "remote", gate_name))

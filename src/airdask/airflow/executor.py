@@ -194,6 +194,8 @@ class DaskExecutor(BaseExecutor):  # type: ignore[misc]
             config=config,
             parallelism=0,
             reuse_current_client=False,
+            # Adoption needs airdask's id in Airflow's database from the start (see Keys).
+            queued_report_seconds=0,
         )
         timeout = f"{self.settings.connect_timeout}s"
         with dask.config.set({"distributed.comm.timeouts.connect": timeout}):

@@ -5,8 +5,11 @@ airdask)."""
 from __future__ import annotations
 
 import sys
+import time
 import urllib.request
-from collections.abc import Iterator
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -97,8 +100,52 @@ def client(cluster: Any) -> Iterator[Any]:
         yield c
 
 
+@pytest.mark.timeout(90)
+def test_queued_is_reported_only_for_an_attempt_that_waits(client: Any, config: Config) -> None:
+    """QUEUED (the external id) is held back for queued_report_seconds: an attempt that
+    waits that long behind busy threads is reported; one that starts at once is not."""
+    delay = 2.0
+    ex = DaskExecutor(client=client, config=config, queued_report_seconds=delay)
+    ex.start()
+    gate = f"gate-{uuid.uuid4().hex}"
+    seen: dict[TaskInstanceKey, list[tuple[TaskInstanceState, Any]]] = defaultdict(list)
+
+    def pump(until: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + 40
+        while not until():
+            assert time.monotonic() < deadline, dict(seen)
+            ex.heartbeat()
+            for key, event in ex.get_event_buffer().items():
+                seen[key].append(event)
+            time.sleep(0.02)
+
+    def states(ti: Any) -> list[TaskInstanceState]:
+        return [state for state, _ in seen[ti.key]]
+
+    blockers = [make_ti(f"b{i}") for i in range(4)]  # every thread of the 2 x 2 cluster
+    for ti in blockers:
+        ex.queue_command(ti, PythonCommand(wait_for_event, gate))
+    pump(lambda: all(S.RUNNING in states(ti) for ti in blockers))
+    waiting = make_ti("waiting")
+    submitted = time.monotonic()
+    ex.queue_command(waiting, PythonCommand(say, "waited"))
+    pump(lambda: bool(seen[waiting.key]))
+    assert states(waiting) == [S.QUEUED] and time.monotonic() - submitted >= delay
+    info = seen[waiting.key][0][1]
+    assert info.external_executor_id == f"{ex.scheduler_id}/{dask_key(waiting.key)}"
+    Event(gate, client=client).set()
+    pump(lambda: all(S.SUCCESS in states(ti) for ti in [*blockers, waiting]))
+    quick = make_ti("quick")
+    ex.queue_command(quick, PythonCommand(say, "at once"))
+    pump(lambda: S.SUCCESS in states(quick))
+    assert S.QUEUED not in states(quick)  # its outcome carries the id
+    _, info = seen[quick.key][-1]
+    assert info.external_executor_id == f"{ex.scheduler_id}/{dask_key(quick.key)}"
+    ex.end()
+
+
 def test_passed_in_client_is_reused_and_left_open(client: Any, config: Config) -> None:
-    ex = DaskExecutor(client=client, config=config)
+    ex = DaskExecutor(client=client, config=config, queued_report_seconds=0)
     ex.start()
     assert ex.client is client
     assert ex.dashboard_link and ex.dashboard_link.startswith("http")

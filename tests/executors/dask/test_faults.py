@@ -322,7 +322,7 @@ ADOPT_SCRIPT = textwrap.dedent(
     from executor_support import make_ti
 
     address, ledger, out, n = sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
-    ex = DaskExecutor(address, config=load_config())
+    ex = DaskExecutor(address, config=load_config(), queued_report_seconds=0)
     ex.start()
     ids = {}
     for i in range(n):

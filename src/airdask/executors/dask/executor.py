@@ -17,7 +17,10 @@ External id and adoption
     ``external_executor_id`` is ``"<dask scheduler id>/<dask key>"``. A new executor adopts
     a dead one's attempts by asking the keeper about their Dask keys (which derive from the
     task instance keys): running ones are tracked, finished ones reported from the kept
-    copy. Adoption happens only on the same Dask scheduler (same id).
+    copy. Adoption happens only on the same Dask scheduler (same id). The id reaches the
+    database with the attempt's RUNNING or outcome event; a QUEUED event carries it only
+    for an attempt that neither started nor finished within ``queued_report_seconds``
+    (most do, and the scheduler is spared a write each).
 
 Connection (:mod:`.watch`)
     While the Dask scheduler is unreachable nothing is submitted (``slots_available`` is 0)
@@ -77,6 +80,7 @@ from airdask.executors.dask.ops import (
     live_log,
     take_kept_logs,
 )
+from airdask.executors.dask.queued_reports import QueuedReports
 from airdask.executors.dask.reporting import Reporter
 from airdask.executors.dask.routing import NoWorkerError, ResourceRouter
 from airdask.executors.dask.shipping import (
@@ -119,6 +123,9 @@ TOPICS = [runner.STARTED_TOPIC, runner.FINISHED_TOPIC]
 #: Recorded outcomes are acknowledged to the keeper at most this often: one message per
 #: interval rather than one per sync() (the keeper holds the copies that much longer).
 ACK_INTERVAL = 0.2
+#: How long a submitted attempt's QUEUED report waits for its start or outcome, which
+#: replace it (see :mod:`.queued_reports`).
+QUEUED_REPORT_SECONDS = 2.0
 
 
 class DaskExecutor(BaseExecutor):
@@ -135,6 +142,9 @@ class DaskExecutor(BaseExecutor):
     :param worker_resources: what the workers of an embedded cluster offer (``{pool:
         slots}``, see :func:`airdask.store.queries.pool_resources`); the caller reads it
         from the pools table, the executor opens no database.
+    :param queued_report_seconds: how long an attempt's QUEUED report (its external id)
+        waits for the attempt to start or finish, whose events replace it; 0 reports it at
+        submission (see :mod:`.queued_reports`).
     """
 
     is_local = False
@@ -149,6 +159,7 @@ class DaskExecutor(BaseExecutor):
         reuse_current_client: bool = True,
         resource_ttl: float = 5.0,
         worker_resources: Mapping[str, float] | None = None,
+        queued_report_seconds: float = QUEUED_REPORT_SECONDS,
         config: Config | None = None,
     ) -> None:
         super().__init__(parallelism, config=config)
@@ -193,6 +204,7 @@ class DaskExecutor(BaseExecutor):
             external_id=self._external_id,
         )
         self.scheduler_id: str | None = None
+        self._queued_reports = QueuedReports(queued_report_seconds)
 
     # ---- connection --------------------------------------------------------------------
 
@@ -468,24 +480,23 @@ class DaskExecutor(BaseExecutor):
                 for item in items:
                     self.fail(item.key, self._submit_error_info(exc))
                 continue
+            now = time.monotonic()
             for item, future in zip(items, futures, strict=True):
                 name = item.spec["key"]
                 self._track.add(name, item.key, future)
                 submitted.append((name, future))
-                self.queued(
-                    item.key,
-                    EventInfo(
-                        "submitted to dask",
-                        kind="queued",
-                        external_executor_id=self._external_id(name),
-                    ),
+                info = EventInfo(
+                    "submitted to dask", kind="queued", external_executor_id=self._external_id(name)
                 )
+                if not self._queued_reports.hold(item.key, info, now):
+                    self.queued(item.key, info)
         self._watcher.watch(self.client, submitted)
 
     # ---- harvesting --------------------------------------------------------------------
 
     def sync(self) -> None:
-        """Report started and finished attempts; O(started + finished), not O(in flight).
+        """Report started and finished attempts, and QUEUED those that waited
+        ``queued_report_seconds`` without either; O(started + finished), not O(in flight).
 
         Acknowledges to the keeper the outcomes the previous calls reported (the contract
         is that the caller recorded them before this heartbeat), every ACK_INTERVAL."""
@@ -500,6 +511,20 @@ class DaskExecutor(BaseExecutor):
         self._reporter.outcomes(self._track.drain_finished())
         self._harvest_futures(self._done.drain())
         self._unacked = self._reporter.take_reported()
+        for key, info in self._queued_reports.due(now):
+            if key in self.running:  # else it ended without an outcome event (withdrawn)
+                self.queued(key, info)
+
+    def change_state(
+        self,
+        key: TaskInstanceKey,
+        state: TaskInstanceState,
+        info: Any = None,
+        remove_running: bool = True,
+    ) -> None:
+        if state is not TaskInstanceState.QUEUED:
+            self._queued_reports.settled(key)
+        super().change_state(key, state, info, remove_running)
 
     def _harvest_futures(self, names: list[str]) -> None:
         """Report what Dask told this client alone: a graph it could not load."""
