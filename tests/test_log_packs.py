@@ -99,15 +99,12 @@ def test_an_index_line_still_being_written_is_not_read_until_it_is_whole(
 
 WRITER = textwrap.dedent(
     """
-    import os
     import sys
     from airdask.logs.packs import append_logs
     from airdask.state import TaskInstanceKey
 
-    folder, name, n, go = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-    print("ready", flush=True)
-    while not os.path.exists(go):  # all start at once, so that their appends overlap
-        pass
+    folder, name, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    sys.stdin.readline()  # all start at once, so that their appends overlap
     for i in range(0, n, 10):
         append_logs(folder, [
             (TaskInstanceKey("d", f"{name}{j}", "r1", 1, -1), f"{name} {j}\\n" * (j % 7 + 1))
@@ -119,21 +116,20 @@ WRITER = textwrap.dedent(
 
 @pytest.mark.timeout(60)
 def test_processes_appending_to_one_pack_never_mix_their_records(tmp_path: Path) -> None:
-    n, go = 2000, tmp_path / "go"
+    n = 2000
     writers = [
         subprocess.Popen(
-            [sys.executable, "-c", WRITER, str(tmp_path), name, str(n), str(go)],
-            stdout=subprocess.PIPE,
+            [sys.executable, "-c", WRITER, str(tmp_path), name, str(n)],
+            stdin=subprocess.PIPE,
             text=True,
         )
         for name in ("p", "q", "s")
     ]
-    for w in writers:
-        assert w.stdout is not None and w.stdout.readline() == "ready\n"
-    go.touch()
-    for w in writers:
-        w.communicate(timeout=50)
-    assert [w.returncode for w in writers] == [0, 0, 0]
+    for w in writers:  # each is waiting on its stdin, its imports done
+        assert w.stdin is not None
+        w.stdin.write("go\n")
+        w.stdin.close()
+    assert [w.wait(timeout=50) for w in writers] == [0, 0, 0]
     logs = packed_logs(str(run_dir(tmp_path, key("p0"))))
     assert len(logs) == 3 * n
     for name in ("p", "q", "s"):
@@ -154,3 +150,14 @@ def test_the_log_writer_packs_what_it_is_handed_and_wait_returns_once_it_is_ther
     assert all(read_log(tmp_path, k)[1] == [f"log of {k.task_id}"] for k in keys)
     assert not any(p.is_dir() for p in run_dir(tmp_path, keys[0]).iterdir())
     assert os.listdir(tmp_path) == ["dag_id=d"]
+
+
+def test_a_run_whose_pack_cannot_be_written_does_not_lose_the_other_runs_logs(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocked, fine = key("a", run_id="blocked"), key("a", run_id="fine")
+    run_dir(tmp_path, blocked).parent.mkdir(parents=True)
+    run_dir(tmp_path, blocked).write_text("a file where the run's folder would be")
+    append_logs(str(tmp_path), [(blocked, "lost\n"), (fine, "kept\n")])
+    assert read_log(tmp_path, fine)[1] == ["kept"]
+    assert "could not write 1 task log(s)" in caplog.text

@@ -23,13 +23,17 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from airdask.logs import log_relpath
 from airdask.state import TaskInstanceKey
+
+log = logging.getLogger(__name__)
 
 PACK_NAME = "attempts.log"
 INDEX_NAME = "attempts.idx"
@@ -40,8 +44,6 @@ INDEX_CACHE_RUNS = 8
 def pack_location(key: TaskInstanceKey) -> tuple[str, str]:
     """``(run folder, member)`` of ``key``'s log, both ``/``-separated and relative: the
     member is the log's path inside its run folder (``task_id=…/attempt=N.log``)."""
-    from airdask.logs import log_relpath
-
     relpath = log_relpath(key)
     dag_part, run_part, member = relpath.split("/", 2)
     return f"{dag_part}/{run_part}", member
@@ -49,13 +51,18 @@ def pack_location(key: TaskInstanceKey) -> tuple[str, str]:
 
 def append_logs(folder: str, logs: Sequence[tuple[TaskInstanceKey, str]]) -> None:
     """Append the logs ``(key, text)`` to their runs' packs under ``folder``: per run, one
-    write of all its records and one of their index lines, under the pack's lock."""
+    write of all its records and one of their index lines, under the pack's lock. A run
+    whose pack cannot be written is logged and skipped; the other runs' logs still go in."""
     by_run: dict[str, list[tuple[str, bytes]]] = {}
     for key, text in logs:
         run_dir, member = pack_location(key)
         by_run.setdefault(run_dir, []).append((member, text.encode("utf-8", errors="replace")))
     for run_dir, records in by_run.items():
-        _append(os.path.join(folder, run_dir), records)
+        path = os.path.join(folder, run_dir)
+        try:
+            _append(path, records)
+        except OSError as exc:
+            log.warning("could not write %d task log(s) to %s: %s", len(records), path, exc)
 
 
 def _open_append(path: str) -> int:
