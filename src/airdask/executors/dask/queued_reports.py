@@ -23,9 +23,6 @@ class QueuedReports:
         self.delay = delay
         self._held: dict[TaskInstanceKey, tuple[float, EventInfo]] = {}
 
-    def __len__(self) -> int:
-        return len(self._held)
-
     def hold(self, key: TaskInstanceKey, info: EventInfo, now: float) -> bool:
         """Keep ``key``'s report until :meth:`due`; False when it is to be sent at once."""
         if self.delay <= 0:
