@@ -14,6 +14,7 @@ from airdask.executors import load_executor
 from airdask.scheduler import heap
 from airdask.scheduler.heap import HeapFreeze
 from airdask.scheduler.loop import SchedulerJob
+from proc_support import wait_for
 from sched_support import make_store
 
 
@@ -32,15 +33,22 @@ def small_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_a_large_dag_is_frozen_and_a_replaced_one_still_collected(small_threshold: None) -> None:
     freeze = HeapFreeze()
-    old = _dag("big", 5)
-    assert freeze.settle({"big": old}) and gc.get_freeze_count() > 0
-    assert not freeze.settle({"big": old})  # nothing changed: no collection
-    gone = weakref.ref(old)
-    new = _dag("big", 6)
-    del old
-    assert freeze.settle({"big": new})
-    assert gone() is None  # the frozen old version was unfrozen and collected
-    freeze.release()
+    try:
+        old = _dag("big", 5)
+        assert freeze.settle({"big": old}) and gc.get_freeze_count() > 0
+        assert not freeze.settle({"big": old})  # nothing changed: no collection
+        gone = weakref.ref(old)
+        new = _dag("big", 6)
+        del old
+        assert freeze.settle({"big": new})
+        # The frozen old version was unfrozen, so a collection frees it: settle's own, or,
+        # when another thread was collecting just then (gc.collect() is a no-op while one
+        # runs; a Dask client an earlier test left behind is finalised in such a run), a
+        # later one. Frozen, it would never go.
+        wait_for(lambda: gc.collect() >= 0 and gone() is None, timeout=10,
+                 what="the replaced DAG to be collected")  # fmt: skip
+    finally:
+        freeze.release()
     assert gc.get_freeze_count() == 0 and not freeze.frozen
 
 
