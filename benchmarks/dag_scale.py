@@ -15,7 +15,12 @@ airdask's embedded cluster instead (its Dask scheduler in a process of its own).
 Usage::
 
     python benchmarks/dag_scale.py [--sizes 1000,10000,100000] [--db sqlite|postgres | --postgres]
-        [--raw-cluster local|embedded]
+        [--raw-cluster local|embedded] [--repeat K]
+
+``--repeat K`` runs K rounds per N, raw Dask and airdask one after the other in each (the
+order alternating from round to round), and adds a line with the medians and the median of
+the rounds' ratios: on a shared machine the speed drifts by tens of percent within minutes,
+and a ratio of two runs taken side by side moves much less than either run's time.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -254,6 +260,27 @@ def _keeper_info(dask_scheduler: Any) -> dict[str, int]:
     return keeper.info() if keeper is not None else {}
 
 
+def _round(
+    n: int, args: argparse.Namespace, *, airdask_first: bool
+) -> tuple[dict[str, float], float, float]:
+    """One round at N: airdask's figures, raw Dask's seconds and CPU seconds; prints its line."""
+    if airdask_first:
+        ours = airdask_run(n, args.db)
+        raw, raw_cpu = raw_dask(n + 2, args.raw_cluster)
+    else:
+        raw, raw_cpu = raw_dask(n + 2, args.raw_cluster)
+        ours = airdask_run(n, args.db)
+    print(
+        f"  N={n:>7,d}  airdask {ours['wall']:8.1f} s ({ours['wall'] / (n + 2) * 1000:.2f} "
+        f"ms/task) | raw Dask {raw:7.1f} s | ratio {ours['wall'] / raw:5.2f} | "
+        f"CPU {ours['cpu']:6.1f} s / {raw_cpu:6.1f} s | "
+        f"peak RSS {ours['rss'] / 2**20:4.0f} MiB (Dask scheduler "
+        f"{ours['dask_rss'] / 2**20:4.0f} MiB) | db {ours['db'] / 2**20:6.1f} MiB",
+        flush=True,
+    )
+    return ours, raw, raw_cpu
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000,10000,100000")
@@ -262,6 +289,10 @@ def main() -> None:
     parser.add_argument(
         "--raw-cluster", choices=("local", "embedded"), default="local",
         help="the cluster raw Dask runs on (airdask always runs on its embedded cluster)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--repeat", type=int, default=1, metavar="K",
+        help="K rounds per N, raw Dask and airdask side by side, with their medians",
     )  # fmt: skip
     parser.add_argument(
         "--leftovers", type=int, default=0, metavar="N",
@@ -273,16 +304,17 @@ def main() -> None:
     print(f"start >> N no-op PythonTask >> end; embedded cluster {WORKERS}x{THREADS}, {args.db}")
     per_task = {}
     for n in [int(s) for s in args.sizes.split(",")]:
-        raw, raw_cpu = raw_dask(n + 2, args.raw_cluster)
-        ours = airdask_run(n, args.db)
-        per_task[n] = ours["wall"] / (n + 2) * 1000
-        print(
-            f"  N={n:>7,d}  airdask {ours['wall']:8.1f} s ({per_task[n]:.2f} ms/task) | "
-            f"raw Dask {raw:7.1f} s | ratio {ours['wall'] / raw:5.2f} | "
-            f"CPU {ours['cpu']:6.1f} s / {raw_cpu:6.1f} s | "
-            f"peak RSS {ours['rss'] / 2**20:4.0f} MiB (Dask scheduler "
-            f"{ours['dask_rss'] / 2**20:4.0f} MiB) | db {ours['db'] / 2**20:6.1f} MiB"
-        )
+        rounds = [_round(n, args, airdask_first=i % 2 == 1) for i in range(args.repeat)]
+        walls = [ours["wall"] for ours, _, _ in rounds]
+        per_task[n] = statistics.median(walls) / (n + 2) * 1000
+        if args.repeat > 1:
+            ratios = [ours["wall"] / raw for ours, raw, _ in rounds]
+            print(
+                f"  N={n:>7,d}  median of {args.repeat}: airdask {statistics.median(walls):.1f} s "
+                f"({per_task[n]:.2f} ms/task) | raw Dask "
+                f"{statistics.median(raw for _, raw, _ in rounds):.1f} s | ratio "
+                f"{statistics.median(ratios):.2f} (rounds {min(ratios):.2f} to {max(ratios):.2f})"
+            )
     if args.leftovers:
         print("  Dask scheduler", dask_leftovers(args.leftovers))
     if len(per_task) > 1:
