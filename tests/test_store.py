@@ -68,6 +68,22 @@ def test_init_adds_what_an_older_database_lacks(store: Store) -> None:
     assert init_db(store) is False
 
 
+def test_init_drops_the_indexes_an_older_airdask_made_and_nothing_reads(store: Store) -> None:
+    """Each index costs every write of its columns: an older database's indexes of the
+    state alone, of (pool, state) and of the log's time go, the others stay."""
+    init_db(store)
+    with store.engine.begin() as conn:
+        conn.execute(text("CREATE INDEX ix_ti_state ON task_instance (state)"))
+        conn.execute(text("CREATE INDEX ix_ti_pool_state ON task_instance (pool, state)"))
+        conn.execute(text("CREATE INDEX ix_log_dttm ON log (dttm)"))
+    assert init_db(store) is True
+    inspector = inspect(store.engine)
+    ti_indexes = {i["name"] for i in inspector.get_indexes("task_instance")}
+    assert ti_indexes == {"ix_ti_ready", "ix_ti_run_state"}
+    assert {i["name"] for i in inspector.get_indexes("log")} == {"ix_log_ti"}
+    assert init_db(store) is False
+
+
 def test_round_trip_all_columns(store: Store) -> None:
     init_db(store)
     now = utcnow()

@@ -21,7 +21,7 @@ from airdask.store import Store, TaskInstance, init_db
 from airdask.store.bulk import execute_many
 from airdask.store.db import ANALYZE_MIN_ROWS, analyze_after_insert
 from airdask.store.models import utcnow
-from airdask.store.queries import select_instances
+from airdask.store.queries import pool_usage, select_instances
 
 
 def _rows(run_id: str, instances: dict[str, int]) -> list[dict[str, Any]]:
@@ -195,6 +195,52 @@ def _assert_read_in_order(session: Any, sql: str, postgres: bool) -> None:
     else:
         plan = "\n".join(row[3] for row in session.execute(text(f"EXPLAIN QUERY PLAN {sql}")))
         assert "TEMP B-TREE" not in plan, plan
+    assert "ix_ti_ready" in plan, plan
+
+
+def test_pool_usage_reads_only_the_live_task_instances_through_ix_ti_ready(
+    any_store: Store,
+) -> None:
+    """The state has two indexes (ADR 0017); the pools' usage of each pass, with 12,000
+    task instances of which 3 are live, searches the first one for the live states instead
+    of reading the table."""
+    init_db(any_store, default_pool_slots=100_000)
+    with DAG("usage") as dag:
+        for i in range(ANALYZE_MIN_ROWS * 12):
+            BashTask(f"t{i:05d}", "true")
+    postgres = any_store.engine.dialect.name == "postgresql"
+    with any_store.session() as session:
+        start_run(session, create_run(session, dag, run_id="r"), dag)
+        for task_id, state in (("t00001", "queued"), ("t00002", "running"), ("t00003", "queued")):
+            ti = session.get(TaskInstance, ("usage", task_id, "r", -1))
+            assert ti is not None
+            ti.state = state
+    with any_store.session() as session:
+        if postgres:
+            session.execute(text("ANALYZE task_instance"))
+    statements: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool) -> None:
+        if "sum(task_instance.pool_slots)" in statement:
+            statements.append(str(context.compiled.statement.compile(
+                dialect=conn.dialect, compile_kwargs={"literal_binds": True}
+            )))  # fmt: skip
+
+    event.listen(any_store.engine, "before_cursor_execute", seen)
+    try:
+        with any_store.session() as session:
+            usage = pool_usage(session)
+    finally:
+        event.remove(any_store.engine, "before_cursor_execute", seen)
+    assert (usage["default_pool"].queued, usage["default_pool"].running) == (2, 1)
+    (sql,) = statements
+    with any_store.session() as session:
+        if postgres:
+            plan = "\n".join(session.scalars(text(f"EXPLAIN {sql}")))
+            assert "Seq Scan" not in plan, plan
+        else:
+            plan = "\n".join(r[3] for r in session.execute(text(f"EXPLAIN QUERY PLAN {sql}")))
+            assert "SEARCH" in plan, plan
     assert "ix_ti_ready" in plan, plan
 
 

@@ -34,7 +34,7 @@ Cost: pools and events are bounded by the pools table and ``max_events`` (primar
 order); ``running``/``queued`` (:func:`airdask.store.queries.pool_usage`) use the state
 index and touch only live task instances; ``live`` at most ``max_live``; the counts by
 state are ``GROUP BY state``
-answered from the ``ix_ti_state`` index alone.
+answered from the ``ix_ti_ready`` index alone (state is its first column).
 """
 
 from __future__ import annotations

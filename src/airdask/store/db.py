@@ -16,9 +16,18 @@ class DatabaseError(RuntimeError):
     """The metadata database is unreachable or its schema is missing or incomplete."""
 
 
+#: Indexes an older airdask made that nothing reads any more, by table: each cost every write
+#: of its columns (ADR 0017). :func:`init_db` drops them.
+OBSOLETE_INDEXES = {
+    "task_instance": ("ix_ti_state", "ix_ti_pool_state"),
+    "log": ("ix_log_dttm",),
+}
+
+
 def init_db(store: Store, *, default_pool_slots: int = 128) -> bool:
     """Create missing tables, missing nullable columns of existing tables (a database made
-    by an older airdask) and ``default_pool``. Idempotent; True if anything was created."""
+    by an older airdask) and ``default_pool``; drop :data:`OBSOLETE_INDEXES`. Idempotent;
+    True if anything was created or dropped."""
     # Every command that opens the database comes here: when the tables are all there, three
     # catalog queries (the tables, every table's columns, every table's indexes), not three
     # per table.
@@ -39,7 +48,8 @@ def init_db(store: Store, *, default_pool_slots: int = 128) -> bool:
 def _complete_old_tables(store: Store, tables: set[str]) -> bool:
     """What a table in ``tables`` lacks because an older airdask made it: each nullable
     column (``ALTER TABLE ... ADD COLUMN``; new columns are nullable, so old rows stay
-    valid) and each index."""
+    valid) and each index; and what it has that airdask no longer reads
+    (:data:`OBSOLETE_INDEXES`)."""
     names = [name for name in Base.metadata.tables if name in tables]
     if not names:
         return False
@@ -63,6 +73,11 @@ def _complete_old_tables(store: Store, tables: set[str]) -> bool:
         for index in table.indexes:
             if index.name not in indexes.get(name, set()):
                 index.create(store.engine, checkfirst=True)
+                added = True
+        for obsolete in OBSOLETE_INDEXES.get(name, ()):
+            if obsolete in indexes.get(name, set()):
+                with store.engine.begin() as conn:
+                    conn.execute(text(f"DROP INDEX IF EXISTS {obsolete}"))
                 added = True
     return added
 

@@ -114,8 +114,8 @@ class TaskInstance(Base):
         ForeignKeyConstraint(
             ["dag_id", "run_id"], ["dag_run.dag_id", "dag_run.run_id"], ondelete="CASCADE"
         ),
-        Index("ix_ti_state", "state"),
-        Index("ix_ti_pool_state", "pool", "state"),
+        # With ix_ti_ready (below), the only indexes of ``state``: every state change
+        # rewrites an entry in each, several times per attempt (ADR 0017).
         Index("ix_ti_run_state", "dag_id", "run_id", "state"),
     )
 
@@ -177,7 +177,8 @@ class TaskInstance(Base):
 
 
 # The ready query's order (scheduler.ready): walked from its start for one state, a pass
-# reads the rows it queues instead of sorting every scheduled task instance again.
+# reads the rows it queues instead of sorting every scheduled task instance again. Its first
+# column makes it the index of every other query by state too (pool usage, counts by state).
 Index(
     "ix_ti_ready",
     TaskInstance.state,
@@ -240,7 +241,9 @@ class Log(Base):
     __table_args__ = (Index("ix_log_ti", "dag_id", "run_id", "task_id"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    dttm: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
+    # Not indexed: nothing reads the trail by time (the newest rows are the highest ids),
+    # and each task instance writes rows here on its way (ADR 0017).
+    dttm: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     event: Mapped[str] = mapped_column(String(60))
     dag_id: Mapped[str | None] = mapped_column(String(250), default=None)
     task_id: Mapped[str | None] = mapped_column(String(250), default=None)
