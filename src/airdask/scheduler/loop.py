@@ -87,6 +87,7 @@ from airdask.scheduler.ready import queue_ready
 from airdask.scheduler.runs import fail_run, finish_runs, start_run
 from airdask.scheduler.schedules import Clock, Schedules
 from airdask.state import DagRunState, TaskInstanceState
+from airdask.store.checkpoints import Checkpointer
 from airdask.store.models import DagRun, Job, TaskInstance, utcnow
 from airdask.store.session import Store
 from airdask.store.transient import is_transient
@@ -192,6 +193,8 @@ class SchedulerJob:
         self.summary_publisher = SummaryPublisher(
             interval=config.scheduler.dashboard_summary_interval
         )
+        #: SQLite's WAL checkpoints, off the loop's thread while the scheduler runs.
+        self.checkpoints = Checkpointer(store.engine)
 
     # ---- lifecycle ---------------------------------------------------------------------
 
@@ -225,6 +228,7 @@ class SchedulerJob:
         if not self.executor_started:
             self.executors.start()
             self.executor_started = True
+        self.checkpoints.start()
 
         def startup() -> None:
             with self._watching(), self.store.session() as session:
@@ -245,6 +249,12 @@ class SchedulerJob:
         from the executor is written. If the database stays out for
         :data:`STOP_DB_PATIENCE` seconds, the executor is left as it is (its attempts keep
         running, adoptable) and the Job row is left for another scheduler to declare dead."""
+        try:
+            self._stop_all(state)
+        finally:
+            self.checkpoints.stop()
+
+    def _stop_all(self, state: str) -> None:
         self.heap.release()
         # Before end(): an embedded cluster (and its dashboard) closes with the executor.
         self._publish_summary(force=True)
