@@ -4,6 +4,8 @@ How fast they are is measured by ``benchmarks/dag_run.py``, not here."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -22,6 +24,14 @@ from airdask.store.bulk import execute_many
 from airdask.store.db import ANALYZE_MIN_ROWS, analyze_after_insert
 from airdask.store.models import utcnow
 from airdask.store.queries import pool_usage, select_instances
+
+
+def _fan(dag_id: str, width: int) -> DAG:
+    """``width`` independent tasks ``t00000``, ``t00001``, ..."""
+    with DAG(dag_id) as dag:
+        for i in range(width):
+            BashTask(f"t{i:05d}", "true")
+    return dag
 
 
 def _rows(run_id: str, instances: dict[str, int]) -> list[dict[str, Any]]:
@@ -80,9 +90,7 @@ def test_a_large_run_start_leaves_postgresql_reading_a_ti_by_its_key(any_store: 
     """Without statistics for the rows just inserted, PostgreSQL picks ``ix_ti_run_state``
     for an UPDATE by primary key and reads the whole run for each row."""
     init_db(any_store, default_pool_slots=8)
-    with DAG("big") as dag:
-        for i in range(ANALYZE_MIN_ROWS * 12):
-            BashTask(f"t{i:05d}", "true")
+    dag = _fan("big", ANALYZE_MIN_ROWS * 12)
     postgres = any_store.engine.dialect.name == "postgresql"
     with any_store.session() as session:
         run = create_run(session, dag, run_id="r")
@@ -128,19 +136,42 @@ def test_runs_started_one_by_one_keep_the_statistics_fresh(pg_url: str) -> None:
         store.dispose()
 
 
-def _ready_selects(session: Any, run: tuple[str, str], total: int) -> tuple[list[Any], list[str]]:
-    """queue_ready's result and the SELECTs it ran, with their parameters inlined."""
+@contextlib.contextmanager
+def _statements(engine: Any, keep: Callable[[str], bool]) -> Iterator[list[str]]:
+    """The statements ``engine`` runs in the block that ``keep`` keeps, with their
+    parameters inlined (ready for EXPLAIN)."""
     statements: list[str] = []
 
     def seen(conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool) -> None:
-        if statement.lstrip().upper().startswith("SELECT") and "task_instance" in statement:
+        if keep(statement):
             statements.append(str(context.compiled.statement.compile(
                 dialect=conn.dialect, compile_kwargs={"literal_binds": True}
             )))  # fmt: skip
 
-    engine = session.get_bind()
     event.listen(engine, "before_cursor_execute", seen)
     try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+
+
+def _plan(session: Any, sql: str, postgres: bool) -> str:
+    if postgres:
+        return "\n".join(session.scalars(text(f"EXPLAIN {sql}")))
+    return "\n".join(row[3] for row in session.execute(text(f"EXPLAIN QUERY PLAN {sql}")))
+
+
+def _ready_selects(session: Any, run: tuple[str, str], total: int) -> tuple[list[Any], list[str]]:
+    """queue_ready's result and the SELECTs it ran, with their parameters inlined."""
+
+    def ready_select(statement: str) -> bool:
+        return (
+            statement.lstrip().upper().startswith("SELECT")
+            and "task_instance" in statement
+            and "priority_weight" in statement
+        )
+
+    with _statements(session.get_bind(), ready_select) as selects:
         queued = queue_ready(
             session,
             total=total,
@@ -148,9 +179,7 @@ def _ready_selects(session: Any, run: tuple[str, str], total: int) -> tuple[list
             job_id=None,
             command_for=lambda session, ti, now: ["true"],
         )
-    finally:
-        event.remove(engine, "before_cursor_execute", seen)
-    return queued, [s for s in statements if "priority_weight" in s]
+    return queued, selects
 
 
 def test_the_ready_query_reads_its_index_in_order_instead_of_sorting(any_store: Store) -> None:
@@ -189,12 +218,8 @@ def test_the_ready_query_reads_its_index_in_order_instead_of_sorting(any_store: 
 
 def _assert_read_in_order(session: Any, sql: str, postgres: bool) -> None:
     """The ready query ``sql`` reads ix_ti_ready in its order: no sort."""
-    if postgres:
-        plan = "\n".join(session.scalars(text(f"EXPLAIN {sql}")))
-        assert "Sort" not in plan, plan
-    else:
-        plan = "\n".join(row[3] for row in session.execute(text(f"EXPLAIN QUERY PLAN {sql}")))
-        assert "TEMP B-TREE" not in plan, plan
+    plan = _plan(session, sql, postgres)
+    assert ("Sort" if postgres else "TEMP B-TREE") not in plan, plan
     assert "ix_ti_ready" in plan, plan
 
 
@@ -205,9 +230,7 @@ def test_pool_usage_reads_only_the_live_task_instances_through_ix_ti_ready(
     task instances of which 3 are live, searches the first one for the live states instead
     of reading the table."""
     init_db(any_store, default_pool_slots=100_000)
-    with DAG("usage") as dag:
-        for i in range(ANALYZE_MIN_ROWS * 12):
-            BashTask(f"t{i:05d}", "true")
+    dag = _fan("usage", ANALYZE_MIN_ROWS * 12)
     postgres = any_store.engine.dialect.name == "postgresql"
     with any_store.session() as session:
         start_run(session, create_run(session, dag, run_id="r"), dag)
@@ -218,29 +241,16 @@ def test_pool_usage_reads_only_the_live_task_instances_through_ix_ti_ready(
     with any_store.session() as session:
         if postgres:
             session.execute(text("ANALYZE task_instance"))
-    statements: list[str] = []
-
-    def seen(conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool) -> None:
-        if "sum(task_instance.pool_slots)" in statement:
-            statements.append(str(context.compiled.statement.compile(
-                dialect=conn.dialect, compile_kwargs={"literal_binds": True}
-            )))  # fmt: skip
-
-    event.listen(any_store.engine, "before_cursor_execute", seen)
-    try:
-        with any_store.session() as session:
-            usage = pool_usage(session)
-    finally:
-        event.remove(any_store.engine, "before_cursor_execute", seen)
+    with (
+        _statements(any_store.engine, lambda sql: "sum(task_instance.pool_slots)" in sql) as sqls,
+        any_store.session() as session,
+    ):
+        usage = pool_usage(session)
     assert (usage["default_pool"].queued, usage["default_pool"].running) == (2, 1)
-    (sql,) = statements
+    (sql,) = sqls
     with any_store.session() as session:
-        if postgres:
-            plan = "\n".join(session.scalars(text(f"EXPLAIN {sql}")))
-            assert "Seq Scan" not in plan, plan
-        else:
-            plan = "\n".join(r[3] for r in session.execute(text(f"EXPLAIN QUERY PLAN {sql}")))
-            assert "SEARCH" in plan, plan
+        plan = _plan(session, sql, postgres)
+    assert ("Seq Scan" if postgres else "SCAN") not in plan, plan
     assert "ix_ti_ready" in plan, plan
 
 
@@ -253,9 +263,7 @@ def test_a_run_s_ready_query_reads_in_order_after_its_first_decisions(
     scheduled row through ``ix_ti_run_state`` and sorted them, pass after pass (11.8 ms a
     query at 5,000 scheduled): a decision write that large analyzes the table again."""
     init_db(any_store, default_pool_slots=100_000)
-    with DAG("stale") as dag:
-        for i in range(ANALYZE_MIN_ROWS * 6):
-            BashTask(f"t{i:05d}", "true")
+    dag = _fan("stale", ANALYZE_MIN_ROWS * 6)
     postgres = any_store.engine.dialect.name == "postgresql"
     with any_store.session() as session:
         start_run(session, create_run(session, dag, run_id="r"), dag)  # analyzes the insert
