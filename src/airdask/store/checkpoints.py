@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+import weakref
 from typing import Any
 
 from sqlalchemy import Engine, event
@@ -31,6 +32,36 @@ CHECKPOINT_SECONDS = 1.0
 #: SQLite's own default ``wal_autocheckpoint``, put back when a Checkpointer stops.
 AUTOCHECKPOINT_PAGES = 1000
 _INFO_KEY = "airdask_wal_autocheckpoint"
+
+
+class _AutoCheckpoint:
+    """What ``wal_autocheckpoint`` one engine's connections should have: 0 while any
+    Checkpointer of the engine runs, SQLite's default otherwise. One checkout listener per
+    engine, however many Checkpointers come and go on it (a scheduler each), sets it on a
+    connection whose value differs: a PRAGMA only when the wanted value changed."""
+
+    def __init__(self) -> None:
+        self.running = 0
+
+    def on_checkout(self, dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        pages = 0 if self.running else AUTOCHECKPOINT_PAGES
+        if record.info.get(_INFO_KEY, AUTOCHECKPOINT_PAGES) != pages:
+            dbapi_connection.execute(f"PRAGMA wal_autocheckpoint={pages}")
+            record.info[_INFO_KEY] = pages
+
+
+_BY_ENGINE: weakref.WeakKeyDictionary[Engine, _AutoCheckpoint] = weakref.WeakKeyDictionary()
+_BY_ENGINE_LOCK = threading.Lock()
+
+
+def _count_running(engine: Engine, delta: int) -> None:
+    """One more (``delta`` 1) or one fewer (-1) Checkpointer running on ``engine``."""
+    with _BY_ENGINE_LOCK:
+        found = _BY_ENGINE.get(engine)
+        if found is None:
+            found = _BY_ENGINE[engine] = _AutoCheckpoint()
+            event.listen(engine, "checkout", found.on_checkout)
+        found.running += delta
 
 
 class Checkpointer:
@@ -56,7 +87,6 @@ class Checkpointer:
         self.done = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._pages = AUTOCHECKPOINT_PAGES
 
     @property
     def running(self) -> bool:
@@ -67,9 +97,7 @@ class Checkpointer:
         checked out) and start the thread."""
         if self.path is None or self._thread is not None:
             return
-        self._pages = 0
-        if not event.contains(self.engine, "checkout", self._on_checkout):
-            event.listen(self.engine, "checkout", self._on_checkout)
+        _count_running(self.engine, 1)
         self._stop.clear()
         self._thread = threading.Thread(
             target=self._run, name="airdask-sqlite-checkpoints", daemon=True
@@ -84,12 +112,7 @@ class Checkpointer:
             return
         self._stop.set()
         thread.join()
-        self._pages = AUTOCHECKPOINT_PAGES
-
-    def _on_checkout(self, dbapi_connection: Any, record: Any, proxy: Any) -> None:
-        if record.info.get(_INFO_KEY, AUTOCHECKPOINT_PAGES) != self._pages:
-            dbapi_connection.execute(f"PRAGMA wal_autocheckpoint={self._pages}")
-            record.info[_INFO_KEY] = self._pages
+        _count_running(self.engine, -1)
 
     def _run(self) -> None:
         assert self.path is not None
